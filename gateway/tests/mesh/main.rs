@@ -1,0 +1,8 @@
+//! The whole mesh over the real wire: health, reflection, grpc-web, error
+//! statuses, graceful shutdown and restart of the `auctiond` process, on
+//! SQLite and on PostgreSQL.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+mod process;
+mod wire;

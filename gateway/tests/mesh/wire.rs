@@ -1,0 +1,282 @@
+//! Calls over gRPC and grpc-web against `run_all` started on port 0.
+
+use auction_proto::v1::bidding_service_client::BiddingServiceClient;
+use auction_proto::v1::catalog_service_client::CatalogServiceClient;
+use auction_proto::v1::{ErrorDetail, GetServerTimeRequest, ListCategoriesRequest};
+use auction_testkit::{Backend, spawn_app};
+use prost::Message;
+use tokio_stream::StreamExt;
+use tonic::Code;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_reflection::pb::v1::ServerReflectionRequest;
+use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+
+async fn every_service_is_serving(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let mut health = HealthClient::new(app.channel().await);
+    for service in auction_gateway::SERVICES.iter().chain(&[""]) {
+        let response = health
+            .check(HealthCheckRequest {
+                service: (*service).to_owned(),
+            })
+            .await
+            .unwrap_or_else(|status| panic!("health of {service:?}: {status}"));
+        assert_eq!(
+            response.into_inner().status(),
+            ServingStatus::Serving,
+            "{service}"
+        );
+    }
+    // An unknown service is NOT_FOUND, as the health protocol requires.
+    let unknown = health
+        .check(HealthCheckRequest {
+            service: "auction.v1.Nope".to_owned(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::NotFound);
+    app.stop().await;
+}
+
+// Proves health reports SERVING for all five services on SQLite.
+#[tokio::test]
+async fn health_serving_sqlite() {
+    every_service_is_serving(Backend::Sqlite).await;
+}
+
+// Proves health reports SERVING for all five services on PostgreSQL.
+#[tokio::test]
+async fn health_serving_postgres() {
+    every_service_is_serving(Backend::Postgres).await;
+}
+
+// Proves reflection lists every service and serves their descriptors.
+#[tokio::test]
+async fn reflection_lists_every_service() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let mut reflection = ServerReflectionClient::new(app.channel().await);
+    let requests = tokio_stream::iter([
+        ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        },
+        ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::FileContainingSymbol(
+                "auction.v1.BiddingService".to_owned(),
+            )),
+        },
+    ]);
+    let mut responses = reflection
+        .server_reflection_info(requests)
+        .await
+        .unwrap()
+        .into_inner();
+    let listed = responses
+        .next()
+        .await
+        .unwrap()
+        .unwrap()
+        .message_response
+        .unwrap();
+    let MessageResponse::ListServicesResponse(listed) = listed else {
+        panic!("expected a service list, got {listed:?}");
+    };
+    let names: Vec<String> = listed
+        .service
+        .into_iter()
+        .map(|service| service.name)
+        .collect();
+    for expected in auction_gateway::SERVICES.iter().chain(&[
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+    ]) {
+        assert!(
+            names.iter().any(|name| name == expected),
+            "{expected} missing from {names:?}"
+        );
+    }
+    let file = responses
+        .next()
+        .await
+        .unwrap()
+        .unwrap()
+        .message_response
+        .unwrap();
+    let MessageResponse::FileDescriptorResponse(file) = file else {
+        panic!("expected a file descriptor, got {file:?}");
+    };
+    let descriptor =
+        prost_types::FileDescriptorProto::decode(file.file_descriptor_proto[0].as_slice()).unwrap();
+    assert_eq!(descriptor.package(), "auction.v1");
+    assert!(
+        descriptor
+            .service
+            .iter()
+            .any(|service| service.name() == "BiddingService")
+    );
+    app.stop().await;
+}
+
+async fn categories_are_seeded(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let mut catalog = CatalogServiceClient::new(app.channel().await);
+    let tree = catalog
+        .list_categories(ListCategoriesRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(tree.categories.len() >= 10, "the category tree is seeded");
+    let coins = tree
+        .categories
+        .iter()
+        .find(|category| category.slug == "coins")
+        .unwrap();
+    assert_eq!(coins.path_names, ["Collectibles", "Coins"]);
+    assert_eq!(coins.depth, 1);
+    // Parents come before their children.
+    for (index, category) in tree.categories.iter().enumerate() {
+        if !category.parent_category_id.is_empty() {
+            let parent = tree
+                .categories
+                .iter()
+                .position(|candidate| candidate.category_id == category.parent_category_id)
+                .unwrap();
+            assert!(parent < index);
+        }
+    }
+    // A subtree.
+    let collectibles = tree
+        .categories
+        .iter()
+        .find(|category| category.slug == "collectibles")
+        .unwrap();
+    let subtree = catalog
+        .list_categories(ListCategoriesRequest {
+            root_category_id: collectibles.category_id.clone(),
+            max_depth: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let slugs: Vec<&str> = subtree
+        .categories
+        .iter()
+        .map(|category| category.slug.as_str())
+        .collect();
+    assert_eq!(slugs, ["collectibles", "coins", "stamps", "trading-cards"]);
+    app.stop().await;
+}
+
+// Proves the catalogue's category tree is seeded and served on SQLite.
+#[tokio::test]
+async fn categories_sqlite() {
+    categories_are_seeded(Backend::Sqlite).await;
+}
+
+// Proves the catalogue's category tree is seeded and served on PostgreSQL.
+#[tokio::test]
+async fn categories_postgres() {
+    categories_are_seeded(Backend::Postgres).await;
+}
+
+fn error_detail(status: &tonic::Status) -> ErrorDetail {
+    let details =
+        tonic_types::pb::Status::decode(status.details()).expect("google.rpc.Status details");
+    details
+        .details
+        .iter()
+        .find(|any| any.type_url == "type.googleapis.com/auction.v1.ErrorDetail")
+        .map(|any| ErrorDetail::decode(any.value.as_slice()).expect("ErrorDetail"))
+        .expect("an auction.v1.ErrorDetail")
+}
+
+// Proves bad input gets INVALID_ARGUMENT / NOT_FOUND with a stable reason, and
+// an RPC not built yet answers UNIMPLEMENTED with its tracking issue.
+#[tokio::test]
+async fn precise_statuses() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let mut catalog = CatalogServiceClient::new(app.channel().await);
+
+    let malformed = catalog
+        .list_categories(ListCategoriesRequest {
+            root_category_id: "not-a-uuid".to_owned(),
+            max_depth: 0,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(malformed.code(), Code::InvalidArgument);
+    let detail = error_detail(&malformed);
+    assert_eq!(detail.reason, "VALIDATION_FAILED");
+    assert_eq!(detail.field_violations[0].field, "root_category_id");
+    assert_eq!(
+        malformed
+            .metadata()
+            .get("auction-error-reason")
+            .unwrap()
+            .to_str()
+            .unwrap(),
+        "VALIDATION_FAILED"
+    );
+
+    let unknown = catalog
+        .list_categories(ListCategoriesRequest {
+            root_category_id: "019ab000-0000-7000-8000-000000000000".to_owned(),
+            max_depth: 0,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::NotFound);
+    assert_eq!(error_detail(&unknown).reason, "CATEGORY_NOT_FOUND");
+
+    let mut bidding = BiddingServiceClient::new(app.channel().await);
+    let not_built = bidding
+        .get_server_time(GetServerTimeRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(not_built.code(), Code::Unimplemented);
+    let detail = error_detail(&not_built);
+    assert_eq!(detail.reason, "NOT_IMPLEMENTED");
+    assert_eq!(
+        detail.metadata.get("tracking_issue").map(String::as_str),
+        Some("5")
+    );
+    app.stop().await;
+}
+
+// Proves a grpc-web client (HTTP/1.1, grpc-web framing) reaches the services
+// on the same port as native gRPC.
+#[tokio::test]
+async fn grpc_web_over_http1() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http();
+    let service = tower::ServiceBuilder::new()
+        .layer(tonic_web::GrpcWebClientLayer::new())
+        .service(client);
+    let mut catalog = CatalogServiceClient::with_origin(service, app.url().parse().unwrap());
+    let tree = catalog
+        .list_categories(ListCategoriesRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        tree.categories
+            .iter()
+            .any(|category| category.slug == "watches")
+    );
+    // Errors travel over grpc-web too.
+    let malformed = catalog
+        .list_categories(ListCategoriesRequest {
+            root_category_id: "x".to_owned(),
+            max_depth: 0,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(malformed.code(), Code::InvalidArgument);
+    app.stop().await;
+}

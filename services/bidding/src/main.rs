@@ -1,0 +1,6 @@
+//! Runs the bidding service alone: `auction-bidding [--config FILE]`. The same
+//! library is mounted by `auctiond` when everything runs in one process.
+
+fn main() -> std::process::ExitCode {
+    auction_platform::service_main::<auction_bidding::Service>()
+}

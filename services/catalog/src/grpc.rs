@@ -1,0 +1,268 @@
+//! The `auction.v1.CatalogService` gRPC surface. Every RPC of the contract is
+//! here; the ones not built yet answer UNIMPLEMENTED (reason
+//! `NOT_IMPLEMENTED`, tracking issue 8) and are listed as such in the
+//! README's status table.
+
+use auction_platform::unimplemented;
+use auction_proto::v1::catalog_service_server::CatalogService;
+use auction_proto::v1::{
+    AddToWatchlistRequest, AddToWatchlistResponse, BeginMediaUploadRequest,
+    BeginMediaUploadResponse, CancelListingRequest, CancelListingResponse, Category,
+    CompleteMediaUploadRequest, CompleteMediaUploadResponse, CreateItemRequest, CreateItemResponse,
+    CreateListingRequest, CreateListingResponse, CreateLiveSessionRequest,
+    CreateLiveSessionResponse, DeleteItemRequest, DeleteItemResponse, DeleteMediaRequest,
+    DeleteMediaResponse, GetItemRequest, GetItemResponse, GetListingRequest, GetListingResponse,
+    GetLiveSessionRequest, GetLiveSessionResponse, ListCategoriesRequest, ListCategoriesResponse,
+    ListItemsRequest, ListItemsResponse, ListListingsRequest, ListListingsResponse,
+    ListLiveSessionsRequest, ListLiveSessionsResponse, ListRecommendedListingsRequest,
+    ListRecommendedListingsResponse, ListTrendingListingsRequest, ListTrendingListingsResponse,
+    ListWatchlistRequest, ListWatchlistResponse, RemoveFromWatchlistRequest,
+    RemoveFromWatchlistResponse, SearchListingsRequest, SearchListingsResponse, UpdateItemRequest,
+    UpdateItemResponse, UpdateListingRequest, UpdateListingResponse, UploadMediaChunkRequest,
+    UploadMediaChunkResponse, UploadMediaRequest, UploadMediaResponse,
+};
+use tonic::{Request, Response, Status, Streaming};
+
+use uuid::Uuid;
+
+use crate::error::CatalogError;
+use crate::{Service, categories, store};
+
+/// How long clients may cache the category tree.
+const CATEGORY_CACHE: std::time::Duration = std::time::Duration::from_secs(60);
+
+#[tonic::async_trait]
+impl CatalogService for Service {
+    async fn list_categories(
+        &self,
+        request: Request<ListCategoriesRequest>,
+    ) -> Result<Response<ListCategoriesResponse>, Status> {
+        let request = request.into_inner();
+        let root = match request.root_category_id.as_str() {
+            "" => None,
+            text => Some(Uuid::parse_str(text).map_err(|_| CatalogError::Invalid {
+                field: "root_category_id",
+                message: format!("`{text}` is not a UUID"),
+            })?),
+        };
+        let stored = store::list_categories(&self.context.database)
+            .await
+            .map_err(CatalogError::from)?;
+        let placed = categories::depth_first(&stored, root, request.max_depth)?;
+        let categories = placed
+            .into_iter()
+            .map(|node| Category {
+                category_id: node.category.id.to_string(),
+                parent_category_id: node
+                    .category
+                    .parent_id
+                    .map(|id| id.to_string())
+                    .unwrap_or_default(),
+                name: node.category.name.clone(),
+                slug: node.category.slug.clone(),
+                path_names: node.path_names.into_iter().map(str::to_owned).collect(),
+                depth: node.depth,
+                position: node.category.position,
+                // No listing exists until listings are built (issue 8).
+                active_listing_count: 0,
+            })
+            .collect();
+        let cache_until = std::time::SystemTime::now() + CATEGORY_CACHE;
+        Ok(Response::new(ListCategoriesResponse {
+            categories,
+            cache_until: Some(prost_types::Timestamp::from(cache_until)),
+        }))
+    }
+
+    async fn create_item(
+        &self,
+        _request: Request<CreateItemRequest>,
+    ) -> Result<Response<CreateItemResponse>, Status> {
+        Err(unimplemented("auction.v1.CatalogService/CreateItem", 8))
+    }
+
+    async fn get_item(
+        &self,
+        _request: Request<GetItemRequest>,
+    ) -> Result<Response<GetItemResponse>, Status> {
+        Err(unimplemented("auction.v1.CatalogService/GetItem", 8))
+    }
+
+    async fn update_item(
+        &self,
+        _request: Request<UpdateItemRequest>,
+    ) -> Result<Response<UpdateItemResponse>, Status> {
+        Err(unimplemented("auction.v1.CatalogService/UpdateItem", 8))
+    }
+
+    async fn list_items(
+        &self,
+        _request: Request<ListItemsRequest>,
+    ) -> Result<Response<ListItemsResponse>, Status> {
+        Err(unimplemented("auction.v1.CatalogService/ListItems", 8))
+    }
+
+    async fn delete_item(
+        &self,
+        _request: Request<DeleteItemRequest>,
+    ) -> Result<Response<DeleteItemResponse>, Status> {
+        Err(unimplemented("auction.v1.CatalogService/DeleteItem", 8))
+    }
+
+    async fn upload_media(
+        &self,
+        _request: Request<Streaming<UploadMediaRequest>>,
+    ) -> Result<Response<UploadMediaResponse>, Status> {
+        Err(unimplemented("auction.v1.CatalogService/UploadMedia", 8))
+    }
+
+    async fn begin_media_upload(
+        &self,
+        _request: Request<BeginMediaUploadRequest>,
+    ) -> Result<Response<BeginMediaUploadResponse>, Status> {
+        Err(unimplemented(
+            "auction.v1.CatalogService/BeginMediaUpload",
+            8,
+        ))
+    }
+
+    async fn upload_media_chunk(
+        &self,
+        _request: Request<UploadMediaChunkRequest>,
+    ) -> Result<Response<UploadMediaChunkResponse>, Status> {
+        Err(unimplemented(
+            "auction.v1.CatalogService/UploadMediaChunk",
+            8,
+        ))
+    }
+
+    async fn complete_media_upload(
+        &self,
+        _request: Request<CompleteMediaUploadRequest>,
+    ) -> Result<Response<CompleteMediaUploadResponse>, Status> {
+        Err(unimplemented(
+            "auction.v1.CatalogService/CompleteMediaUpload",
+            8,
+        ))
+    }
+
+    async fn delete_media(
+        &self,
+        _request: Request<DeleteMediaRequest>,
+    ) -> Result<Response<DeleteMediaResponse>, Status> {
+        Err(unimplemented("auction.v1.CatalogService/DeleteMedia", 8))
+    }
+
+    async fn create_listing(
+        &self,
+        _request: Request<CreateListingRequest>,
+    ) -> Result<Response<CreateListingResponse>, Status> {
+        Err(unimplemented("auction.v1.CatalogService/CreateListing", 8))
+    }
+
+    async fn update_listing(
+        &self,
+        _request: Request<UpdateListingRequest>,
+    ) -> Result<Response<UpdateListingResponse>, Status> {
+        Err(unimplemented("auction.v1.CatalogService/UpdateListing", 8))
+    }
+
+    async fn get_listing(
+        &self,
+        _request: Request<GetListingRequest>,
+    ) -> Result<Response<GetListingResponse>, Status> {
+        Err(unimplemented("auction.v1.CatalogService/GetListing", 8))
+    }
+
+    async fn list_listings(
+        &self,
+        _request: Request<ListListingsRequest>,
+    ) -> Result<Response<ListListingsResponse>, Status> {
+        Err(unimplemented("auction.v1.CatalogService/ListListings", 8))
+    }
+
+    async fn cancel_listing(
+        &self,
+        _request: Request<CancelListingRequest>,
+    ) -> Result<Response<CancelListingResponse>, Status> {
+        Err(unimplemented("auction.v1.CatalogService/CancelListing", 8))
+    }
+
+    async fn search_listings(
+        &self,
+        _request: Request<SearchListingsRequest>,
+    ) -> Result<Response<SearchListingsResponse>, Status> {
+        Err(unimplemented("auction.v1.CatalogService/SearchListings", 8))
+    }
+
+    async fn list_trending_listings(
+        &self,
+        _request: Request<ListTrendingListingsRequest>,
+    ) -> Result<Response<ListTrendingListingsResponse>, Status> {
+        Err(unimplemented(
+            "auction.v1.CatalogService/ListTrendingListings",
+            8,
+        ))
+    }
+
+    async fn list_recommended_listings(
+        &self,
+        _request: Request<ListRecommendedListingsRequest>,
+    ) -> Result<Response<ListRecommendedListingsResponse>, Status> {
+        Err(unimplemented(
+            "auction.v1.CatalogService/ListRecommendedListings",
+            8,
+        ))
+    }
+
+    async fn create_live_session(
+        &self,
+        _request: Request<CreateLiveSessionRequest>,
+    ) -> Result<Response<CreateLiveSessionResponse>, Status> {
+        Err(unimplemented(
+            "auction.v1.CatalogService/CreateLiveSession",
+            8,
+        ))
+    }
+
+    async fn get_live_session(
+        &self,
+        _request: Request<GetLiveSessionRequest>,
+    ) -> Result<Response<GetLiveSessionResponse>, Status> {
+        Err(unimplemented("auction.v1.CatalogService/GetLiveSession", 8))
+    }
+
+    async fn list_live_sessions(
+        &self,
+        _request: Request<ListLiveSessionsRequest>,
+    ) -> Result<Response<ListLiveSessionsResponse>, Status> {
+        Err(unimplemented(
+            "auction.v1.CatalogService/ListLiveSessions",
+            8,
+        ))
+    }
+
+    async fn add_to_watchlist(
+        &self,
+        _request: Request<AddToWatchlistRequest>,
+    ) -> Result<Response<AddToWatchlistResponse>, Status> {
+        Err(unimplemented("auction.v1.CatalogService/AddToWatchlist", 8))
+    }
+
+    async fn remove_from_watchlist(
+        &self,
+        _request: Request<RemoveFromWatchlistRequest>,
+    ) -> Result<Response<RemoveFromWatchlistResponse>, Status> {
+        Err(unimplemented(
+            "auction.v1.CatalogService/RemoveFromWatchlist",
+            8,
+        ))
+    }
+
+    async fn list_watchlist(
+        &self,
+        _request: Request<ListWatchlistRequest>,
+    ) -> Result<Response<ListWatchlistResponse>, Status> {
+        Err(unimplemented("auction.v1.CatalogService/ListWatchlist", 8))
+    }
+}

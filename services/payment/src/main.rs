@@ -1,0 +1,6 @@
+//! Runs the payment service alone: `auction-payment [--config FILE]`. The same
+//! library is mounted by `auctiond` when everything runs in one process.
+
+fn main() -> std::process::ExitCode {
+    auction_platform::service_main::<auction_payment::Service>()
+}

@@ -1,0 +1,426 @@
+//! Configuration: typed structs, layered as built-in defaults, then an
+//! optional TOML file, then `AUCTION_`-prefixed environment variables
+//! (`AUCTION_SERVER__LISTEN_ADDRESS=0.0.0.0:50051`: a double underscore
+//! separates the levels). Unknown keys are refused, and [`Config::validate`]
+//! checks every value at start so a bad one stops start-up with a message
+//! that names its key. Secrets (the PostgreSQL URL carries a password) are
+//! wrapped so that printing the configuration never shows them.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// The prefix of every environment variable that overrides a key.
+pub const ENV_PREFIX: &str = "AUCTION_";
+
+/// Everything a process of the mesh needs to start.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The listener and its shutdown behaviour.
+    pub server: ServerConfig,
+    /// Logs.
+    pub telemetry: TelemetryConfig,
+    /// Where each service keeps its tables.
+    pub storage: StorageConfig,
+    /// Where uploaded media lives.
+    pub media: MediaConfig,
+    /// The Redis used for event streams and live fan-out; absent in the
+    /// embedded default, which uses the in-process bus.
+    pub redis: RedisConfig,
+    /// The etcd cluster that elects bidding shard leaders; absent in the
+    /// embedded default, which is its own single leader.
+    pub etcd: EtcdConfig,
+    /// Bidding shards.
+    pub bidding: BiddingConfig,
+    /// Demo data for newcomers.
+    pub demo: DemoConfig,
+}
+
+/// The one listener of a process: gRPC and grpc-web on the same port.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address and port to listen on; port 0 picks a free port.
+    pub listen_address: String,
+    /// How long shutdown waits for in-flight calls before it gives up on them.
+    pub shutdown_grace_ms: u64,
+    /// Browser origins allowed to call through grpc-web (CORS); `*` allows any.
+    pub cors_allowed_origins: Vec<String>,
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// `text` for people, `json` for log collectors.
+    pub log_format: LogFormat,
+    /// A `tracing` filter such as `info,auction_bidding=debug`; `RUST_LOG`
+    /// wins when it is set.
+    pub log_filter: String,
+}
+
+/// The shape of log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Which database the services use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StorageBackend {
+    /// One SQLite file per service under `storage.data_dir`.
+    Sqlite,
+    /// One PostgreSQL database, one schema per service.
+    Postgres,
+}
+
+/// Where each service keeps its tables.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    /// `sqlite` (embedded default) or `postgres` (production).
+    pub backend: StorageBackend,
+    /// The folder of the SQLite files (and of local media by default).
+    pub data_dir: PathBuf,
+    /// `postgres://user:password@host:port/database`; required for `postgres`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub postgres_url: Option<Secret>,
+    /// Connections per service pool.
+    pub max_connections: u32,
+}
+
+/// Where uploaded media is stored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MediaConfig {
+    /// The local folder used by the embedded default's object store.
+    pub local_dir: PathBuf,
+}
+
+/// Redis, for event streams and live fan-out between nodes.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    /// `redis://host:port/db`; absent means the in-process bus.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+}
+
+/// etcd, for bidding shard leadership.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EtcdConfig {
+    /// Client URLs such as `http://127.0.0.1:2379`; empty means single-node
+    /// leadership without etcd.
+    pub endpoints: Vec<String>,
+    /// The lease of a shard leader: it steps down when it cannot renew
+    /// within this time.
+    pub lease_ttl_ms: u64,
+}
+
+/// Bidding shards.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BiddingConfig {
+    /// Auctions hash onto this many shards; fixed for the life of a cluster.
+    pub shard_count: u32,
+}
+
+/// Demo data.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DemoConfig {
+    /// Seed demo users, items and auctions when the databases are empty.
+    pub seed_on_first_start: bool,
+}
+
+/// A configuration that could not be loaded or is not valid.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file or an environment variable could not be read or parsed; the
+    /// message names the key.
+    #[error("configuration: {0}")]
+    Load(#[from] Box<figment::Error>),
+    /// A value was read but is not acceptable.
+    #[error("configuration key `{key}`: {message}")]
+    Invalid {
+        /// The dotted key, as written in the file.
+        key: &'static str,
+        /// What is wrong with its value.
+        message: String,
+    },
+}
+
+impl Config {
+    /// The embedded default: everything local under `./data/`.
+    pub fn embedded_default() -> Self {
+        let data_dir = PathBuf::from("data");
+        Self {
+            server: ServerConfig {
+                listen_address: "127.0.0.1:50051".to_owned(),
+                shutdown_grace_ms: 4_000,
+                cors_allowed_origins: vec!["*".to_owned()],
+            },
+            telemetry: TelemetryConfig {
+                log_format: LogFormat::Text,
+                log_filter: "info".to_owned(),
+            },
+            storage: StorageConfig {
+                backend: StorageBackend::Sqlite,
+                data_dir: data_dir.clone(),
+                postgres_url: None,
+                max_connections: 8,
+            },
+            media: MediaConfig {
+                local_dir: data_dir.join("media"),
+            },
+            redis: RedisConfig::default(),
+            etcd: EtcdConfig {
+                endpoints: Vec::new(),
+                lease_ttl_ms: 3_000,
+            },
+            bidding: BiddingConfig { shard_count: 64 },
+            demo: DemoConfig {
+                seed_on_first_start: true,
+            },
+        }
+    }
+
+    /// The production default: PostgreSQL (its URL must be configured) and
+    /// no demo data; Redis and etcd are used when configured.
+    pub fn production_default() -> Self {
+        let mut config = Self::embedded_default();
+        config.storage.backend = StorageBackend::Postgres;
+        config.demo.seed_on_first_start = false;
+        config.telemetry.log_format = LogFormat::Json;
+        config
+    }
+
+    /// Loads `base`, overlaid by `file` when given, then by the environment,
+    /// and validates the result.
+    pub fn load(base: Self, file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_from(base, file, Env::prefixed(ENV_PREFIX).split("__"))
+    }
+
+    fn load_from(base: Self, file: Option<&Path>, environment: Env) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(base));
+        if let Some(file) = file {
+            if !file.is_file() {
+                return Err(ConfigError::Invalid {
+                    key: "--config",
+                    message: format!("no configuration file at {}", file.display()),
+                });
+            }
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        let config: Self = figment.merge(environment).extract().map_err(Box::new)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every value that types alone cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
+            ConfigError::Invalid {
+                key,
+                message: message.into(),
+            }
+        }
+        self.listen_address()?;
+        if self.server.shutdown_grace_ms == 0 || self.server.shutdown_grace_ms > 60_000 {
+            return Err(invalid(
+                "server.shutdown_grace_ms",
+                "must be between 1 and 60000 milliseconds",
+            ));
+        }
+        if self.storage.max_connections == 0 || self.storage.max_connections > 1_000 {
+            return Err(invalid(
+                "storage.max_connections",
+                "must be between 1 and 1000",
+            ));
+        }
+        match self.storage.backend {
+            StorageBackend::Sqlite => {
+                if self.storage.data_dir.as_os_str().is_empty() {
+                    return Err(invalid("storage.data_dir", "must not be empty"));
+                }
+            }
+            StorageBackend::Postgres => match &self.storage.postgres_url {
+                None => {
+                    return Err(invalid(
+                        "storage.postgres_url",
+                        "is required when storage.backend = \"postgres\"",
+                    ));
+                }
+                Some(url) => {
+                    let url = url.expose();
+                    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                        return Err(invalid(
+                            "storage.postgres_url",
+                            "must start with postgres:// or postgresql://",
+                        ));
+                    }
+                }
+            },
+        }
+        if let Some(url) = &self.redis.url
+            && !(url.starts_with("redis://") || url.starts_with("rediss://"))
+        {
+            return Err(invalid(
+                "redis.url",
+                "must start with redis:// or rediss://",
+            ));
+        }
+        for endpoint in &self.etcd.endpoints {
+            if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+                return Err(invalid(
+                    "etcd.endpoints",
+                    format!("`{endpoint}` must start with http:// or https://"),
+                ));
+            }
+        }
+        if !(500..=60_000).contains(&self.etcd.lease_ttl_ms) {
+            return Err(invalid(
+                "etcd.lease_ttl_ms",
+                "must be between 500 and 60000 milliseconds",
+            ));
+        }
+        if self.bidding.shard_count == 0 || self.bidding.shard_count > 4_096 {
+            return Err(invalid("bidding.shard_count", "must be between 1 and 4096"));
+        }
+        if self
+            .server
+            .cors_allowed_origins
+            .iter()
+            .any(String::is_empty)
+        {
+            return Err(invalid(
+                "server.cors_allowed_origins",
+                "must not contain an empty origin",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The parsed listen address.
+    pub fn listen_address(&self) -> Result<SocketAddr, ConfigError> {
+        self.server
+            .listen_address
+            .parse()
+            .map_err(|error| ConfigError::Invalid {
+                key: "server.listen_address",
+                message: format!(
+                    "`{}` is not host:port ({error})",
+                    self.server.listen_address
+                ),
+            })
+    }
+}
+
+/// A secret value (a URL with a password, a key): read from configuration
+/// like a string, but `Debug` never shows it, so logging a configuration is
+/// safe.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The value itself, for the one place that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("[redacted]")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    fn load_text(text: &str) -> Result<Config, ConfigError> {
+        let mut file = tempfile::NamedTempFile::new().expect("temporary file");
+        file.write_all(text.as_bytes()).expect("write");
+        Config::load_from(
+            Config::embedded_default(),
+            Some(file.path()),
+            Env::prefixed("AUCTION_TEST_UNUSED_PREFIX_"),
+        )
+    }
+
+    // Proves the embedded default is valid on its own.
+    #[test]
+    fn embedded_default_is_valid() {
+        Config::embedded_default().validate().expect("valid");
+    }
+
+    // Proves a bad value stops loading with a message naming its key.
+    #[test]
+    fn bad_values_name_their_key() {
+        let error = load_text("[server]\nlisten_address = \"nowhere\"\n").unwrap_err();
+        assert!(
+            error.to_string().contains("server.listen_address"),
+            "{error}"
+        );
+
+        let error = load_text("[bidding]\nshard_count = 0\n").unwrap_err();
+        assert!(error.to_string().contains("bidding.shard_count"), "{error}");
+
+        let error = load_text("[storage]\nbackend = \"postgres\"\n").unwrap_err();
+        assert!(
+            error.to_string().contains("storage.postgres_url"),
+            "{error}"
+        );
+
+        let error = load_text("[storage]\nmax_connections = \"many\"\n").unwrap_err();
+        assert!(error.to_string().contains("max_connections"), "{error}");
+    }
+
+    // Proves unknown keys are refused rather than silently ignored.
+    #[test]
+    fn unknown_keys_are_refused() {
+        let error = load_text("[server]\nlisten_adress = \"127.0.0.1:1\"\n").unwrap_err();
+        assert!(error.to_string().contains("listen_adress"), "{error}");
+    }
+
+    // Proves the environment overrides the file, level by level.
+    #[test]
+    #[allow(clippy::result_large_err, reason = "figment::Jail's own signature")]
+    fn environment_overrides_the_file() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("auction.toml", "[bidding]\nshard_count = 8\n")?;
+            jail.set_env("AUCTION_BIDDING__SHARD_COUNT", "16");
+            let config = Config::load(Config::embedded_default(), Some(Path::new("auction.toml")))
+                .map_err(|error| error.to_string())?;
+            assert_eq!(config.bidding.shard_count, 16);
+            Ok(())
+        });
+    }
+
+    // Proves printing a configuration never shows the PostgreSQL password.
+    #[test]
+    fn secrets_are_redacted_in_debug() {
+        let mut config = Config::production_default();
+        config.storage.postgres_url = Some(Secret::new("postgres://app:hunter2@db/auction"));
+        assert!(!format!("{config:?}").contains("hunter2"));
+    }
+}

@@ -1,0 +1,175 @@
+//! Database pools and migrations. Each service owns its tables: with SQLite
+//! (the embedded default) one file per service under `storage.data_dir`;
+//! with PostgreSQL one schema per service in the configured database. Each
+//! service ships two migration folders, `migrations/postgres` and
+//! `migrations/sqlite`, applied at start by [`Database::open`].
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::Connection;
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+use crate::config::{StorageBackend, StorageConfig};
+
+/// The migrations of one service, for both backends.
+#[derive(Debug, Clone, Copy)]
+pub struct Migrations {
+    /// Applied in the service's PostgreSQL schema.
+    pub postgres: &'static Migrator,
+    /// Applied in the service's SQLite file.
+    pub sqlite: &'static Migrator,
+}
+
+/// A service's connection pool.
+#[derive(Debug, Clone)]
+pub enum Database {
+    /// PostgreSQL, with `search_path` set to the service's schema.
+    Postgres(PgPool),
+    /// SQLite, in WAL mode with full fsync so an acknowledged write survives
+    /// a crash.
+    Sqlite(SqlitePool),
+}
+
+/// Opening or migrating a database failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DatabaseError {
+    /// The configuration is not usable.
+    #[error("storage configuration: {0}")]
+    Config(String),
+    /// The server or file could not be reached.
+    #[error("cannot connect to the {service} database")]
+    Connect {
+        /// The service whose database failed.
+        service: &'static str,
+        /// Why.
+        #[source]
+        source: sqlx::Error,
+    },
+    /// A migration failed.
+    #[error("cannot migrate the {service} database")]
+    Migrate {
+        /// The service whose migration failed.
+        service: &'static str,
+        /// Why.
+        #[source]
+        source: sqlx::migrate::MigrateError,
+    },
+    /// The data folder could not be created.
+    #[error("cannot create the data folder {path}")]
+    DataDir {
+        /// The folder.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Database {
+    /// Connects to the service's database (creating the SQLite file or the
+    /// PostgreSQL schema when missing) and applies its migrations.
+    /// `service` is a short lowercase name: it names the file and schema.
+    pub async fn open(
+        storage: &StorageConfig,
+        service: &'static str,
+        migrations: Migrations,
+    ) -> Result<Self, DatabaseError> {
+        debug_assert!(service.chars().all(|c| c.is_ascii_lowercase() || c == '_'));
+        let connect = |source| DatabaseError::Connect { service, source };
+        let database = match storage.backend {
+            StorageBackend::Sqlite => {
+                std::fs::create_dir_all(&storage.data_dir).map_err(|source| {
+                    DatabaseError::DataDir {
+                        path: storage.data_dir.display().to_string(),
+                        source,
+                    }
+                })?;
+                let options = SqliteConnectOptions::new()
+                    .filename(storage.data_dir.join(format!("{service}.db")))
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    // FULL: a commit is on disk before we acknowledge it.
+                    .synchronous(SqliteSynchronous::Full)
+                    .busy_timeout(Duration::from_secs(5))
+                    .foreign_keys(true);
+                let pool = SqlitePoolOptions::new()
+                    .max_connections(storage.max_connections)
+                    .connect_with(options)
+                    .await
+                    .map_err(connect)?;
+                migrations
+                    .sqlite
+                    .run(&pool)
+                    .await
+                    .map_err(|source| DatabaseError::Migrate { service, source })?;
+                Self::Sqlite(pool)
+            }
+            StorageBackend::Postgres => {
+                let url = storage.postgres_url.as_ref().ok_or_else(|| {
+                    DatabaseError::Config("storage.postgres_url is required".into())
+                })?;
+                let base = PgConnectOptions::from_str(url.expose()).map_err(|error| {
+                    DatabaseError::Config(format!("storage.postgres_url: {error}"))
+                })?;
+                create_schema(&base, service).await.map_err(connect)?;
+                let options = base.options([("search_path", service)]);
+                let pool = PgPoolOptions::new()
+                    .max_connections(storage.max_connections)
+                    .acquire_timeout(Duration::from_secs(10))
+                    .connect_with(options)
+                    .await
+                    .map_err(connect)?;
+                migrations
+                    .postgres
+                    .run(&pool)
+                    .await
+                    .map_err(|source| DatabaseError::Migrate { service, source })?;
+                Self::Postgres(pool)
+            }
+        };
+        tracing::info!(service, backend = database.backend_name(), "database ready");
+        Ok(database)
+    }
+
+    /// `postgres` or `sqlite`, for logs.
+    pub fn backend_name(&self) -> &'static str {
+        match self {
+            Self::Postgres(_) => "postgres",
+            Self::Sqlite(_) => "sqlite",
+        }
+    }
+
+    /// Closes the pool, waiting for connections in use to come back.
+    pub async fn close(&self) {
+        match self {
+            Self::Postgres(pool) => pool.close().await,
+            Self::Sqlite(pool) => pool.close().await,
+        }
+    }
+}
+
+/// Creates the service's schema. Several services start at once against one
+/// database, so a concurrent creation of the same schema is not an error.
+async fn create_schema(options: &PgConnectOptions, schema: &str) -> Result<(), sqlx::Error> {
+    let mut connection = sqlx::postgres::PgConnection::connect_with(options).await?;
+    let statement = format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\"");
+    let created = sqlx::query(&statement).execute(&mut connection).await;
+    let outcome = match created {
+        Ok(_) => Ok(()),
+        // 23505 unique_violation / 42P06 duplicate_schema: another service
+        // process created it between our check and our insert.
+        Err(sqlx::Error::Database(error))
+            if matches!(error.code().as_deref(), Some("23505") | Some("42P06")) =>
+        {
+            Ok(())
+        }
+        Err(error) => Err(error),
+    };
+    connection.close().await?;
+    outcome
+}

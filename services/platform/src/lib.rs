@@ -1,0 +1,28 @@
+//! Shared plumbing of every service of the auction mesh, kept small on
+//! purpose: the services hold the logic, this crate holds what they all
+//! need the same way.
+//!
+//! - [`config`]: layered configuration (defaults, TOML file, `AUCTION_*`
+//!   environment), validated at start with errors that name the key.
+//! - [`telemetry`]: the one `tracing` set-up (text or JSON).
+//! - [`database`]: per-service pools and migrations for PostgreSQL and SQLite.
+//! - [`shutdown`]: the shared shutdown signal and SIGTERM/ctrl-c handling.
+//! - [`error`]: service errors to `tonic::Status` with stable reasons.
+//! - [`service`]: the [`MeshService`] trait every service implements, and
+//!   the `main` of a service's own binary.
+//! - [`server`]: the listener stack (gRPC + grpc-web, health, reflection,
+//!   CORS, tracing, graceful drain).
+
+pub mod config;
+pub mod database;
+pub mod error;
+pub mod server;
+pub mod service;
+pub mod shutdown;
+pub mod telemetry;
+
+pub use config::Config;
+pub use database::{Database, Migrations};
+pub use error::{ServiceError, to_status, unimplemented};
+pub use service::{MeshService, ServiceContext, StartError, mount, run_single, service_main};
+pub use shutdown::Shutdown;

@@ -20,6 +20,10 @@ fi
 (cd proto && "$buf" lint)
 echo "[test] buf lint: clean"
 
+# Each test makes its own PostgreSQL database; drop those of earlier runs.
+psql "$AUCTION_TEST_POSTGRES_URL" -Atqc "SELECT datname FROM pg_database WHERE datname LIKE 'test\_%'" |
+  while read -r name; do psql "$AUCTION_TEST_POSTGRES_URL" -qc "DROP DATABASE IF EXISTS \"$name\"" >/dev/null; done
+
 # nextest runs each test in its own process; plain cargo test is the fallback.
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --all-targets --no-fail-fast "$@"
@@ -28,3 +32,8 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --all-targets --no-fail-fast "$@"
 fi
+
+# A client that is not ours: Python grpcio lists and describes every service
+# through reflection and gets SERVING from health; SIGTERM exits 0 in < 5 s.
+cargo build --quiet -p auction-gateway --bin auctiond
+deploy/smoke/external-client.sh

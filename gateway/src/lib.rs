@@ -21,6 +21,7 @@ pub async fn run_all(
     listener: TcpListener,
     shutdown: Shutdown,
 ) -> Result<(), StartError> {
+    auction_platform::backends::check(&config).await?;
     let mut routes = RoutesBuilder::default();
     // The user service first: the others refer to its demo accounts.
     let databases = [

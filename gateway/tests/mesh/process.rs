@@ -112,3 +112,70 @@ async fn sigterm_then_restart_keeps_data() {
     let (status, _) = second.terminate();
     assert!(status.success());
 }
+
+async fn serve_config(dir: &std::path::Path, redis_url: &str) -> std::path::PathBuf {
+    let postgres_url = auction_testkit::fresh_postgres_database().await;
+    let endpoints = auction_testkit::etcd_endpoints()
+        .iter()
+        .map(|endpoint| format!("\"{endpoint}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let text = format!(
+        "[server]\nlisten_address = \"127.0.0.1:0\"\n\
+         [storage]\npostgres_url = \"{postgres_url}\"\n\
+         [redis]\nurl = \"{redis_url}\"\n\
+         [etcd]\nendpoints = [{endpoints}]\n"
+    );
+    let path = dir.join("auctiond.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+// Proves `auctiond serve --config` runs every service on PostgreSQL with the
+// configured Redis and etcd, and stops cleanly on SIGTERM.
+#[tokio::test]
+async fn serve_with_postgres_redis_and_etcd() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = serve_config(dir.path(), &auction_testkit::redis_url()).await;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_auctiond"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let url = line.split_whitespace().find(|word| word.starts_with("http://")).unwrap().to_owned();
+    let auctiond = Auctiond { child, url };
+    assert!(!category_ids(&auctiond.url).await.is_empty());
+    let (status, _) = auctiond.terminate();
+    assert!(status.success());
+}
+
+// Proves an unreachable Redis stops start-up with a message naming its key,
+// and a bad value does too, before anything listens.
+#[tokio::test]
+async fn unreachable_backend_or_bad_value_stops_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    // Port 1 on loopback: nothing listens there.
+    let config = serve_config(dir.path(), "redis://127.0.0.1:1").await;
+    let output = Command::new(env!("CARGO_BIN_EXE_auctiond"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("AUCTION_TELEMETRY__LOG_FORMAT", "text")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("redis.url"), "{stderr}");
+
+    let output = Command::new(env!("CARGO_BIN_EXE_auctiond"))
+        .args(["dev", "--listen", "127.0.0.1:0"])
+        .env("AUCTION_BIDDING__SHARD_COUNT", "0")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("bidding.shard_count"), "{stderr}");
+}

@@ -4,6 +4,7 @@
 //!
 //! - [`config`]: layered configuration (defaults, TOML file, `AUCTION_*`
 //!   environment), validated at start with errors that name the key.
+//! - [`backends`]: start-up checks that the configured Redis and etcd answer.
 //! - [`telemetry`]: the one `tracing` set-up (text or JSON).
 //! - [`database`]: per-service pools and migrations for PostgreSQL and SQLite.
 //! - [`shutdown`]: the shared shutdown signal and SIGTERM/ctrl-c handling.
@@ -13,6 +14,7 @@
 //! - [`server`]: the listener stack (gRPC + grpc-web, health, reflection,
 //!   CORS, tracing, graceful drain).
 
+pub mod backends;
 pub mod config;
 pub mod database;
 pub mod error;

@@ -66,6 +66,14 @@ pub enum StartError {
     /// The server failed.
     #[error(transparent)]
     Serve(#[from] ServeError),
+    /// A configured backend (Redis, etcd) cannot be reached.
+    #[error("configuration key `{key}`: cannot reach the server: {message}")]
+    Backend {
+        /// The configuration key that names the backend.
+        key: &'static str,
+        /// Why.
+        message: String,
+    },
     /// A service-specific start-up step failed.
     #[error("{service}: {message}")]
     Service {
@@ -110,6 +118,7 @@ pub async fn run_single<S: MeshService>(
     listener: TcpListener,
     shutdown: Shutdown,
 ) -> Result<(), StartError> {
+    crate::backends::check(&config).await?;
     let mut routes = RoutesBuilder::default();
     let database = mount::<S>(&config, &shutdown, &mut routes).await?;
     let served = serve(

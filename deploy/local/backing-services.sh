@@ -5,16 +5,16 @@
 #
 #   deploy/local/backing-services.sh start   # install if needed, start, wait until ready
 #   deploy/local/backing-services.sh stop    # stop what this script started
-#   deploy/local/backing-services.sh env     # print the AUCTION_TEST_* exports
+#   deploy/local/backing-services.sh env     # print the MESH_TEST_* exports
 #
-# Ports can be moved with AUCTION_PG_PORT, AUCTION_REDIS_PORT, AUCTION_ETCD_PORT.
+# Ports can be moved with MESH_PG_PORT, MESH_REDIS_PORT, MESH_ETCD_PORT.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
 state="$root/.tmp/backing"
-pg_port=${AUCTION_PG_PORT:-54329}
-redis_port=${AUCTION_REDIS_PORT:-63799}
-etcd_port=${AUCTION_ETCD_PORT:-23799}
+pg_port=${MESH_PG_PORT:-54329}
+redis_port=${MESH_REDIS_PORT:-63799}
+etcd_port=${MESH_ETCD_PORT:-23799}
 etcd_peer_port=$((etcd_port + 10))
 pg_cluster=auction_test
 
@@ -98,9 +98,9 @@ start_etcd() {
 }
 
 print_env() {
-  echo "export AUCTION_TEST_POSTGRES_URL=postgres://postgres@127.0.0.1:$pg_port/postgres"
-  echo "export AUCTION_TEST_REDIS_URL=redis://127.0.0.1:$redis_port"
-  echo "export AUCTION_TEST_ETCD_ENDPOINTS=http://127.0.0.1:$etcd_port"
+  echo "export MESH_TEST_POSTGRES_URL=postgres://postgres@127.0.0.1:$pg_port/postgres"
+  echo "export MESH_TEST_REDIS_URL=redis://127.0.0.1:$redis_port"
+  echo "export MESH_TEST_ETCD_ENDPOINTS=http://127.0.0.1:$etcd_port"
 }
 
 stop_all() {

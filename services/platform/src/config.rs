@@ -363,7 +363,7 @@ mod tests {
         Config::load_from(
             Config::embedded_default(),
             Some(file.path()),
-            Env::prefixed("AUCTION_TEST_UNUSED_PREFIX_"),
+            Env::prefixed("MESH_TEST_UNUSED_PREFIX_"),
         )
     }
 

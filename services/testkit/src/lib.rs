@@ -33,17 +33,17 @@ const HOW_TO_START: &str = "start the test servers with `deploy/local/backing-se
 /// The PostgreSQL server of the suite (an administrative URL: tests create
 /// their own databases in it).
 pub fn postgres_url() -> String {
-    std::env::var("AUCTION_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_POSTGRES_URL.to_owned())
+    std::env::var("MESH_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_POSTGRES_URL.to_owned())
 }
 
 /// The Redis server of the suite.
 pub fn redis_url() -> String {
-    std::env::var("AUCTION_TEST_REDIS_URL").unwrap_or_else(|_| DEFAULT_REDIS_URL.to_owned())
+    std::env::var("MESH_TEST_REDIS_URL").unwrap_or_else(|_| DEFAULT_REDIS_URL.to_owned())
 }
 
 /// The etcd endpoints of the suite.
 pub fn etcd_endpoints() -> Vec<String> {
-    std::env::var("AUCTION_TEST_ETCD_ENDPOINTS")
+    std::env::var("MESH_TEST_ETCD_ENDPOINTS")
         .unwrap_or_else(|_| DEFAULT_ETCD_ENDPOINTS.to_owned())
         .split(',')
         .map(str::to_owned)

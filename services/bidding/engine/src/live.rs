@@ -1,0 +1,736 @@
+//! Live sessions run by an auctioneer: ordered lots, one open at a time, each an
+//! English proxy auction with no end time. A countdown restarted by every accepted
+//! bid closes the lot when it runs out; the auctioneer can open lots, give fair
+//! warning, hammer, pass, reopen and undo the last bid. Absentee (commission) bids
+//! left before a lot opens are maximums in its book.
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use crate::auction::Common;
+use crate::command::{Action, Command};
+use crate::english::retraction_event;
+use crate::event::{BidKind, Event, EventKind, UnsoldReason};
+use crate::id::{LotIndex, UserId};
+use crate::limits::{MAX_BIDDERS_PER_BOOK, MAX_BIDS_PER_LOT};
+use crate::money::Money;
+use crate::proxy::{Pricing, ProxyBook, Undo};
+use crate::rejection::Rejection;
+use crate::spec::{LiveSpec, LotSpec};
+use crate::time::Timestamp;
+use crate::view::{AuctionStatus, BidStatus, FormatView, LotStatus, LotView, ReserveState};
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Lot {
+    status: LotStatus,
+    book: ProxyBook,
+    /// When the countdown runs out, while the lot is open.
+    deadline: Option<Timestamp>,
+    /// The book before each accepted bid, newest last, for "undo last bid". A
+    /// retraction clears it: undo reaches back to the last retraction only.
+    history: Vec<Undo>,
+    /// Fair warnings given since the last bid.
+    fair_warnings: u32,
+    /// The buyer and hammer price once sold.
+    result: Option<(UserId, Decimal)>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Live {
+    pub(crate) spec: LiveSpec,
+    lots: Vec<Lot>,
+    open_lot: Option<LotIndex>,
+    lots_sold: u32,
+}
+
+fn pricing<'a>(lot_spec: &'a LotSpec, common: &Common) -> Pricing<'a> {
+    Pricing {
+        starting_price: lot_spec.starting_price,
+        reserve_price: lot_spec.reserve_price,
+        increments: &lot_spec.increments,
+        minor_unit: common.minor_unit,
+    }
+}
+
+fn emit(
+    common: &mut Common,
+    live: &mut Live,
+    at: Timestamp,
+    kind: EventKind,
+    events: &mut Vec<Event>,
+) {
+    let event = common.stamp(at, kind);
+    live.evolve(common, &event);
+    events.push(event);
+}
+
+pub(crate) fn apply(
+    common: &mut Common,
+    live: &mut Live,
+    command: Command,
+    now: Timestamp,
+    events: &mut Vec<Event>,
+) -> Result<(), Rejection> {
+    let actor = command.actor;
+    match command.action {
+        Action::PlaceBid { amount, lot } => bid(
+            common,
+            live,
+            command,
+            amount,
+            lot,
+            BidKind::Plain,
+            now,
+            events,
+        ),
+        Action::SetMaxBid { max_amount, lot } => bid(
+            common,
+            live,
+            command,
+            max_amount,
+            lot,
+            BidKind::Maximum,
+            now,
+            events,
+        ),
+        Action::AbsenteeBid { lot, max_amount } => {
+            common.check_not_finished()?;
+            common.check_bidder(actor)?;
+            let index = live.lot_index(lot)?;
+            if live.lots[index].status != LotStatus::Pending {
+                return Err(Rejection::LotNotPending);
+            }
+            common.check_money(max_amount)?;
+            accept_bid(
+                common,
+                live,
+                command,
+                lot,
+                max_amount,
+                BidKind::Absentee,
+                now,
+                events,
+            )
+        }
+        Action::OpenLot { lot } => {
+            common.check_auctioneer(actor)?;
+            common.check_open()?;
+            if let Some(open) = live.open_lot {
+                return Err(Rejection::LotInProgress { open });
+            }
+            let lot = match lot {
+                Some(lot) => {
+                    let index = live.lot_index(lot)?;
+                    if live.lots[index].status != LotStatus::Pending {
+                        return Err(Rejection::LotNotPending);
+                    }
+                    lot
+                }
+                None => live.next_pending().ok_or(Rejection::NoSuchLot)?,
+            };
+            let deadline = now.saturating_add_ms(live.spec.countdown_ms);
+            emit(
+                common,
+                live,
+                now,
+                EventKind::LotOpened { lot, deadline },
+                events,
+            );
+            Ok(())
+        }
+        Action::FairWarning => {
+            common.check_auctioneer(actor)?;
+            common.check_open()?;
+            let lot = live.open_lot.ok_or(Rejection::NoLotOpen)?;
+            emit(common, live, now, EventKind::FairWarning { lot }, events);
+            Ok(())
+        }
+        Action::Hammer => {
+            common.check_auctioneer(actor)?;
+            common.check_open()?;
+            let lot = live.open_lot.ok_or(Rejection::NoLotOpen)?;
+            let kind = match live.closing_event(common, lot, false) {
+                EventKind::LotPassed {
+                    reason: UnsoldReason::NoBids,
+                    ..
+                } => return Err(Rejection::NoBids),
+                EventKind::LotPassed { .. } => return Err(Rejection::ReserveNotMet),
+                kind => kind,
+            };
+            emit(common, live, now, kind, events);
+            after_lot_closed(common, live, now, events);
+            Ok(())
+        }
+        Action::Pass => {
+            common.check_auctioneer(actor)?;
+            common.check_open()?;
+            let lot = live.open_lot.ok_or(Rejection::NoLotOpen)?;
+            emit(
+                common,
+                live,
+                now,
+                EventKind::LotPassed {
+                    lot,
+                    reason: UnsoldReason::Passed,
+                },
+                events,
+            );
+            after_lot_closed(common, live, now, events);
+            Ok(())
+        }
+        Action::Reopen { lot } => {
+            common.check_auctioneer(actor)?;
+            common.check_open()?;
+            let index = live.lot_index(lot)?;
+            match live.lots[index].status {
+                LotStatus::Sold | LotStatus::Passed => {}
+                LotStatus::Pending | LotStatus::Open => return Err(Rejection::LotNotClosed),
+            }
+            let suspended = match live.open_lot {
+                Some(open) if !live.lots[open.as_usize()].book.is_empty() => {
+                    return Err(Rejection::LotInProgress { open });
+                }
+                other => other,
+            };
+            let deadline = now.saturating_add_ms(live.spec.countdown_ms);
+            emit(
+                common,
+                live,
+                now,
+                EventKind::LotReopened {
+                    lot,
+                    suspended,
+                    deadline,
+                },
+                events,
+            );
+            Ok(())
+        }
+        Action::UndoLastBid => {
+            common.check_auctioneer(actor)?;
+            common.check_open()?;
+            let lot = live.open_lot.ok_or(Rejection::NoLotOpen)?;
+            let index = lot.as_usize();
+            let undo = *live.lots[index]
+                .history
+                .last()
+                .ok_or(Rejection::NothingToUndo)?;
+            let lot_pricing = pricing(&live.spec.lots[index], common);
+            let kind = EventKind::BidUndone {
+                lot,
+                bidder: undo.bidder,
+                price: undo.price.map(|price| common.money(price)),
+                leader: undo.first.map(|first| first.bidder),
+                reserve_met: undo
+                    .first
+                    .is_some_and(|first| lot_pricing.meets_reserve(first.amount)),
+            };
+            emit(common, live, now, kind, events);
+            Ok(())
+        }
+        Action::RetractBid { bidder, lot } => {
+            common.check_admin(actor)?;
+            common.check_not_finished()?;
+            let lot = lot.ok_or(Rejection::NoSuchLot)?;
+            let index = live.lot_index(lot)?;
+            match live.lots[index].status {
+                LotStatus::Pending | LotStatus::Open => {}
+                LotStatus::Sold | LotStatus::Passed => {
+                    return Err(Rejection::LotNotOpen {
+                        open: live.open_lot,
+                    });
+                }
+            }
+            if !live.lots[index].book.has_bidder(bidder) {
+                return Err(Rejection::NoSuchBid);
+            }
+            let lot_pricing = pricing(&live.spec.lots[index], common);
+            let mut after = live.lots[index].book.clone();
+            after.retract(bidder, &lot_pricing);
+            let kind = retraction_event(
+                common,
+                command.request_id,
+                Some(lot),
+                bidder,
+                &after,
+                &lot_pricing,
+            );
+            emit(common, live, now, kind, events);
+            Ok(())
+        }
+        Action::Cancel => {
+            let reserve_met = live.lots_sold > 0
+                || live
+                    .lots
+                    .iter()
+                    .zip(&live.spec.lots)
+                    .any(|(lot, lot_spec)| {
+                        matches!(lot.status, LotStatus::Pending | LotStatus::Open)
+                            && lot.book.reserve_met(&pricing(lot_spec, common))
+                    });
+            common.check_cancel(actor, reserve_met)?;
+            emit(
+                common,
+                live,
+                now,
+                EventKind::Cancelled {
+                    request_id: command.request_id,
+                    by: actor,
+                },
+                events,
+            );
+            Ok(())
+        }
+        Action::Tick => Ok(()),
+        Action::BuyItNow { .. }
+        | Action::PlaceSealedBid { .. }
+        | Action::WithdrawSealedBid
+        | Action::DutchAccept { .. } => Err(Rejection::UnsupportedForFormat),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn bid(
+    common: &mut Common,
+    live: &mut Live,
+    command: Command,
+    amount: Money,
+    lot: Option<LotIndex>,
+    bid_kind: BidKind,
+    now: Timestamp,
+    events: &mut Vec<Event>,
+) -> Result<(), Rejection> {
+    common.check_open()?;
+    let open = match (live.open_lot, lot) {
+        (Some(open), None) => open,
+        (Some(open), Some(lot)) if lot == open => open,
+        (open, Some(_)) => return Err(Rejection::LotNotOpen { open }),
+        (None, None) => return Err(Rejection::NoLotOpen),
+    };
+    common.check_bidder(command.actor)?;
+    common.check_money(amount)?;
+    accept_bid(common, live, command, open, amount, bid_kind, now, events)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn accept_bid(
+    common: &mut Common,
+    live: &mut Live,
+    command: Command,
+    lot: LotIndex,
+    amount: Money,
+    bid_kind: BidKind,
+    now: Timestamp,
+    events: &mut Vec<Event>,
+) -> Result<(), Rejection> {
+    let bidder = command.actor.user_id;
+    let index = lot.as_usize();
+    let lot_state = &live.lots[index];
+    if lot_state.history.len() >= MAX_BIDS_PER_LOT
+        || (lot_state.book.bidder_count() >= MAX_BIDDERS_PER_BOOK
+            && !lot_state.book.has_bidder(bidder))
+    {
+        return Err(Rejection::TooManyBids);
+    }
+    let lot_pricing = pricing(&live.spec.lots[index], common);
+    let outcome = lot_state
+        .book
+        .evaluate(bidder, amount.amount, common.next_seq, &lot_pricing)
+        .map_err(|minimum| Rejection::BidBelowMinimum {
+            minimum: common.money(minimum),
+        })?;
+    let kind = EventKind::BidAccepted {
+        request_id: command.request_id,
+        lot: Some(lot),
+        bidder,
+        bid_kind,
+        max_amount: amount,
+        price: common.money(outcome.price),
+        leader: outcome.leader,
+        previous_leader: outcome.previous_leader,
+        reserve_met: outcome.reserve_met,
+        received_at: command.received_at,
+    };
+    emit(common, live, now, kind, events);
+    Ok(())
+}
+
+/// After a lot closes: open the next one (auto-advance) or end the session when no
+/// lot is left to offer.
+fn after_lot_closed(common: &mut Common, live: &mut Live, at: Timestamp, events: &mut Vec<Event>) {
+    match live.next_pending() {
+        Some(lot) if live.spec.auto_advance => {
+            let deadline = at.saturating_add_ms(live.spec.countdown_ms);
+            emit(
+                common,
+                live,
+                at,
+                EventKind::LotOpened { lot, deadline },
+                events,
+            );
+        }
+        Some(_) => {}
+        None => emit(
+            common,
+            live,
+            at,
+            EventKind::SessionEnded {
+                lots_sold: live.lots_sold,
+            },
+            events,
+        ),
+    }
+}
+
+/// Opens the session (and with auto-advance its first lot), or closes the open lot
+/// whose countdown ran out.
+pub(crate) fn fire(
+    common: &mut Common,
+    live: &mut Live,
+    deadline: Timestamp,
+    events: &mut Vec<Event>,
+) {
+    match common.status {
+        AuctionStatus::Scheduled => {
+            emit(common, live, deadline, EventKind::Opened, events);
+            if live.spec.auto_advance
+                && let Some(lot) = live.next_pending()
+            {
+                let lot_deadline = deadline.saturating_add_ms(live.spec.countdown_ms);
+                emit(
+                    common,
+                    live,
+                    deadline,
+                    EventKind::LotOpened {
+                        lot,
+                        deadline: lot_deadline,
+                    },
+                    events,
+                );
+            }
+        }
+        AuctionStatus::Open | AuctionStatus::Extended => {
+            let Some(lot) = live.open_lot else { return };
+            let kind = live.closing_event(common, lot, true);
+            emit(common, live, deadline, kind, events);
+            after_lot_closed(common, live, deadline, events);
+        }
+        AuctionStatus::Closed | AuctionStatus::Unsold | AuctionStatus::Cancelled => {}
+    }
+}
+
+impl Live {
+    pub(crate) fn new(spec: LiveSpec) -> Live {
+        let lots = spec
+            .lots
+            .iter()
+            .map(|_| Lot {
+                status: LotStatus::Pending,
+                book: ProxyBook::default(),
+                deadline: None,
+                history: Vec::new(),
+                fair_warnings: 0,
+                result: None,
+            })
+            .collect();
+        Live {
+            spec,
+            lots,
+            open_lot: None,
+            lots_sold: 0,
+        }
+    }
+
+    fn lot_index(&self, lot: LotIndex) -> Result<usize, Rejection> {
+        let index = lot.as_usize();
+        if index < self.lots.len() {
+            Ok(index)
+        } else {
+            Err(Rejection::NoSuchLot)
+        }
+    }
+
+    fn next_pending(&self) -> Option<LotIndex> {
+        let index = self
+            .lots
+            .iter()
+            .position(|lot| lot.status == LotStatus::Pending)?;
+        u32::try_from(index).ok().map(LotIndex)
+    }
+
+    pub(crate) fn next_deadline(&self) -> Option<Timestamp> {
+        self.lots.get(self.open_lot?.as_usize())?.deadline
+    }
+
+    /// Sold to the leader when the reserve is met, otherwise passed.
+    fn closing_event(&self, common: &Common, lot: LotIndex, by_countdown: bool) -> EventKind {
+        let index = lot.as_usize();
+        let (Some(lot_state), Some(lot_spec)) = (self.lots.get(index), self.spec.lots.get(index))
+        else {
+            return EventKind::LotPassed {
+                lot,
+                reason: UnsoldReason::NoBids,
+            };
+        };
+        match (lot_state.book.leader(), lot_state.book.price()) {
+            (Some(winner), Some(price))
+                if lot_state.book.reserve_met(&pricing(lot_spec, common)) =>
+            {
+                EventKind::LotSold {
+                    lot,
+                    winner,
+                    price: common.money(price),
+                    by_countdown,
+                }
+            }
+            (Some(_), Some(_)) => EventKind::LotPassed {
+                lot,
+                reason: UnsoldReason::ReserveNotMet,
+            },
+            (None, _) | (Some(_), None) => EventKind::LotPassed {
+                lot,
+                reason: UnsoldReason::NoBids,
+            },
+        }
+    }
+
+    /// Whether a replayed event fits this session (right kind, existing lot).
+    pub(crate) fn accepts(&self, kind: &EventKind) -> bool {
+        let exists = |lot: &LotIndex| lot.as_usize() < self.lots.len();
+        match kind {
+            EventKind::Opened | EventKind::Cancelled { .. } | EventKind::SessionEnded { .. } => {
+                true
+            }
+            EventKind::BidAccepted { lot, .. } | EventKind::BidRetracted { lot, .. } => {
+                lot.as_ref().is_some_and(exists)
+            }
+            EventKind::LotOpened { lot, .. }
+            | EventKind::FairWarning { lot }
+            | EventKind::LotSold { lot, .. }
+            | EventKind::LotPassed { lot, .. }
+            | EventKind::BidUndone { lot, .. } => exists(lot),
+            EventKind::LotReopened { lot, suspended, .. } => {
+                exists(lot) && suspended.as_ref().is_none_or(exists)
+            }
+            EventKind::Sold { .. }
+            | EventKind::Unsold { .. }
+            | EventKind::BuyItNowWithdrawn
+            | EventKind::Extended { .. }
+            | EventKind::ClockTicked { .. }
+            | EventKind::UnitsSold { .. }
+            | EventKind::DutchEnded { .. }
+            | EventKind::SealedBidPlaced { .. }
+            | EventKind::SealedBidWithdrawn { .. }
+            | EventKind::SealedBidExpired { .. } => false,
+        }
+    }
+
+    pub(crate) fn evolve(&mut self, common: &Common, event: &Event) {
+        let countdown_ms = self.spec.countdown_ms;
+        match event.kind {
+            EventKind::BidAccepted {
+                lot: Some(lot),
+                bidder,
+                max_amount,
+                price,
+                ..
+            } => {
+                let Some(lot_state) = self.lots.get_mut(lot.as_usize()) else {
+                    return;
+                };
+                let undo = lot_state.book.undo_point(bidder);
+                lot_state.history.push(undo);
+                lot_state
+                    .book
+                    .accept(bidder, max_amount.amount, event.seq, price.amount);
+                if lot_state.status == LotStatus::Open {
+                    lot_state.deadline = Some(event.at.saturating_add_ms(countdown_ms));
+                    lot_state.fair_warnings = 0;
+                }
+            }
+            EventKind::BidRetracted {
+                lot: Some(lot),
+                bidder,
+                ..
+            } => {
+                let index = lot.as_usize();
+                let (Some(lot_state), Some(lot_spec)) =
+                    (self.lots.get_mut(index), self.spec.lots.get(index))
+                else {
+                    return;
+                };
+                lot_state.book.retract(bidder, &pricing(lot_spec, common));
+                lot_state.history.clear();
+            }
+            EventKind::BidUndone { lot, .. } => {
+                let Some(lot_state) = self.lots.get_mut(lot.as_usize()) else {
+                    return;
+                };
+                if let Some(undo) = lot_state.history.pop() {
+                    lot_state.book.restore(&undo);
+                }
+            }
+            EventKind::LotOpened { lot, deadline } => {
+                let Some(lot_state) = self.lots.get_mut(lot.as_usize()) else {
+                    return;
+                };
+                lot_state.status = LotStatus::Open;
+                lot_state.deadline = Some(deadline);
+                lot_state.fair_warnings = 0;
+                self.open_lot = Some(lot);
+            }
+            EventKind::FairWarning { lot } => {
+                let Some(lot_state) = self.lots.get_mut(lot.as_usize()) else {
+                    return;
+                };
+                lot_state.fair_warnings = lot_state.fair_warnings.saturating_add(1);
+            }
+            EventKind::LotSold {
+                lot, winner, price, ..
+            } => {
+                let Some(lot_state) = self.lots.get_mut(lot.as_usize()) else {
+                    return;
+                };
+                lot_state.status = LotStatus::Sold;
+                lot_state.deadline = None;
+                lot_state.result = Some((winner, price.amount));
+                self.lots_sold += 1;
+                self.open_lot = None;
+            }
+            EventKind::LotPassed { lot, .. } => {
+                let Some(lot_state) = self.lots.get_mut(lot.as_usize()) else {
+                    return;
+                };
+                lot_state.status = LotStatus::Passed;
+                lot_state.deadline = None;
+                self.open_lot = None;
+            }
+            EventKind::LotReopened {
+                lot,
+                suspended,
+                deadline,
+            } => {
+                if let Some(suspended) = suspended
+                    && let Some(suspended_state) = self.lots.get_mut(suspended.as_usize())
+                {
+                    suspended_state.status = LotStatus::Pending;
+                    suspended_state.deadline = None;
+                    suspended_state.fair_warnings = 0;
+                }
+                let Some(lot_state) = self.lots.get_mut(lot.as_usize()) else {
+                    return;
+                };
+                if lot_state.status == LotStatus::Sold {
+                    self.lots_sold = self.lots_sold.saturating_sub(1);
+                }
+                lot_state.status = LotStatus::Open;
+                lot_state.deadline = Some(deadline);
+                lot_state.result = None;
+                lot_state.fair_warnings = 0;
+                self.open_lot = Some(lot);
+            }
+            EventKind::SessionEnded { .. } | EventKind::Cancelled { .. } => {
+                // A session only ends with no lot open; a cancellation withdraws the
+                // lot on the block, which closes unsold.
+                if let Some(open) = self.open_lot.take()
+                    && let Some(lot_state) = self.lots.get_mut(open.as_usize())
+                {
+                    lot_state.status = LotStatus::Passed;
+                    lot_state.deadline = None;
+                }
+            }
+            EventKind::BidAccepted { lot: None, .. }
+            | EventKind::BidRetracted { lot: None, .. }
+            | EventKind::Opened
+            | EventKind::Sold { .. }
+            | EventKind::Unsold { .. }
+            | EventKind::BuyItNowWithdrawn
+            | EventKind::Extended { .. }
+            | EventKind::ClockTicked { .. }
+            | EventKind::UnitsSold { .. }
+            | EventKind::DutchEnded { .. }
+            | EventKind::SealedBidPlaced { .. }
+            | EventKind::SealedBidWithdrawn { .. }
+            | EventKind::SealedBidExpired { .. } => {}
+        }
+    }
+
+    pub(crate) fn view(&self, common: &Common) -> FormatView {
+        let lots = self
+            .lots
+            .iter()
+            .zip(&self.spec.lots)
+            .enumerate()
+            .map(|(index, (lot, lot_spec))| {
+                let lot_pricing = pricing(lot_spec, common);
+                // Absentee bids on a lot not yet offered stay private.
+                let offered = lot.status != LotStatus::Pending;
+                let reserve = match lot_spec.reserve_price {
+                    None => ReserveState::NoReserve,
+                    Some(_) if offered && lot.book.reserve_met(&lot_pricing) => ReserveState::Met,
+                    Some(_) => ReserveState::NotMet,
+                };
+                LotView {
+                    lot: LotIndex(u32::try_from(index).unwrap_or(u32::MAX)),
+                    status: lot.status,
+                    price: lot
+                        .book
+                        .price()
+                        .filter(|_| offered)
+                        .map(|price| common.money(price)),
+                    minimum_bid: common.money(if offered {
+                        lot.book.minimum_bid(&lot_pricing)
+                    } else {
+                        lot_spec.starting_price
+                    }),
+                    leader: lot.book.leader().filter(|_| offered),
+                    reserve,
+                    deadline: lot.deadline,
+                    fair_warnings: lot.fair_warnings,
+                    winner: lot.result.map(|(winner, _)| winner),
+                    hammer_price: lot.result.map(|(_, price)| common.money(price)),
+                }
+            })
+            .collect();
+        FormatView::Live {
+            open_lot: self.open_lot,
+            lots,
+            lots_sold: self.lots_sold,
+        }
+    }
+
+    pub(crate) fn bid_status(
+        &self,
+        common: &Common,
+        bidder: UserId,
+        lot: LotIndex,
+    ) -> Option<BidStatus> {
+        let lot_state = self.lots.get(lot.as_usize())?;
+        let has_bid = lot_state.book.has_bidder(bidder);
+        if common.status == AuctionStatus::Cancelled {
+            return has_bid.then_some(BidStatus::Lost);
+        }
+        match lot_state.status {
+            LotStatus::Pending | LotStatus::Open => {
+                if lot_state.book.leader() == Some(bidder) {
+                    Some(BidStatus::Winning)
+                } else {
+                    has_bid.then_some(BidStatus::Outbid)
+                }
+            }
+            LotStatus::Sold => match lot_state.result {
+                Some((winner, _)) if winner == bidder => Some(BidStatus::Won),
+                Some(_) | None => has_bid.then_some(BidStatus::Lost),
+            },
+            LotStatus::Passed => has_bid.then_some(BidStatus::Lost),
+        }
+    }
+
+    pub(crate) fn own_bid(&self, bidder: UserId, lot: LotIndex) -> Option<Decimal> {
+        self.lots
+            .get(lot.as_usize())?
+            .book
+            .max_of(bidder)
+            .map(|max| max.amount)
+    }
+}

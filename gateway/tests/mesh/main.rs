@@ -4,5 +4,7 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+mod auth;
+mod grpc_web_node;
 mod process;
 mod wire;

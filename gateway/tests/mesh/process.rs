@@ -120,11 +120,19 @@ async fn serve_config(dir: &std::path::Path, redis_url: &str) -> std::path::Path
         .map(|endpoint| format!("\"{endpoint}\""))
         .collect::<Vec<_>>()
         .join(", ");
+    // Production reads its keys from files; it never generates them.
+    let signing_key = dir.join("token-signing.pem");
+    let service_key = dir.join("service.pem");
+    std::fs::write(&signing_key, auction_platform::auth::generate_pem()).unwrap();
+    std::fs::write(&service_key, auction_platform::auth::generate_pem()).unwrap();
     let text = format!(
         "[server]\nlisten_address = \"127.0.0.1:0\"\n\
          [storage]\npostgres_url = \"{postgres_url}\"\n\
          [redis]\nurl = \"{redis_url}\"\n\
-         [etcd]\nendpoints = [{endpoints}]\n"
+         [etcd]\nendpoints = [{endpoints}]\n\
+         [auth]\nsigning_key_file = \"{}\"\nservice_key_file = \"{}\"\n",
+        signing_key.display(),
+        service_key.display()
     );
     let path = dir.join("auctiond.toml");
     std::fs::write(&path, text).unwrap();

@@ -33,7 +33,7 @@ impl ServiceError for CatalogError {
         }
     }
 
-    fn reason(&self) -> &'static str {
+    fn reason(&self) -> &str {
         match self {
             Self::Invalid { .. } => "VALIDATION_FAILED",
             Self::CategoryNotFound(_) => "CATEGORY_NOT_FOUND",

@@ -38,6 +38,10 @@ pub struct Config {
     pub bidding: BiddingConfig,
     /// Demo data for newcomers.
     pub demo: DemoConfig,
+    /// Access-token keys, token lifetimes and sign-in throttling.
+    pub auth: AuthConfig,
+    /// The public edge: rate limits, static files, remote services.
+    pub gateway: GatewayConfig,
 }
 
 /// The one listener of a process: gRPC and grpc-web on the same port.
@@ -143,6 +147,83 @@ pub struct DemoConfig {
     pub seed_on_first_start: bool,
 }
 
+/// Access tokens and sign-in. See docs/ARCHITECTURE.md, "Authentication".
+///
+/// Access tokens are EdDSA (Ed25519) JWTs signed by the user service with
+/// the *token signing key*; every service verifies them itself with the
+/// public keys. Service-to-service tokens are signed with a separate
+/// *service key*, so neither key can forge the other kind. Each key's id
+/// (`kid`) is its RFC 7638 thumbprint, so nothing names keys by hand.
+/// Rotation: add the next public key to `verification_key_files` on every
+/// process, switch `signing_key_file` on the user service, and keep the old
+/// public key listed for at least one access-token lifetime.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// The `iss` claim of every token.
+    pub issuer: String,
+    /// The `aud` claim of user tokens (service tokens use `<audience>-internal`).
+    pub audience: String,
+    /// Lifetime of an access token.
+    pub access_token_ttl_ms: u64,
+    /// Lifetime of a session's refresh tokens, counted from the login.
+    pub refresh_token_ttl_ms: u64,
+    /// Private Ed25519 key (PKCS#8 PEM file) that signs access tokens; needed
+    /// where the user service runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signing_key_file: Option<PathBuf>,
+    /// The same key inline (for a secret injected through the environment,
+    /// `AUCTION_AUTH__SIGNING_KEY_PEM`); wins over the file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signing_key_pem: Option<Secret>,
+    /// Further public keys (SPKI PEM files) that verify access tokens: the
+    /// previous key during a rotation, or every key on a process that only
+    /// verifies.
+    pub verification_key_files: Vec<PathBuf>,
+    /// Private Ed25519 key (PKCS#8 PEM file) of service-to-service tokens.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service_key_file: Option<PathBuf>,
+    /// The same key inline; wins over the file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service_key_pem: Option<Secret>,
+    /// Further public keys (SPKI PEM files) that verify service tokens.
+    pub service_verification_key_files: Vec<PathBuf>,
+    /// Generate missing keys into `<storage.data_dir>/keys/` on first start
+    /// (the embedded default); production reads configured keys only.
+    pub generate_missing_keys: bool,
+    /// Failed logins per account within the window before login is refused.
+    pub max_failed_logins_per_account: u32,
+    /// Failed logins per source address within the window before login is refused.
+    pub max_failed_logins_per_source: u32,
+    /// The window of the two limits above.
+    pub failed_login_window_ms: u64,
+}
+
+/// The public edge of the mesh.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// Calls per second a signed-in user may make (sustained).
+    pub user_requests_per_second: u32,
+    /// Calls a signed-in user may make in a burst.
+    pub user_burst: u32,
+    /// Calls per second one partner API key may make (sustained).
+    pub api_key_requests_per_second: u32,
+    /// Calls one partner API key may make in a burst.
+    pub api_key_burst: u32,
+    /// Calls per second from one source address without credentials.
+    pub anonymous_requests_per_second: u32,
+    /// Calls in a burst from one source address without credentials.
+    pub anonymous_burst: u32,
+    /// A folder served for plain HTTP GETs (the web app); absent = none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub static_dir: Option<PathBuf>,
+    /// Services run elsewhere: gRPC service name (`auction.v1.CatalogService`)
+    /// to the URLs of its instances, balanced per call. A service listed here
+    /// is not mounted in this process.
+    pub upstreams: std::collections::BTreeMap<String, Vec<String>>,
+}
+
 /// A configuration that could not be loaded or is not valid.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -192,6 +273,32 @@ impl Config {
             demo: DemoConfig {
                 seed_on_first_start: true,
             },
+            auth: AuthConfig {
+                issuer: "auction-mesh".to_owned(),
+                audience: "auction-mesh".to_owned(),
+                access_token_ttl_ms: 15 * 60 * 1_000,
+                refresh_token_ttl_ms: 30 * 24 * 60 * 60 * 1_000,
+                signing_key_file: None,
+                signing_key_pem: None,
+                verification_key_files: Vec::new(),
+                service_key_file: None,
+                service_key_pem: None,
+                service_verification_key_files: Vec::new(),
+                generate_missing_keys: true,
+                max_failed_logins_per_account: 10,
+                max_failed_logins_per_source: 50,
+                failed_login_window_ms: 15 * 60 * 1_000,
+            },
+            gateway: GatewayConfig {
+                user_requests_per_second: 50,
+                user_burst: 100,
+                api_key_requests_per_second: 20,
+                api_key_burst: 40,
+                anonymous_requests_per_second: 20,
+                anonymous_burst: 40,
+                static_dir: None,
+                upstreams: std::collections::BTreeMap::new(),
+            },
         }
     }
 
@@ -202,6 +309,7 @@ impl Config {
         config.storage.backend = StorageBackend::Postgres;
         config.demo.seed_on_first_start = false;
         config.telemetry.log_format = LogFormat::Json;
+        config.auth.generate_missing_keys = false;
         config
     }
 
@@ -307,6 +415,117 @@ impl Config {
                 "server.cors_allowed_origins",
                 "must not contain an empty origin",
             ));
+        }
+        self.validate_auth()?;
+        self.validate_gateway()?;
+        Ok(())
+    }
+
+    fn validate_auth(&self) -> Result<(), ConfigError> {
+        let auth = &self.auth;
+        let invalid = |key: &'static str, message: &str| ConfigError::Invalid {
+            key,
+            message: message.to_owned(),
+        };
+        if auth.issuer.is_empty() {
+            return Err(invalid("auth.issuer", "must not be empty"));
+        }
+        if auth.audience.is_empty() {
+            return Err(invalid("auth.audience", "must not be empty"));
+        }
+        if !(10_000..=3_600_000).contains(&auth.access_token_ttl_ms) {
+            return Err(invalid(
+                "auth.access_token_ttl_ms",
+                "must be between 10000 (10 s) and 3600000 (1 h)",
+            ));
+        }
+        if auth.refresh_token_ttl_ms < auth.access_token_ttl_ms
+            || auth.refresh_token_ttl_ms > 90 * 24 * 3_600_000
+        {
+            return Err(invalid(
+                "auth.refresh_token_ttl_ms",
+                "must be at least auth.access_token_ttl_ms and at most 90 days",
+            ));
+        }
+        let has_token_key = auth.signing_key_file.is_some()
+            || auth.signing_key_pem.is_some()
+            || !auth.verification_key_files.is_empty();
+        if !has_token_key && !auth.generate_missing_keys {
+            return Err(invalid(
+                "auth.signing_key_file",
+                "no token key configured: set auth.signing_key_file (or auth.signing_key_pem, \
+                 or auth.verification_key_files on a process that only verifies), or \
+                 auth.generate_missing_keys = true for development",
+            ));
+        }
+        for (key, value) in [
+            (
+                "auth.max_failed_logins_per_account",
+                auth.max_failed_logins_per_account,
+            ),
+            (
+                "auth.max_failed_logins_per_source",
+                auth.max_failed_logins_per_source,
+            ),
+        ] {
+            if value == 0 || value > 100_000 {
+                return Err(invalid(key, "must be between 1 and 100000"));
+            }
+        }
+        if !(1_000..=86_400_000).contains(&auth.failed_login_window_ms) {
+            return Err(invalid(
+                "auth.failed_login_window_ms",
+                "must be between 1000 and 86400000 milliseconds",
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_gateway(&self) -> Result<(), ConfigError> {
+        let gateway = &self.gateway;
+        for (key, value) in [
+            (
+                "gateway.user_requests_per_second",
+                gateway.user_requests_per_second,
+            ),
+            ("gateway.user_burst", gateway.user_burst),
+            (
+                "gateway.api_key_requests_per_second",
+                gateway.api_key_requests_per_second,
+            ),
+            ("gateway.api_key_burst", gateway.api_key_burst),
+            (
+                "gateway.anonymous_requests_per_second",
+                gateway.anonymous_requests_per_second,
+            ),
+            ("gateway.anonymous_burst", gateway.anonymous_burst),
+        ] {
+            if value == 0 || value > 1_000_000 {
+                return Err(ConfigError::Invalid {
+                    key,
+                    message: "must be between 1 and 1000000".to_owned(),
+                });
+            }
+        }
+        for (service, urls) in &gateway.upstreams {
+            if !auction_proto::SERVICE_NAMES.contains(&service.as_str()) {
+                return Err(ConfigError::Invalid {
+                    key: "gateway.upstreams",
+                    message: format!("`{service}` is not a service of the mesh"),
+                });
+            }
+            if urls.is_empty()
+                || urls
+                    .iter()
+                    .any(|url| !(url.starts_with("http://") || url.starts_with("https://")))
+            {
+                return Err(ConfigError::Invalid {
+                    key: "gateway.upstreams",
+                    message: format!(
+                        "`{service}` needs at least one URL, each starting with http:// or https://"
+                    ),
+                });
+            }
         }
         Ok(())
     }

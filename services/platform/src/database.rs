@@ -16,6 +16,25 @@ use sqlx::sqlite::{
 
 use crate::config::{StorageBackend, StorageConfig};
 
+/// Runs the same code against whichever pool a [`Database`] holds, so a
+/// query written once (with `sqlx::QueryBuilder`, whose `push_bind` writes
+/// each backend's own placeholder) serves both backends:
+///
+/// ```ignore
+/// let count: i64 = on_pool!(&database, pool => {
+///     sqlx::QueryBuilder::new("SELECT COUNT(*) FROM auctions").build_query_scalar().fetch_one(pool).await
+/// })?;
+/// ```
+#[macro_export]
+macro_rules! on_pool {
+    ($database:expr, $pool:ident => $body:expr) => {
+        match $database {
+            $crate::database::Database::Postgres($pool) => $body,
+            $crate::database::Database::Sqlite($pool) => $body,
+        }
+    };
+}
+
 /// The migrations of one service, for both backends.
 #[derive(Debug, Clone, Copy)]
 pub struct Migrations {

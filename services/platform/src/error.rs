@@ -31,7 +31,7 @@ pub trait ServiceError: std::error::Error {
     fn code(&self) -> Code;
     /// A stable reason such as `AUCTION_CLOSED`: an `ErrorReason` value name
     /// without its `ERROR_REASON_` prefix.
-    fn reason(&self) -> &'static str;
+    fn reason(&self) -> &str;
     /// Key/value facts a program can act on (`minimum_amount`, `leader`).
     fn metadata(&self) -> HashMap<String, String> {
         HashMap::new()
@@ -103,7 +103,7 @@ pub fn unimplemented(rpc: &'static str, issue: u32) -> Status {
 fn status_with_details(
     code: Code,
     message: String,
-    reason: &'static str,
+    reason: &str,
     metadata: HashMap<String, String>,
     retry_after: Option<Duration>,
     mut detail: ErrorDetail,
@@ -138,7 +138,10 @@ fn status_with_details(
         details,
     };
     let mut trailers = MetadataMap::new();
-    trailers.insert(REASON_TRAILER, MetadataValue::from_static(reason));
+    // Reasons are ASCII names; one that is not (a bug) just goes without the trailer.
+    if let Ok(value) = MetadataValue::try_from(reason) {
+        trailers.insert(REASON_TRAILER, value);
+    }
     Status::with_details_and_metadata(code, message, status.encode_to_vec().into(), trailers)
 }
 
@@ -183,7 +186,7 @@ mod tests {
                 Self::Broken => Code::Internal,
             }
         }
-        fn reason(&self) -> &'static str {
+        fn reason(&self) -> &str {
             match self {
                 Self::BelowMinimum { .. } => "BID_BELOW_MINIMUM",
                 Self::Broken => "INTERNAL",

@@ -2,6 +2,8 @@
 //! purpose: the services hold the logic, this crate holds what they all
 //! need the same way.
 //!
+//! - [`auth`]: who is calling: [`auth::Caller`], the layer that verifies
+//!   access tokens on every listener, the token keys.
 //! - [`config`]: layered configuration (defaults, TOML file, `AUCTION_*`
 //!   environment), validated at start with errors that name the key.
 //! - [`backends`]: start-up checks that the configured Redis and etcd answer.
@@ -14,6 +16,7 @@
 //! - [`server`]: the listener stack (gRPC + grpc-web, health, reflection,
 //!   CORS, tracing, graceful drain).
 
+pub mod auth;
 pub mod backends;
 pub mod config;
 pub mod database;

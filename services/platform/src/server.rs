@@ -1,7 +1,8 @@
 //! The server stack every listener uses: gRPC and grpc-web on one port,
 //! health (`grpc.health.v1`) and reflection (v1 and v1alpha) for every
-//! service, CORS for browsers, request tracing, and a shutdown that stops
-//! accepting, drains in-flight calls and gives up after a grace period.
+//! service, CORS for browsers, a request id and a tracing span per call,
+//! token verification ([`crate::auth::AuthLayer`]), and a shutdown that
+//! stops accepting, drains in-flight calls and gives up after a grace period.
 
 use std::time::Duration;
 
@@ -12,8 +13,15 @@ use tonic::service::Routes;
 use tonic_health::ServingStatus;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
+use crate::auth::AuthLayer;
 use crate::config::ServerConfig;
 use crate::shutdown::Shutdown;
+
+/// The header that carries a call's request id, in both directions. A
+/// caller may choose it (1-128 characters of `[A-Za-z0-9._:-]`); otherwise
+/// the first hop assigns a UUIDv7. Every hop logs it in the call's span and
+/// [`crate::auth::forward_credentials`] passes it on.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
 /// Serving failed to start or broke.
 #[derive(Debug, thiserror::Error)]
@@ -30,13 +38,15 @@ pub enum ServeError {
 }
 
 /// Serves `routes` on `listener` until `shutdown` fires, then drains.
-/// `service_names` are reported SERVING through health until shutdown.
+/// `service_names` are reported SERVING through health until shutdown;
+/// `auth` verifies the credentials of every call.
 pub async fn serve(
     config: &ServerConfig,
     listener: TcpListener,
     routes: Routes,
     service_names: &[&'static str],
     shutdown: Shutdown,
+    auth: AuthLayer,
 ) -> Result<(), ServeError> {
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     for name in service_names {
@@ -66,8 +76,15 @@ pub async fn serve(
         .layer(cors)
         // Translate grpc-web to gRPC for every service behind it.
         .layer(tonic_web::GrpcWebLayer::new())
-        // One span per call, so every log line of a call carries its path.
-        .layer(tower_http::trace::TraceLayer::new_for_grpc())
+        // Every call gets a request id before anything logs, and echoes it
+        // in its response headers.
+        .layer(RequestIdLayer)
+        // One span per call, so every log line of a call carries its path,
+        // request id and (once verified) user id.
+        .layer(tower_http::trace::TraceLayer::new_for_grpc().make_span_with(call_span))
+        // Identity: bearer tokens verified here, on every listener, so a
+        // service running alone trusts nothing it has not checked.
+        .layer(auth)
         .add_routes(routes)
         .add_service(health_service)
         .add_service(reflection_v1)
@@ -129,6 +146,94 @@ fn cors_layer(origins: &[String]) -> Result<CorsLayer, ServeError> {
             HeaderName::from_static("grpc-status"),
             HeaderName::from_static("grpc-message"),
             HeaderName::from_static("grpc-status-details-bin"),
+            HeaderName::from_static("auction-error-reason"),
+            HeaderName::from_static(REQUEST_ID_HEADER),
         ])
         .max_age(Duration::from_secs(3_600)))
+}
+
+fn call_span<B>(request: &http::Request<B>) -> tracing::Span {
+    let request_id = request
+        .headers()
+        .get(REQUEST_ID_HEADER)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("");
+    tracing::info_span!(
+        "call",
+        path = %request.uri().path(),
+        request_id = %request_id,
+        user_id = tracing::field::Empty,
+    )
+}
+
+/// Whether a caller-chosen request id is acceptable.
+fn valid_request_id(value: &str) -> bool {
+    (1..=128).contains(&value.len())
+        && value
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b':' | b'-'))
+}
+
+/// Assigns (or keeps a valid caller-chosen) request id on the request and
+/// copies it to the response headers.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestIdLayer;
+
+impl<S> tower::Layer<S> for RequestIdLayer {
+    type Service = RequestIdService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RequestIdService { inner }
+    }
+}
+
+/// The service of [`RequestIdLayer`].
+#[derive(Debug, Clone)]
+pub struct RequestIdService<S> {
+    inner: S,
+}
+
+impl<S, B, ResponseBody> tower::Service<http::Request<B>> for RequestIdService<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<ResponseBody>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        context: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(context)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        let kept = request
+            .headers()
+            .get(REQUEST_ID_HEADER)
+            .and_then(|value| value.to_str().ok())
+            .filter(|value| valid_request_id(value))
+            .and_then(|value| HeaderValue::from_str(value).ok());
+        let request_id = match kept {
+            Some(value) => value,
+            None => {
+                let fresh = uuid::Uuid::now_v7().to_string();
+                // A UUID is always a valid header value.
+                HeaderValue::from_str(&fresh).unwrap_or(HeaderValue::from_static("invalid"))
+            }
+        };
+        request
+            .headers_mut()
+            .insert(REQUEST_ID_HEADER, request_id.clone());
+        let future = self.inner.call(request);
+        Box::pin(async move {
+            let mut response = future.await?;
+            response.headers_mut().insert(REQUEST_ID_HEADER, request_id);
+            Ok(response)
+        })
+    }
 }

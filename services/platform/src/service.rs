@@ -11,6 +11,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tonic::service::RoutesBuilder;
 
+use crate::auth::{AuthLayer, Keys};
 use crate::config::{Config, ConfigError};
 use crate::database::{Database, DatabaseError, Migrations};
 use crate::server::{ServeError, serve};
@@ -26,6 +27,9 @@ pub struct ServiceContext {
     /// Fires when the process shuts down; long-lived work (streams, shard
     /// writers, relays) ends on it.
     pub shutdown: Shutdown,
+    /// The process's token keys: the user service signs with them, every
+    /// service can mint service tokens for its own outgoing calls.
+    pub keys: Arc<Keys>,
 }
 
 /// A service of the mesh.
@@ -89,6 +93,7 @@ pub enum StartError {
 pub async fn mount<S: MeshService>(
     config: &Arc<Config>,
     shutdown: &Shutdown,
+    keys: &Arc<Keys>,
     routes: &mut RoutesBuilder,
 ) -> Result<Database, StartError> {
     let database = Database::open(&config.storage, S::SCHEMA, S::migrations()).await?;
@@ -96,6 +101,7 @@ pub async fn mount<S: MeshService>(
         config: Arc::clone(config),
         database: database.clone(),
         shutdown: shutdown.clone(),
+        keys: Arc::clone(keys),
     };
     S::build(context).await?.add_routes(routes);
     Ok(database)
@@ -119,14 +125,16 @@ pub async fn run_single<S: MeshService>(
     shutdown: Shutdown,
 ) -> Result<(), StartError> {
     crate::backends::check(&config).await?;
+    let keys = Arc::new(Keys::load(&config)?);
     let mut routes = RoutesBuilder::default();
-    let database = mount::<S>(&config, &shutdown, &mut routes).await?;
+    let database = mount::<S>(&config, &shutdown, &keys, &mut routes).await?;
     let served = serve(
         &config.server,
         listener,
         routes.routes(),
         &[S::NAME],
         shutdown,
+        AuthLayer::new(keys),
     )
     .await;
     database.close().await;

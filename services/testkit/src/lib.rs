@@ -3,6 +3,10 @@
 //! - [`spawn_app`] starts the whole mesh (the same [`auction_gateway::run_all`]
 //!   that `auctiond` runs) on port 0, with its own SQLite folder or its own
 //!   PostgreSQL database, and hands back its address and a way to stop it.
+//! - [`TestApp::access_token`] signs an access token for any user id and
+//!   roles with the app's own key, and [`TestApp::register_and_login`] goes
+//!   through the real Register and Login RPCs; [`with_token`] attaches a
+//!   token to a request.
 //! - [`postgres_url`], [`redis_url`], [`etcd_endpoints`] find the real test
 //!   servers that `deploy/test.sh` starts; a missing server fails the test
 //!   loudly (it is never skipped).
@@ -13,8 +17,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use auction_platform::auth::{AccessGrant, Clock as _, Keys, Role, SystemClock};
 use auction_platform::config::{Config, Secret, StorageBackend};
 use auction_platform::{Shutdown, StartError};
+use auction_proto::v1::user_service_client::UserServiceClient;
+use auction_proto::v1::{LoginRequest, RegisterRequest, login_response};
 use sqlx::Connection;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -85,6 +92,8 @@ pub struct TestApp {
     pub address: SocketAddr,
     /// The configuration it runs with.
     pub config: Arc<Config>,
+    /// The same token keys the app loaded (generated into its data folder).
+    pub keys: Arc<Keys>,
     shutdown: Shutdown,
     server: JoinHandle<Result<(), StartError>>,
     /// Keeps the SQLite folder alive as long as the app (and removes it after).
@@ -109,6 +118,9 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
 /// Starts the mesh with a prepared configuration; `data` is kept alive.
 pub async fn spawn_with(config: Config, data: tempfile::TempDir) -> TestApp {
     config.validate().expect("test configuration is valid");
+    // Generates the keys into the data folder (or reads configured ones);
+    // the app loads the very same files when it starts.
+    let keys = Arc::new(Keys::load(&config).expect("token keys"));
     let config = Arc::new(config);
     let listener = TcpListener::bind(config.listen_address().expect("address"))
         .await
@@ -123,6 +135,7 @@ pub async fn spawn_with(config: Config, data: tempfile::TempDir) -> TestApp {
     TestApp {
         address,
         config,
+        keys,
         shutdown,
         server,
         _data: data,
@@ -146,6 +159,96 @@ impl TestApp {
             .unwrap_or_else(|error| panic!("cannot connect to {}: {error}", self.url()))
     }
 
+    /// A valid access token for `user_id` holding `roles`, signed with the
+    /// app's key, from a session that passed a second factor (so ADMIN
+    /// counts). The user need not exist in the user service.
+    pub fn access_token(&self, user_id: uuid::Uuid, roles: &[Role]) -> String {
+        self.token_for(user_id, roles, true)
+    }
+
+    /// Like [`Self::access_token`], but from a session without a second
+    /// factor (ADMIN then does not count).
+    pub fn access_token_without_second_factor(
+        &self,
+        user_id: uuid::Uuid,
+        roles: &[Role],
+    ) -> String {
+        self.token_for(user_id, roles, false)
+    }
+
+    fn token_for(
+        &self,
+        user_id: uuid::Uuid,
+        roles: &[Role],
+        second_factor_verified: bool,
+    ) -> String {
+        let grant = AccessGrant {
+            user_id,
+            session_id: Some(uuid::Uuid::now_v7()),
+            roles: roles.iter().copied().collect(),
+            api_key: None,
+            second_factor_verified,
+        };
+        self.keys
+            .issue_access_token(&grant, SystemClock.now_ms())
+            .expect("sign a test token")
+            .token
+    }
+
+    /// A service token for `service` (e.g. `catalog`), as one service of
+    /// the mesh would send another.
+    pub fn service_token(&self, service: &str) -> String {
+        self.keys
+            .issue_service_token(service, SystemClock.now_ms())
+            .expect("sign a service token")
+            .token
+    }
+
+    /// Registers a fresh account through the real Register RPC (handle
+    /// `handle`, e-mail `<handle>@test.auction.local`, password
+    /// [`TEST_PASSWORD`]), then logs in through Login.
+    pub async fn register_and_login(&self, handle: &str) -> TestUser {
+        let mut users = UserServiceClient::new(self.channel().await);
+        let email = format!("{handle}@test.auction.local");
+        let registered = users
+            .register(RegisterRequest {
+                request_id: uuid::Uuid::now_v7().to_string(),
+                email: email.clone(),
+                password: TEST_PASSWORD.to_owned(),
+                handle: handle.to_owned(),
+                display_name: handle.to_owned(),
+                ..RegisterRequest::default()
+            })
+            .await
+            .unwrap_or_else(|status| panic!("register {handle}: {status:?}"))
+            .into_inner();
+        let user_id = registered
+            .user
+            .and_then(|user| user.public_profile)
+            .map(|profile| profile.user_id)
+            .expect("a registered user")
+            .parse()
+            .expect("a UUID user id");
+        let login = users
+            .login(LoginRequest {
+                request_id: uuid::Uuid::now_v7().to_string(),
+                email: email.clone(),
+                password: TEST_PASSWORD.to_owned(),
+            })
+            .await
+            .unwrap_or_else(|status| panic!("login {handle}: {status:?}"))
+            .into_inner();
+        let Some(login_response::Outcome::Tokens(tokens)) = login.outcome else {
+            panic!("login of {handle} returned no tokens");
+        };
+        TestUser {
+            user_id,
+            email,
+            access_token: tokens.access_token,
+            refresh_token: tokens.refresh_token,
+        }
+    }
+
     /// Triggers shutdown and waits for the server to drain and stop.
     pub async fn stop(self) -> tempfile::TempDir {
         self.shutdown.trigger();
@@ -156,4 +259,32 @@ impl TestApp {
         outcome.expect("the app stopped cleanly");
         self._data
     }
+}
+
+/// The password of accounts made by [`TestApp::register_and_login`].
+pub const TEST_PASSWORD: &str = "correct horse battery staple";
+
+/// An account created through the real RPCs, with its first session.
+#[derive(Debug, Clone)]
+pub struct TestUser {
+    /// Its id.
+    pub user_id: uuid::Uuid,
+    /// Its login e-mail.
+    pub email: String,
+    /// A valid access token.
+    pub access_token: String,
+    /// The session's refresh token.
+    pub refresh_token: String,
+}
+
+/// `message` as a request carrying `authorization: Bearer <token>`.
+pub fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}")
+            .parse()
+            .expect("a token is a header value"),
+    );
+    request
 }

@@ -1,121 +1,1057 @@
 //! The `auction.v1.UserService` gRPC surface. Every RPC of the contract is
 //! here; the ones not built yet answer UNIMPLEMENTED (reason
-//! `NOT_IMPLEMENTED`, tracking issue 7) and are listed as such in the
-//! README's status table.
+//! `NOT_IMPLEMENTED`) and are listed as such in the README's status table.
+//!
+//! Identity comes only from [`auction_platform::auth::caller`] (verified by
+//! the listener's auth layer); roles are checked here, in the service that
+//! owns accounts.
 
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use auction_platform::auth::{AccessGrant, Role, Scope, caller, optional_caller};
 use auction_platform::unimplemented;
 use auction_proto::v1::user_service_server::UserService;
 use auction_proto::v1::{
-    ChangePasswordRequest, ChangePasswordResponse, ConfirmTotpRequest, ConfirmTotpResponse,
-    CreateApiKeyRequest, CreateApiKeyResponse, DisableTotpRequest, DisableTotpResponse,
-    EnrollTotpRequest, EnrollTotpResponse, ExchangeApiKeyRequest, ExchangeApiKeyResponse,
-    GetProfileRequest, GetProfileResponse, GetPublicKeysRequest, GetPublicKeysResponse,
-    GetReputationRequest, GetReputationResponse, LeaveFeedbackRequest, LeaveFeedbackResponse,
-    ListApiKeysRequest, ListApiKeysResponse, ListFeedbackRequest, ListFeedbackResponse,
-    ListUsersRequest, ListUsersResponse, LoginRequest, LoginResponse, LogoutRequest,
-    LogoutResponse, RefreshRequest, RefreshResponse, RegisterRequest, RegisterResponse,
-    RevokeApiKeyRequest, RevokeApiKeyResponse, SetRolesRequest, SetRolesResponse,
-    SuspendUserRequest, SuspendUserResponse, UnsuspendUserRequest, UnsuspendUserResponse,
-    UpdateProfileRequest, UpdateProfileResponse, VerifySecondFactorRequest,
-    VerifySecondFactorResponse,
+    AccountStatus, ApiKey, ApiKeyStatus, AuthTokens, ChangePasswordRequest, ChangePasswordResponse,
+    ConfirmTotpRequest, ConfirmTotpResponse, CreateApiKeyRequest, CreateApiKeyResponse,
+    DisableTotpRequest, DisableTotpResponse, EnrollTotpRequest, EnrollTotpResponse,
+    ExchangeApiKeyRequest, ExchangeApiKeyResponse, GetProfileRequest, GetProfileResponse,
+    GetPublicKeysRequest, GetPublicKeysResponse, GetReputationRequest, GetReputationResponse,
+    LeaveFeedbackRequest, LeaveFeedbackResponse, ListApiKeysRequest, ListApiKeysResponse,
+    ListFeedbackRequest, ListFeedbackResponse, ListUsersRequest, ListUsersResponse, LoginRequest,
+    LoginResponse, LogoutRequest, LogoutResponse, PrivateProfile, PublicKey, PublicProfile,
+    RefreshRequest, RefreshResponse, RegisterRequest, RegisterResponse, Reputation,
+    RevokeApiKeyRequest, RevokeApiKeyResponse, SecondFactorChallenge, SecondFactorMethod,
+    SetRolesRequest, SetRolesResponse, SuspendUserRequest, SuspendUserResponse, Suspension,
+    UnsuspendUserRequest, UnsuspendUserResponse, UpdateProfileRequest, UpdateProfileResponse, User,
+    VerifySecondFactorRequest, VerifySecondFactorResponse, login_response,
+    verify_second_factor_request,
 };
 use tonic::{Request, Response, Status};
+use uuid::Uuid;
 
 use crate::Service;
+use crate::error::UserError;
+use crate::secrets;
+use crate::store::{self, ApiKeyRecord, NewUser, ProfileChange, Rotation, UserRecord};
+
+/// How long a second-factor challenge lives.
+const CHALLENGE_TTL_MS: i64 = 5 * 60 * 1_000;
+/// Wrong codes a challenge allows before it is burned.
+const CHALLENGE_MAX_FAILURES: i64 = 5;
+/// How long a pending TOTP enrollment lives.
+const TOTP_ENROLLMENT_TTL_MS: i64 = 10 * 60 * 1_000;
+/// Active API keys per user.
+const MAX_ACTIVE_API_KEYS: i64 = 20;
+/// How long clients may cache the JWKS.
+const PUBLIC_KEYS_CACHE_MS: i64 = 5 * 60 * 1_000;
+/// A year, for reputation windows.
+const YEAR_MS: i64 = 365 * 24 * 3_600 * 1_000;
+
+pub(crate) fn timestamp(ms: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: ms.div_euclid(1_000),
+        nanos: i32::try_from(ms.rem_euclid(1_000) * 1_000_000).unwrap_or(0),
+    }
+}
+
+fn timestamp_ms(timestamp: &prost_types::Timestamp) -> i64 {
+    timestamp
+        .seconds
+        .saturating_mul(1_000)
+        .saturating_add(i64::from(timestamp.nanos / 1_000_000))
+}
+
+fn check_request_id(request_id: &str) -> Result<(), UserError> {
+    let valid = (1..=64).contains(&request_id.len())
+        && request_id
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b':' | b'-'));
+    if valid {
+        Ok(())
+    } else {
+        Err(UserError::RequestIdInvalid)
+    }
+}
+
+fn parse_id(field: &'static str, value: &str) -> Result<Uuid, UserError> {
+    value.parse().map_err(|_| UserError::Validation {
+        field,
+        message: "must be a UUID",
+    })
+}
+
+fn normalize_email(email: &str) -> Result<String, UserError> {
+    let email = email.trim().to_lowercase();
+    let valid = email.len() <= 254
+        && email.split_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty() && domain.contains('.') && !domain.starts_with('.')
+        })
+        && !email.chars().any(char::is_whitespace);
+    if valid {
+        Ok(email)
+    } else {
+        Err(UserError::Validation {
+            field: "email",
+            message: "must be an e-mail address",
+        })
+    }
+}
+
+fn check_handle(handle: &str) -> Result<String, UserError> {
+    let handle = handle.to_lowercase();
+    if (3..=30).contains(&handle.len())
+        && handle
+            .bytes()
+            .all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'_')
+    {
+        Ok(handle)
+    } else {
+        Err(UserError::Validation {
+            field: "handle",
+            message: "must be 3-30 characters of [a-z0-9_]",
+        })
+    }
+}
+
+fn check_password(password: &str) -> Result<(), UserError> {
+    if (10..=256).contains(&password.chars().count()) {
+        Ok(())
+    } else {
+        Err(UserError::WeakPassword)
+    }
+}
+
+fn check_country(country: &str) -> Result<String, UserError> {
+    let country = country.to_uppercase();
+    if country.is_empty() || (country.len() == 2 && country.bytes().all(|b| b.is_ascii_uppercase()))
+    {
+        Ok(country)
+    } else {
+        Err(UserError::Validation {
+            field: "country",
+            message: "must be an ISO 3166-1 alpha-2 code or empty",
+        })
+    }
+}
+
+fn check_interests(interests: &[String]) -> Result<Vec<String>, UserError> {
+    if interests.len() > 50 {
+        return Err(UserError::Validation {
+            field: "interest_category_ids",
+            message: "at most 50 interests",
+        });
+    }
+    let mut unique: Vec<String> = interests
+        .iter()
+        .map(|id| parse_id("interest_category_ids", id).map(|id| id.to_string()))
+        .collect::<Result<_, _>>()?;
+    unique.sort();
+    unique.dedup();
+    Ok(unique)
+}
+
+fn page_offset(page_token: &str) -> Result<i64, UserError> {
+    if page_token.is_empty() {
+        return Ok(0);
+    }
+    page_token
+        .strip_prefix("o")
+        .and_then(|offset| offset.parse::<i64>().ok())
+        .filter(|offset| *offset >= 0)
+        .ok_or(UserError::Validation {
+            field: "page_token",
+            message: "not a token from this list",
+        })
+}
+
+fn page_size(requested: i32, default: i64, maximum: i64) -> i64 {
+    match i64::from(requested) {
+        size if size <= 0 => default,
+        size => size.min(maximum),
+    }
+}
+
+fn source_of<T>(request: &Request<T>) -> String {
+    request
+        .remote_addr()
+        .map_or_else(|| "unknown".to_owned(), |address| address.ip().to_string())
+}
+
+impl Service {
+    fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    fn reputation(counts: (i64, i64, i64)) -> Reputation {
+        let (positive, neutral, negative) = counts;
+        let rated = positive + negative;
+        Reputation {
+            positive_count: u32::try_from(positive).unwrap_or(u32::MAX),
+            neutral_count: u32::try_from(neutral).unwrap_or(u32::MAX),
+            negative_count: u32::try_from(negative).unwrap_or(u32::MAX),
+            positive_bps: if rated == 0 {
+                0
+            } else {
+                u32::try_from(positive * 10_000 / rated).unwrap_or(0)
+            },
+            lifetime_score: positive - negative,
+        }
+    }
+
+    async fn user_message(&self, user: &UserRecord, private: bool) -> Result<User, UserError> {
+        let now_ms = self.now_ms();
+        let overall =
+            store::feedback_counts(&self.context.database, user.id, None, now_ms - YEAR_MS).await?;
+        let suspended = user.is_suspended(now_ms);
+        let public_profile = PublicProfile {
+            user_id: user.id.to_string(),
+            handle: user.handle.clone(),
+            display_name: user.display_name.clone(),
+            bio: user.bio.clone(),
+            country: user.country.clone(),
+            roles: user
+                .roles
+                .iter()
+                .map(|role| role.to_proto() as i32)
+                .collect(),
+            create_time: Some(timestamp(user.created_at_ms)),
+            reputation: Some(Self::reputation(overall)),
+            suspended,
+        };
+        let private_profile = private.then(|| PrivateProfile {
+            email: user.email.clone(),
+            email_verified: false,
+            status: if suspended {
+                AccountStatus::Suspended
+            } else {
+                AccountStatus::Active
+            } as i32,
+            suspension: suspended.then(|| Suspension {
+                reason: user.suspension_reason.clone().unwrap_or_default(),
+                start_time: user.suspended_at_ms.map(timestamp),
+                end_time: user.suspended_until_ms.map(timestamp),
+                suspended_by_user_id: user
+                    .suspended_by
+                    .map(|id| id.to_string())
+                    .unwrap_or_default(),
+            }),
+            interest_category_ids: user.interests.clone(),
+            totp_enabled: user.totp_secret.is_some(),
+            preferred_currency: user.preferred_currency.clone(),
+            locale: user.locale.clone(),
+            update_time: Some(timestamp(user.updated_at_ms)),
+        });
+        Ok(User {
+            public_profile: Some(public_profile),
+            private_profile,
+        })
+    }
+
+    fn suspended_error(user: &UserRecord) -> UserError {
+        UserError::AccountSuspended {
+            until: user.suspended_until_ms.map(|until| {
+                let seconds = until.div_euclid(1_000);
+                // RFC 3339 without a date library: seconds since the epoch in UTC.
+                format_rfc3339(seconds)
+            }),
+        }
+    }
+
+    async fn open_session(
+        &self,
+        user: &UserRecord,
+        second_factor: bool,
+    ) -> Result<AuthTokens, UserError> {
+        let now_ms = self.now_ms();
+        let session_id = Uuid::now_v7();
+        let refresh_token = secrets::new_refresh_token();
+        let refresh_expires_at_ms = now_ms.saturating_add(
+            i64::try_from(self.context.config.auth.refresh_token_ttl_ms).unwrap_or(i64::MAX),
+        );
+        store::create_session(
+            &self.context.database,
+            session_id,
+            user.id,
+            second_factor,
+            &refresh_token,
+            now_ms,
+            refresh_expires_at_ms,
+        )
+        .await?;
+        let access = self
+            .context
+            .keys
+            .issue_access_token(
+                &AccessGrant {
+                    user_id: user.id,
+                    session_id: Some(session_id),
+                    roles: user.roles.clone(),
+                    api_key: None,
+                    second_factor_verified: second_factor,
+                },
+                now_ms,
+            )
+            .map_err(UserError::Signing)?;
+        tracing::info!(user_id = %user.id, session_id = %session_id, second_factor, "session opened");
+        Ok(AuthTokens {
+            access_token: access.token,
+            access_token_expire_time: Some(timestamp(access.expires_at_ms)),
+            refresh_token,
+            refresh_token_expire_time: Some(timestamp(refresh_expires_at_ms)),
+            session_id: session_id.to_string(),
+        })
+    }
+
+    async fn load_user(&self, user_id: Uuid) -> Result<UserRecord, UserError> {
+        store::find_user(&self.context.database, user_id)
+            .await?
+            .ok_or(UserError::UserNotFound)
+    }
+
+    /// Checks a TOTP code against the user's confirmed secret, accepting
+    /// each step once.
+    async fn check_totp(&self, user: &UserRecord, code: &str) -> Result<(), UserError> {
+        let secret = user
+            .totp_secret
+            .as_deref()
+            .ok_or(UserError::TotpNotEnabled)?;
+        let step = secrets::matching_totp_step(secret, code, self.now_ms())
+            .ok_or(UserError::TotpInvalid)?;
+        if store::accept_totp_step(&self.context.database, user.id, step).await? {
+            Ok(())
+        } else {
+            // The code was valid but already used: a replay.
+            Err(UserError::TotpInvalid)
+        }
+    }
+
+    /// The throttle on failed logins, per account and per source.
+    async fn login_throttle(&self, email: &str, source: &str) -> Result<(), UserError> {
+        let auth = &self.context.config.auth;
+        let window_ms = i64::try_from(auth.failed_login_window_ms).unwrap_or(i64::MAX);
+        let now_ms = self.now_ms();
+        let counts =
+            store::count_login_failures(&self.context.database, email, source, now_ms - window_ms)
+                .await?;
+        let blocked_until = [
+            (counts.email >= i64::from(auth.max_failed_logins_per_account))
+                .then_some(counts.email_oldest_ms)
+                .flatten(),
+            (counts.source >= i64::from(auth.max_failed_logins_per_source))
+                .then_some(counts.source_oldest_ms)
+                .flatten(),
+        ]
+        .into_iter()
+        .flatten()
+        .map(|oldest| oldest + window_ms)
+        .max();
+        match blocked_until {
+            Some(until) => {
+                tracing::warn!(source, "login refused: too many failed attempts");
+                Err(UserError::TooManyAttempts {
+                    retry_after: Duration::from_millis(
+                        u64::try_from((until - now_ms).max(1_000)).unwrap_or(1_000),
+                    ),
+                })
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Exchanges an API key secret for an access token.
+    pub(crate) async fn exchange(
+        &self,
+        secret: &str,
+    ) -> Result<(auction_platform::auth::IssuedToken, ApiKeyRecord), UserError> {
+        let now_ms = self.now_ms();
+        let key = store::find_api_key_by_secret(&self.context.database, secret)
+            .await?
+            .ok_or(UserError::ApiKeyInvalid)?;
+        if key.revoked_at_ms.is_some() || key.expires_at_ms.is_some_and(|at| at <= now_ms) {
+            return Err(UserError::ApiKeyInvalid);
+        }
+        let owner = self.load_user(key.user_id).await?;
+        if owner.is_suspended(now_ms) {
+            return Err(Self::suspended_error(&owner));
+        }
+        store::touch_api_key(&self.context.database, key.id, now_ms).await?;
+        let token = self
+            .context
+            .keys
+            .issue_access_token(
+                &AccessGrant {
+                    user_id: owner.id,
+                    session_id: None,
+                    roles: owner.roles.clone(),
+                    api_key: Some((key.id, key.scopes.clone())),
+                    second_factor_verified: false,
+                },
+                now_ms,
+            )
+            .map_err(UserError::Signing)?;
+        Ok((token, key))
+    }
+}
+
+fn api_key_message(key: &ApiKeyRecord, now_ms: i64) -> ApiKey {
+    let status = if key.revoked_at_ms.is_some() {
+        ApiKeyStatus::Revoked
+    } else if key.expires_at_ms.is_some_and(|at| at <= now_ms) {
+        ApiKeyStatus::Expired
+    } else {
+        ApiKeyStatus::Active
+    };
+    ApiKey {
+        api_key_id: key.id.to_string(),
+        user_id: key.user_id.to_string(),
+        name: key.name.clone(),
+        prefix: key.prefix.clone(),
+        scopes: key
+            .scopes
+            .iter()
+            .map(|scope| scope.to_proto() as i32)
+            .collect(),
+        status: status as i32,
+        create_time: Some(timestamp(key.created_at_ms)),
+        expire_time: key.expires_at_ms.map(timestamp),
+        last_used_time: key.last_used_at_ms.map(timestamp),
+        revoke_time: key.revoked_at_ms.map(timestamp),
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` of seconds since the Unix epoch (civil-from-days,
+/// H. Hinnant's algorithm).
+fn format_rfc3339(seconds: i64) -> String {
+    let days = seconds.div_euclid(86_400);
+    let of_day = seconds.rem_euclid(86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z - era * 146_097;
+    let year_of_era =
+        (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_index = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        of_day / 3_600,
+        of_day % 3_600 / 60,
+        of_day % 60
+    )
+}
 
 #[tonic::async_trait]
 impl UserService for Service {
+    #[tracing::instrument(skip_all)]
     async fn register(
         &self,
-        _request: Request<RegisterRequest>,
+        request: Request<RegisterRequest>,
     ) -> Result<Response<RegisterResponse>, Status> {
-        Err(unimplemented("auction.v1.UserService/Register", 7))
+        let message = request.into_inner();
+        check_request_id(&message.request_id)?;
+        let email = normalize_email(&message.email)?;
+        check_password(&message.password)?;
+        let handle = check_handle(&message.handle)?;
+        if message.display_name.chars().count() > 64 {
+            return Err(UserError::Validation {
+                field: "display_name",
+                message: "at most 64 characters",
+            }
+            .into());
+        }
+        let country = check_country(&message.country)?;
+        let interests = check_interests(&message.interest_category_ids)?;
+        let id = Uuid::now_v7();
+        store::insert_user_with(
+            &self.context.database,
+            &NewUser {
+                id,
+                email,
+                username: handle,
+                password: message.password,
+                display_name: message.display_name,
+                roles: vec![
+                    Role::Bidder.storage_name().to_owned(),
+                    Role::Seller.storage_name().to_owned(),
+                ],
+            },
+            &interests,
+            &country,
+            self.now_ms(),
+        )
+        .await
+        .map_err(UserError::from)?;
+        let user = self.load_user(id).await?;
+        tracing::info!(user_id = %id, "account registered");
+        let tokens = self.open_session(&user, false).await?;
+        Ok(Response::new(RegisterResponse {
+            user: Some(self.user_message(&user, true).await?),
+            tokens: Some(tokens),
+        }))
     }
 
+    #[tracing::instrument(skip_all)]
     async fn login(
         &self,
-        _request: Request<LoginRequest>,
+        request: Request<LoginRequest>,
     ) -> Result<Response<LoginResponse>, Status> {
-        Err(unimplemented("auction.v1.UserService/Login", 7))
+        let source = source_of(&request);
+        let message = request.into_inner();
+        check_request_id(&message.request_id)?;
+        let email = message.email.trim().to_lowercase();
+        self.login_throttle(&email, &source).await?;
+        let user = store::find_user_by_email(&self.context.database, &email)
+            .await
+            .map_err(UserError::from)?;
+        let verified = match &user {
+            Some(user) => store::verify_password(&user.password_hash, &message.password),
+            None => {
+                // Spend the same time as for a real account, so timing does
+                // not tell which e-mails exist.
+                let _ = store::verify_password(&self.dummy_hash, &message.password);
+                false
+            }
+        };
+        let Some(user) = user.filter(|_| verified) else {
+            let now_ms = self.now_ms();
+            let window_ms =
+                i64::try_from(self.context.config.auth.failed_login_window_ms).unwrap_or(i64::MAX);
+            store::record_login_failure(
+                &self.context.database,
+                &email,
+                &source,
+                now_ms,
+                now_ms - window_ms,
+            )
+            .await
+            .map_err(UserError::from)?;
+            tracing::info!(source, "login failed");
+            return Err(UserError::InvalidCredentials.into());
+        };
+        store::clear_login_failures(&self.context.database, &email)
+            .await
+            .map_err(UserError::from)?;
+        if user.is_suspended(self.now_ms()) {
+            return Err(Self::suspended_error(&user).into());
+        }
+        if user.totp_secret.is_some() {
+            let challenge_id = Uuid::now_v7();
+            let expires_at_ms = self.now_ms() + CHALLENGE_TTL_MS;
+            store::create_challenge(&self.context.database, challenge_id, user.id, expires_at_ms)
+                .await
+                .map_err(UserError::from)?;
+            return Ok(Response::new(LoginResponse {
+                outcome: Some(login_response::Outcome::SecondFactorChallenge(
+                    SecondFactorChallenge {
+                        challenge_id: challenge_id.to_string(),
+                        expire_time: Some(timestamp(expires_at_ms)),
+                        methods: vec![
+                            SecondFactorMethod::Totp as i32,
+                            SecondFactorMethod::RecoveryCode as i32,
+                        ],
+                    },
+                )),
+                user: None,
+            }));
+        }
+        let tokens = self.open_session(&user, false).await?;
+        Ok(Response::new(LoginResponse {
+            outcome: Some(login_response::Outcome::Tokens(tokens)),
+            user: Some(self.user_message(&user, true).await?),
+        }))
     }
 
+    #[tracing::instrument(skip_all)]
     async fn verify_second_factor(
         &self,
-        _request: Request<VerifySecondFactorRequest>,
+        request: Request<VerifySecondFactorRequest>,
     ) -> Result<Response<VerifySecondFactorResponse>, Status> {
-        Err(unimplemented(
-            "auction.v1.UserService/VerifySecondFactor",
-            7,
-        ))
+        let message = request.into_inner();
+        check_request_id(&message.request_id)?;
+        let challenge_id: Uuid = message
+            .challenge_id
+            .parse()
+            .map_err(|_| UserError::ChallengeInvalid)?;
+        let database = &self.context.database;
+        let challenge = store::find_challenge(database, challenge_id)
+            .await
+            .map_err(UserError::from)?
+            .ok_or(UserError::ChallengeInvalid)?;
+        let now_ms = self.now_ms();
+        if challenge.used_at_ms.is_some() || challenge.expires_at_ms <= now_ms {
+            return Err(UserError::ChallengeInvalid.into());
+        }
+        if challenge.failed_attempts >= CHALLENGE_MAX_FAILURES {
+            return Err(UserError::TooManyAttempts {
+                retry_after: Duration::from_secs(1),
+            }
+            .into());
+        }
+        let user = self.load_user(challenge.user_id).await?;
+        let proven = match &message.code {
+            Some(verify_second_factor_request::Code::TotpCode(code)) => {
+                self.check_totp(&user, code).await
+            }
+            Some(verify_second_factor_request::Code::RecoveryCode(code)) => {
+                if store::consume_recovery_code(database, user.id, code.trim(), now_ms)
+                    .await
+                    .map_err(UserError::from)?
+                {
+                    Ok(())
+                } else {
+                    Err(UserError::TotpInvalid)
+                }
+            }
+            None => Err(UserError::Validation {
+                field: "code",
+                message: "a TOTP code or a recovery code is required",
+            }),
+        };
+        if let Err(error) = proven {
+            if matches!(error, UserError::TotpInvalid) {
+                store::fail_challenge(database, challenge_id)
+                    .await
+                    .map_err(UserError::from)?;
+            }
+            return Err(error.into());
+        }
+        if !store::use_challenge(database, challenge_id, now_ms)
+            .await
+            .map_err(UserError::from)?
+        {
+            return Err(UserError::ChallengeInvalid.into());
+        }
+        if user.is_suspended(now_ms) {
+            return Err(Self::suspended_error(&user).into());
+        }
+        let tokens = self.open_session(&user, true).await?;
+        let remaining = store::recovery_codes_remaining(database, user.id)
+            .await
+            .map_err(UserError::from)?;
+        Ok(Response::new(VerifySecondFactorResponse {
+            tokens: Some(tokens),
+            user: Some(self.user_message(&user, true).await?),
+            recovery_codes_remaining: u32::try_from(remaining).unwrap_or(0),
+        }))
     }
 
+    #[tracing::instrument(skip_all)]
     async fn refresh(
         &self,
-        _request: Request<RefreshRequest>,
+        request: Request<RefreshRequest>,
     ) -> Result<Response<RefreshResponse>, Status> {
-        Err(unimplemented("auction.v1.UserService/Refresh", 7))
+        let message = request.into_inner();
+        check_request_id(&message.request_id)?;
+        let now_ms = self.now_ms();
+        let next = secrets::new_refresh_token();
+        let rotation = store::rotate_refresh_token(
+            &self.context.database,
+            &message.refresh_token,
+            &next,
+            now_ms,
+        )
+        .await
+        .map_err(UserError::from)?;
+        let session = match rotation {
+            Rotation::Rotated(session) => session,
+            Rotation::Reused { session_id } => {
+                tracing::warn!(session_id = %session_id, "refresh token reused: session revoked");
+                return Err(UserError::RefreshTokenReused.into());
+            }
+            Rotation::SessionEnded | Rotation::Unknown => {
+                return Err(UserError::RefreshTokenInvalid.into());
+            }
+        };
+        let user = self.load_user(session.user_id).await?;
+        if user.is_suspended(now_ms) {
+            return Err(Self::suspended_error(&user).into());
+        }
+        // Roles are read afresh: SetRoles takes effect at the next refresh.
+        let access = self
+            .context
+            .keys
+            .issue_access_token(
+                &AccessGrant {
+                    user_id: user.id,
+                    session_id: Some(session.id),
+                    roles: user.roles.clone(),
+                    api_key: None,
+                    second_factor_verified: session.second_factor,
+                },
+                now_ms,
+            )
+            .map_err(UserError::Signing)?;
+        Ok(Response::new(RefreshResponse {
+            tokens: Some(AuthTokens {
+                access_token: access.token,
+                access_token_expire_time: Some(timestamp(access.expires_at_ms)),
+                refresh_token: next,
+                refresh_token_expire_time: Some(timestamp(session.expires_at_ms)),
+                session_id: session.id.to_string(),
+            }),
+        }))
     }
 
+    #[tracing::instrument(skip_all)]
     async fn logout(
         &self,
-        _request: Request<LogoutRequest>,
+        request: Request<LogoutRequest>,
     ) -> Result<Response<LogoutResponse>, Status> {
-        Err(unimplemented("auction.v1.UserService/Logout", 7))
+        let identity = optional_caller(&request);
+        let message = request.into_inner();
+        check_request_id(&message.request_id)?;
+        let now_ms = self.now_ms();
+        let revoked = if message.all_sessions {
+            let identity = identity.ok_or_else(|| {
+                auction_platform::to_status(&auction_platform::auth::AuthError::TokenMissing)
+            })?;
+            store::revoke_user_sessions(
+                &self.context.database,
+                identity.user_id,
+                None,
+                "logout",
+                now_ms,
+            )
+            .await
+            .map_err(UserError::from)?
+        } else {
+            let session =
+                store::session_of_refresh_token(&self.context.database, &message.refresh_token)
+                    .await
+                    .map_err(UserError::from)?
+                    .ok_or(UserError::RefreshTokenInvalid)?;
+            store::revoke_session(&self.context.database, session.id, "logout", now_ms)
+                .await
+                .map_err(UserError::from)?
+        };
+        Ok(Response::new(LogoutResponse {
+            revoked_session_count: u32::try_from(revoked).unwrap_or(u32::MAX),
+        }))
     }
 
+    #[tracing::instrument(skip_all)]
     async fn change_password(
         &self,
-        _request: Request<ChangePasswordRequest>,
+        request: Request<ChangePasswordRequest>,
     ) -> Result<Response<ChangePasswordResponse>, Status> {
-        Err(unimplemented("auction.v1.UserService/ChangePassword", 7))
+        let identity = caller(&request)?;
+        if identity.kind != auction_platform::auth::CallerKind::User {
+            return Err(auction_platform::to_status(
+                &auction_platform::auth::AuthError::TokenMissing,
+            ));
+        }
+        let message = request.into_inner();
+        check_request_id(&message.request_id)?;
+        check_password(&message.new_password)?;
+        let user = self.load_user(identity.user_id).await?;
+        if !store::verify_password(&user.password_hash, &message.current_password) {
+            return Err(UserError::InvalidCredentials.into());
+        }
+        let now_ms = self.now_ms();
+        store::set_password(
+            &self.context.database,
+            user.id,
+            &message.new_password,
+            now_ms,
+        )
+        .await
+        .map_err(UserError::from)?;
+        store::revoke_user_sessions(
+            &self.context.database,
+            user.id,
+            None,
+            "password changed",
+            now_ms,
+        )
+        .await
+        .map_err(UserError::from)?;
+        let tokens = self
+            .open_session(&user, identity.second_factor_verified)
+            .await?;
+        Ok(Response::new(ChangePasswordResponse {
+            tokens: Some(tokens),
+        }))
     }
 
+    #[tracing::instrument(skip_all)]
     async fn enroll_totp(
         &self,
-        _request: Request<EnrollTotpRequest>,
+        request: Request<EnrollTotpRequest>,
     ) -> Result<Response<EnrollTotpResponse>, Status> {
-        Err(unimplemented("auction.v1.UserService/EnrollTotp", 7))
+        let identity = caller(&request)?;
+        let message = request.into_inner();
+        check_request_id(&message.request_id)?;
+        let user = self.load_user(identity.user_id).await?;
+        if identity.kind != auction_platform::auth::CallerKind::User
+            || !store::verify_password(&user.password_hash, &message.password)
+        {
+            return Err(UserError::InvalidCredentials.into());
+        }
+        if user.totp_secret.is_some() {
+            return Err(UserError::TotpAlreadyEnabled.into());
+        }
+        let secret = secrets::new_totp_secret();
+        let expires_at_ms = self.now_ms() + TOTP_ENROLLMENT_TTL_MS;
+        store::set_pending_totp(&self.context.database, user.id, &secret, expires_at_ms)
+            .await
+            .map_err(UserError::from)?;
+        let otpauth_uri = format!(
+            "otpauth://totp/Auction%20Mesh:{}?secret={secret}&issuer=Auction%20Mesh&algorithm=SHA1&digits=6&period=30",
+            user.handle
+        );
+        Ok(Response::new(EnrollTotpResponse {
+            secret_base32: secret,
+            otpauth_uri,
+            expire_time: Some(timestamp(expires_at_ms)),
+        }))
     }
 
+    #[tracing::instrument(skip_all)]
     async fn confirm_totp(
         &self,
-        _request: Request<ConfirmTotpRequest>,
+        request: Request<ConfirmTotpRequest>,
     ) -> Result<Response<ConfirmTotpResponse>, Status> {
-        Err(unimplemented("auction.v1.UserService/ConfirmTotp", 7))
+        let identity = caller(&request)?;
+        let message = request.into_inner();
+        check_request_id(&message.request_id)?;
+        let user = self.load_user(identity.user_id).await?;
+        if user.totp_secret.is_some() {
+            return Err(UserError::TotpAlreadyEnabled.into());
+        }
+        let now_ms = self.now_ms();
+        let pending = user
+            .totp_pending_secret
+            .as_deref()
+            .filter(|_| {
+                user.totp_pending_expires_at_ms
+                    .is_some_and(|at| at > now_ms)
+            })
+            .ok_or(UserError::TotpNotEnabled)?;
+        let step = secrets::matching_totp_step(pending, &message.totp_code, now_ms)
+            .ok_or(UserError::TotpInvalid)?;
+        if !store::accept_totp_step(&self.context.database, user.id, step)
+            .await
+            .map_err(UserError::from)?
+        {
+            return Err(UserError::TotpInvalid.into());
+        }
+        let codes: Vec<String> = (0..10).map(|_| secrets::new_recovery_code()).collect();
+        store::confirm_totp(&self.context.database, user.id, &codes, now_ms)
+            .await
+            .map_err(UserError::from)?;
+        tracing::info!(user_id = %user.id, "TOTP enabled");
+        Ok(Response::new(ConfirmTotpResponse {
+            recovery_codes: codes,
+        }))
     }
 
+    #[tracing::instrument(skip_all)]
     async fn disable_totp(
         &self,
-        _request: Request<DisableTotpRequest>,
+        request: Request<DisableTotpRequest>,
     ) -> Result<Response<DisableTotpResponse>, Status> {
-        Err(unimplemented("auction.v1.UserService/DisableTotp", 7))
+        use auction_proto::v1::disable_totp_request::Code;
+        let identity = caller(&request)?;
+        let message = request.into_inner();
+        check_request_id(&message.request_id)?;
+        let user = self.load_user(identity.user_id).await?;
+        if identity.kind != auction_platform::auth::CallerKind::User
+            || !store::verify_password(&user.password_hash, &message.password)
+        {
+            return Err(UserError::InvalidCredentials.into());
+        }
+        if user.totp_secret.is_none() {
+            return Err(UserError::TotpNotEnabled.into());
+        }
+        let now_ms = self.now_ms();
+        match &message.code {
+            Some(Code::TotpCode(code)) => self.check_totp(&user, code).await?,
+            Some(Code::RecoveryCode(code)) => {
+                if !store::consume_recovery_code(
+                    &self.context.database,
+                    user.id,
+                    code.trim(),
+                    now_ms,
+                )
+                .await
+                .map_err(UserError::from)?
+                {
+                    return Err(UserError::TotpInvalid.into());
+                }
+            }
+            None => return Err(UserError::TotpInvalid.into()),
+        }
+        store::disable_totp(&self.context.database, user.id, now_ms)
+            .await
+            .map_err(UserError::from)?;
+        Ok(Response::new(DisableTotpResponse {
+            totp_enabled: false,
+        }))
     }
 
+    #[tracing::instrument(skip_all)]
     async fn get_profile(
         &self,
-        _request: Request<GetProfileRequest>,
+        request: Request<GetProfileRequest>,
     ) -> Result<Response<GetProfileResponse>, Status> {
-        Err(unimplemented("auction.v1.UserService/GetProfile", 7))
+        let identity = optional_caller(&request);
+        let message = request.into_inner();
+        let user_id = if message.user_id.is_empty() {
+            caller_or_missing(identity.as_ref())?.user_id
+        } else {
+            parse_id("user_id", &message.user_id)?
+        };
+        let user = self.load_user(user_id).await?;
+        let private = identity
+            .as_ref()
+            .is_some_and(|identity| identity.is_user(user_id) || identity.is_admin());
+        Ok(Response::new(GetProfileResponse {
+            user: Some(self.user_message(&user, private).await?),
+        }))
     }
 
+    #[tracing::instrument(skip_all)]
     async fn update_profile(
         &self,
-        _request: Request<UpdateProfileRequest>,
+        request: Request<UpdateProfileRequest>,
     ) -> Result<Response<UpdateProfileResponse>, Status> {
-        Err(unimplemented("auction.v1.UserService/UpdateProfile", 7))
+        let identity = caller(&request)?;
+        if !(identity.has_scope(Scope::Sell) || identity.has_scope(Scope::Bid)) {
+            identity.require_scope(Scope::Bid)?;
+        }
+        let message = request.into_inner();
+        check_request_id(&message.request_id)?;
+        let profile = message.profile.unwrap_or_default();
+        let paths = message
+            .update_mask
+            .map(|mask| mask.paths)
+            .unwrap_or_default();
+        if paths.is_empty() {
+            return Err(UserError::Validation {
+                field: "update_mask",
+                message: "name at least one field",
+            }
+            .into());
+        }
+        let mut change = ProfileChange::default();
+        for path in &paths {
+            match path.as_str() {
+                "handle" => change.handle = Some(check_handle(&profile.handle)?),
+                "display_name" => {
+                    if profile.display_name.chars().count() > 64 {
+                        return Err(UserError::Validation {
+                            field: "profile.display_name",
+                            message: "at most 64 characters",
+                        }
+                        .into());
+                    }
+                    change.display_name = Some(profile.display_name.clone());
+                }
+                "bio" => {
+                    if profile.bio.chars().count() > 1_000 {
+                        return Err(UserError::Validation {
+                            field: "profile.bio",
+                            message: "at most 1000 characters",
+                        }
+                        .into());
+                    }
+                    change.bio = Some(profile.bio.clone());
+                }
+                "country" => change.country = Some(check_country(&profile.country)?),
+                "interest_category_ids" => {
+                    change.interests = Some(check_interests(&profile.interest_category_ids)?);
+                }
+                "preferred_currency" => {
+                    let currency = profile.preferred_currency.to_uppercase();
+                    if !(currency.is_empty()
+                        || (currency.len() == 3
+                            && currency.bytes().all(|b| b.is_ascii_uppercase())))
+                    {
+                        return Err(UserError::Validation {
+                            field: "profile.preferred_currency",
+                            message: "must be an ISO 4217 code or empty",
+                        }
+                        .into());
+                    }
+                    change.preferred_currency = Some(currency);
+                }
+                "locale" => {
+                    let locale = if profile.locale.is_empty() {
+                        "en".to_owned()
+                    } else {
+                        profile.locale.clone()
+                    };
+                    if locale.len() > 35 {
+                        return Err(UserError::Validation {
+                            field: "profile.locale",
+                            message: "must be a BCP 47 tag",
+                        }
+                        .into());
+                    }
+                    change.locale = Some(locale);
+                }
+                _ => {
+                    return Err(UserError::Validation {
+                        field: "update_mask",
+                        message: "unknown path",
+                    }
+                    .into());
+                }
+            }
+        }
+        store::update_profile(
+            &self.context.database,
+            identity.user_id,
+            &change,
+            self.now_ms(),
+        )
+        .await
+        .map_err(UserError::from)?;
+        let user = self.load_user(identity.user_id).await?;
+        Ok(Response::new(UpdateProfileResponse {
+            user: Some(self.user_message(&user, true).await?),
+        }))
     }
 
+    #[tracing::instrument(skip_all)]
     async fn get_reputation(
         &self,
-        _request: Request<GetReputationRequest>,
+        request: Request<GetReputationRequest>,
     ) -> Result<Response<GetReputationResponse>, Status> {
-        Err(unimplemented("auction.v1.UserService/GetReputation", 7))
+        let user_id = parse_id("user_id", &request.get_ref().user_id)?;
+        let user = self.load_user(user_id).await?;
+        let since_ms = self.now_ms() - YEAR_MS;
+        let database = &self.context.database;
+        let as_seller = store::feedback_counts(database, user.id, Some("from_buyer"), since_ms)
+            .await
+            .map_err(UserError::from)?;
+        let as_buyer = store::feedback_counts(database, user.id, Some("from_seller"), since_ms)
+            .await
+            .map_err(UserError::from)?;
+        let overall = store::feedback_counts(database, user.id, None, since_ms)
+            .await
+            .map_err(UserError::from)?;
+        Ok(Response::new(GetReputationResponse {
+            as_seller: Some(Self::reputation(as_seller)),
+            as_buyer: Some(Self::reputation(as_buyer)),
+            overall: Some(Self::reputation(overall)),
+        }))
     }
 
     async fn leave_feedback(
         &self,
         _request: Request<LeaveFeedbackRequest>,
     ) -> Result<Response<LeaveFeedbackResponse>, Status> {
+        // Needs PaymentService orders (issue 9) to know the buyer, seller and
+        // status of an order.
         Err(unimplemented("auction.v1.UserService/LeaveFeedback", 7))
     }
 
@@ -126,66 +1062,355 @@ impl UserService for Service {
         Err(unimplemented("auction.v1.UserService/ListFeedback", 7))
     }
 
+    #[tracing::instrument(skip_all)]
     async fn create_api_key(
         &self,
-        _request: Request<CreateApiKeyRequest>,
+        request: Request<CreateApiKeyRequest>,
     ) -> Result<Response<CreateApiKeyResponse>, Status> {
-        Err(unimplemented("auction.v1.UserService/CreateApiKey", 7))
+        let identity = caller(&request)?;
+        if identity.kind != auction_platform::auth::CallerKind::User {
+            return Err(identity.require_role(Role::Admin).err().unwrap_or_else(|| {
+                auction_platform::to_status(&auction_platform::auth::AuthError::TokenMissing)
+            }));
+        }
+        let message = request.into_inner();
+        check_request_id(&message.request_id)?;
+        let name = message.name.trim().to_owned();
+        if !(1..=64).contains(&name.chars().count()) {
+            return Err(UserError::Validation {
+                field: "name",
+                message: "must have 1-64 characters",
+            }
+            .into());
+        }
+        let scopes: BTreeSet<Scope> = message
+            .scopes
+            .iter()
+            .map(|value| {
+                Scope::from_proto(*value).ok_or(UserError::Validation {
+                    field: "scopes",
+                    message: "unknown scope",
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        if scopes.is_empty() {
+            return Err(UserError::Validation {
+                field: "scopes",
+                message: "grant at least one scope",
+            }
+            .into());
+        }
+        let now_ms = self.now_ms();
+        let expires_at_ms = message.expire_time.as_ref().map(timestamp_ms);
+        if expires_at_ms.is_some_and(|at| at <= now_ms) {
+            return Err(UserError::Validation {
+                field: "expire_time",
+                message: "must be in the future",
+            }
+            .into());
+        }
+        let user = self.load_user(identity.user_id).await?;
+        if user.is_suspended(now_ms) {
+            return Err(Self::suspended_error(&user).into());
+        }
+        if store::count_active_api_keys(&self.context.database, user.id, now_ms)
+            .await
+            .map_err(UserError::from)?
+            >= MAX_ACTIVE_API_KEYS
+        {
+            return Err(UserError::ApiKeyLimitReached.into());
+        }
+        let secret = secrets::new_api_key_secret();
+        let key = ApiKeyRecord {
+            id: Uuid::now_v7(),
+            user_id: user.id,
+            name,
+            prefix: secret.chars().take(12).collect(),
+            scopes,
+            created_at_ms: now_ms,
+            expires_at_ms,
+            last_used_at_ms: None,
+            revoked_at_ms: None,
+        };
+        store::insert_api_key(&self.context.database, &key, &secret)
+            .await
+            .map_err(UserError::from)?;
+        tracing::info!(api_key_id = %key.id, user_id = %user.id, "API key created");
+        Ok(Response::new(CreateApiKeyResponse {
+            api_key: Some(api_key_message(&key, now_ms)),
+            secret,
+        }))
     }
 
+    #[tracing::instrument(skip_all)]
     async fn list_api_keys(
         &self,
-        _request: Request<ListApiKeysRequest>,
+        request: Request<ListApiKeysRequest>,
     ) -> Result<Response<ListApiKeysResponse>, Status> {
-        Err(unimplemented("auction.v1.UserService/ListApiKeys", 7))
+        let identity = caller(&request)?;
+        let message = request.into_inner();
+        let owner = if message.user_id.is_empty() {
+            identity.user_id
+        } else {
+            parse_id("user_id", &message.user_id)?
+        };
+        identity.require_owner_or_admin(owner)?;
+        let size = page_size(message.page_size, 20, 100);
+        let offset = page_offset(&message.page_token)?;
+        let mut keys = store::list_api_keys(&self.context.database, owner, size + 1, offset)
+            .await
+            .map_err(UserError::from)?;
+        let more = i64::try_from(keys.len()).unwrap_or(i64::MAX) > size;
+        keys.truncate(usize::try_from(size).unwrap_or(usize::MAX));
+        let now_ms = self.now_ms();
+        Ok(Response::new(ListApiKeysResponse {
+            api_keys: keys
+                .iter()
+                .map(|key| api_key_message(key, now_ms))
+                .collect(),
+            next_page_token: if more {
+                format!("o{}", offset + size)
+            } else {
+                String::new()
+            },
+        }))
     }
 
+    #[tracing::instrument(skip_all)]
     async fn revoke_api_key(
         &self,
-        _request: Request<RevokeApiKeyRequest>,
+        request: Request<RevokeApiKeyRequest>,
     ) -> Result<Response<RevokeApiKeyResponse>, Status> {
-        Err(unimplemented("auction.v1.UserService/RevokeApiKey", 7))
+        let identity = caller(&request)?;
+        let message = request.into_inner();
+        check_request_id(&message.request_id)?;
+        let key_id = parse_id("api_key_id", &message.api_key_id)?;
+        let key = store::find_api_key(&self.context.database, key_id)
+            .await
+            .map_err(UserError::from)?
+            // Someone else's key is reported as missing: ids are not probed.
+            .filter(|key| identity.is_user(key.user_id) || identity.is_admin())
+            .ok_or(UserError::ApiKeyNotFound)?;
+        let now_ms = self.now_ms();
+        store::revoke_api_key(&self.context.database, key.id, now_ms)
+            .await
+            .map_err(UserError::from)?;
+        let key = store::find_api_key(&self.context.database, key.id)
+            .await
+            .map_err(UserError::from)?
+            .ok_or(UserError::ApiKeyNotFound)?;
+        tracing::info!(api_key_id = %key.id, "API key revoked");
+        Ok(Response::new(RevokeApiKeyResponse {
+            api_key: Some(api_key_message(&key, now_ms)),
+        }))
     }
 
+    #[tracing::instrument(skip_all)]
     async fn exchange_api_key(
         &self,
-        _request: Request<ExchangeApiKeyRequest>,
+        request: Request<ExchangeApiKeyRequest>,
     ) -> Result<Response<ExchangeApiKeyResponse>, Status> {
-        Err(unimplemented("auction.v1.UserService/ExchangeApiKey", 7))
+        let message = request.into_inner();
+        check_request_id(&message.request_id)?;
+        let (token, key) = self.exchange(message.api_key.trim()).await?;
+        Ok(Response::new(ExchangeApiKeyResponse {
+            access_token: token.token,
+            access_token_expire_time: Some(timestamp(token.expires_at_ms)),
+            api_key: Some(api_key_message(&key, self.now_ms())),
+        }))
     }
 
     async fn get_public_keys(
         &self,
         _request: Request<GetPublicKeysRequest>,
     ) -> Result<Response<GetPublicKeysResponse>, Status> {
-        Err(unimplemented("auction.v1.UserService/GetPublicKeys", 7))
+        let keys = &self.context.keys;
+        Ok(Response::new(GetPublicKeysResponse {
+            keys: keys
+                .public_keys()
+                .into_iter()
+                .map(|key| PublicKey {
+                    key_id: key.key_id,
+                    algorithm: key.algorithm.to_owned(),
+                    jwk_json: key.jwk_json,
+                    public_key_pem: key.public_key_pem,
+                    activate_time: None,
+                    retire_time: None,
+                })
+                .collect(),
+            issuer: keys.issuer().to_owned(),
+            audience: keys.audience().to_owned(),
+            cache_until: Some(timestamp(self.now_ms() + PUBLIC_KEYS_CACHE_MS)),
+        }))
     }
 
+    #[tracing::instrument(skip_all)]
     async fn list_users(
         &self,
-        _request: Request<ListUsersRequest>,
+        request: Request<ListUsersRequest>,
     ) -> Result<Response<ListUsersResponse>, Status> {
-        Err(unimplemented("auction.v1.UserService/ListUsers", 7))
+        caller(&request)?.require_admin()?;
+        let message = request.into_inner();
+        let size = page_size(message.page_size, 50, 200);
+        let offset = page_offset(&message.page_token)?;
+        let role_filter = Role::from_proto(message.role);
+        let status_filter =
+            AccountStatus::try_from(message.status).unwrap_or(AccountStatus::Unspecified);
+        let now_ms = self.now_ms();
+        let users = store::list_users(&self.context.database, &message.query, size + 1, offset)
+            .await
+            .map_err(UserError::from)?;
+        let more = i64::try_from(users.len()).unwrap_or(i64::MAX) > size;
+        let mut out = Vec::new();
+        for user in users
+            .iter()
+            .take(usize::try_from(size).unwrap_or(usize::MAX))
+        {
+            let role_matches = role_filter.is_none_or(|role| user.roles.contains(&role));
+            let status_matches = match status_filter {
+                AccountStatus::Unspecified => true,
+                AccountStatus::Active => !user.is_suspended(now_ms),
+                AccountStatus::Suspended => user.is_suspended(now_ms),
+            };
+            if role_matches && status_matches {
+                out.push(self.user_message(user, true).await?);
+            }
+        }
+        Ok(Response::new(ListUsersResponse {
+            users: out,
+            next_page_token: if more {
+                format!("o{}", offset + size)
+            } else {
+                String::new()
+            },
+        }))
     }
 
+    #[tracing::instrument(skip_all)]
     async fn set_roles(
         &self,
-        _request: Request<SetRolesRequest>,
+        request: Request<SetRolesRequest>,
     ) -> Result<Response<SetRolesResponse>, Status> {
-        Err(unimplemented("auction.v1.UserService/SetRoles", 7))
+        let identity = caller(&request)?;
+        identity.require_admin()?;
+        let message = request.into_inner();
+        check_request_id(&message.request_id)?;
+        let user_id = parse_id("user_id", &message.user_id)?;
+        let roles: BTreeSet<Role> = message
+            .roles
+            .iter()
+            .map(|value| {
+                Role::from_proto(*value).ok_or(UserError::Validation {
+                    field: "roles",
+                    message: "unknown role",
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        if user_id == identity.user_id && !roles.contains(&Role::Admin) {
+            return Err(UserError::SelfAdminChange.into());
+        }
+        self.load_user(user_id).await?;
+        store::set_roles(&self.context.database, user_id, &roles, self.now_ms())
+            .await
+            .map_err(UserError::from)?;
+        let user = self.load_user(user_id).await?;
+        tracing::info!(user_id = %user_id, by = %identity.user_id, "roles set");
+        Ok(Response::new(SetRolesResponse {
+            user: Some(self.user_message(&user, true).await?),
+        }))
     }
 
+    #[tracing::instrument(skip_all)]
     async fn suspend_user(
         &self,
-        _request: Request<SuspendUserRequest>,
+        request: Request<SuspendUserRequest>,
     ) -> Result<Response<SuspendUserResponse>, Status> {
-        Err(unimplemented("auction.v1.UserService/SuspendUser", 7))
+        let identity = caller(&request)?;
+        identity.require_admin()?;
+        let message = request.into_inner();
+        check_request_id(&message.request_id)?;
+        let user_id = parse_id("user_id", &message.user_id)?;
+        if user_id == identity.user_id {
+            return Err(UserError::SelfAdminChange.into());
+        }
+        if !(1..=500).contains(&message.reason.chars().count()) {
+            return Err(UserError::Validation {
+                field: "reason",
+                message: "must have 1-500 characters",
+            }
+            .into());
+        }
+        let now_ms = self.now_ms();
+        let until_ms = message.end_time.as_ref().map(timestamp_ms);
+        if until_ms.is_some_and(|until| until <= now_ms) {
+            return Err(UserError::Validation {
+                field: "end_time",
+                message: "must be in the future",
+            }
+            .into());
+        }
+        self.load_user(user_id).await?;
+        if !store::suspend(
+            &self.context.database,
+            user_id,
+            &message.reason,
+            until_ms,
+            identity.user_id,
+            now_ms,
+        )
+        .await
+        .map_err(UserError::from)?
+        {
+            return Err(UserError::SuspensionStateInvalid("already suspended").into());
+        }
+        tracing::info!(user_id = %user_id, by = %identity.user_id, "account suspended");
+        let user = self.load_user(user_id).await?;
+        Ok(Response::new(SuspendUserResponse {
+            user: Some(self.user_message(&user, true).await?),
+        }))
     }
 
+    #[tracing::instrument(skip_all)]
     async fn unsuspend_user(
         &self,
-        _request: Request<UnsuspendUserRequest>,
+        request: Request<UnsuspendUserRequest>,
     ) -> Result<Response<UnsuspendUserResponse>, Status> {
-        Err(unimplemented("auction.v1.UserService/UnsuspendUser", 7))
+        let identity = caller(&request)?;
+        identity.require_admin()?;
+        let message = request.into_inner();
+        check_request_id(&message.request_id)?;
+        let user_id = parse_id("user_id", &message.user_id)?;
+        self.load_user(user_id).await?;
+        if !store::unsuspend(&self.context.database, user_id, self.now_ms())
+            .await
+            .map_err(UserError::from)?
+        {
+            return Err(UserError::SuspensionStateInvalid("not suspended").into());
+        }
+        tracing::info!(user_id = %user_id, by = %identity.user_id, "suspension lifted");
+        let user = self.load_user(user_id).await?;
+        Ok(Response::new(UnsuspendUserResponse {
+            user: Some(self.user_message(&user, true).await?),
+        }))
+    }
+}
+
+fn caller_or_missing(
+    identity: Option<&auction_platform::auth::Caller>,
+) -> Result<&auction_platform::auth::Caller, Status> {
+    identity.ok_or_else(|| {
+        auction_platform::to_status(&auction_platform::auth::AuthError::TokenMissing)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Proves the RFC 3339 formatting of suspension ends is right.
+    #[test]
+    fn rfc3339() {
+        assert_eq!(format_rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(format_rfc3339(1_800_000_000), "2027-01-15T08:00:00Z");
     }
 }

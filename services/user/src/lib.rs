@@ -3,15 +3,30 @@
 //! A library (mounted by `auctiond` next to the other services, or alone by
 //! this crate's own binary) implementing [`auction_platform::MeshService`].
 //!
-//! - `grpc`: the `auction.v1.UserService` implementation.
-//! - [`store`]: its tables on PostgreSQL or SQLite.
+//! - `grpc`: the `auction.v1.UserService` implementation (register, login
+//!   with brute-force throttling, TOTP, rotating refresh tokens, profiles,
+//!   API keys, admin role changes and suspensions).
+//! - `error`: its errors and their gRPC codes and reasons.
+//! - [`store`]: its tables on PostgreSQL or SQLite, through `sql` (one
+//!   SQL text for both backends).
+//! - [`secrets`]: random tokens and RFC 6238 TOTP.
 //! - [`demo`]: demo data for `auctiond dev`.
+//! - [`ApiKeyExchanger`]: lets the gateway accept `x-api-key` in-process.
 //!
 //! Migrations: `migrations/postgres` and `migrations/sqlite`.
 
 pub mod demo;
+mod error;
 mod grpc;
+pub mod secrets;
+mod sql;
 pub mod store;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use auction_platform::auth::{ApiKeyExchange, Clock, SystemClock};
 
 use auction_platform::{MeshService, Migrations, ServiceContext, StartError};
 use auction_proto::v1::user_service_server::UserServiceServer;
@@ -22,11 +37,72 @@ static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
 
 /// The user service.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Service {
-    /// Its configuration, database and shutdown signal.
-    #[expect(dead_code, reason = "read by the RPCs that issue 7 builds")]
+    /// Its configuration, database, keys and shutdown signal.
     context: ServiceContext,
+    /// The time source of tokens, sessions, TOTP and throttling.
+    clock: Arc<dyn Clock>,
+    /// An argon2id hash checked when a login names an unknown e-mail, so
+    /// the answer takes as long as for a real account.
+    dummy_hash: Arc<str>,
+}
+
+impl std::fmt::Debug for Service {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Service")
+            .field("context", &self.context)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Exchanges partner API keys for access tokens in-process, for the
+/// gateway's auth layer (`x-api-key`). Every call checks the key in the
+/// database, so a revoked key stops working at once.
+#[derive(Debug, Clone)]
+pub struct ApiKeyExchanger {
+    service: Service,
+}
+
+impl ApiKeyExchanger {
+    /// An exchanger over the user service's database and keys.
+    pub async fn new(context: ServiceContext) -> Result<Self, StartError> {
+        Ok(Self {
+            service: Service::with_context(context)?,
+        })
+    }
+}
+
+impl ApiKeyExchange for ApiKeyExchanger {
+    fn exchange<'a>(
+        &'a self,
+        secret: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Result<String, tonic::Status>> + Send + 'a>> {
+        Box::pin(async move {
+            self.service
+                .exchange(secret)
+                .await
+                .map(|(token, _)| token.token)
+                .map_err(tonic::Status::from)
+        })
+    }
+}
+
+impl Service {
+    fn with_context(context: ServiceContext) -> Result<Self, StartError> {
+        let dummy_hash = store::hash_password("not a password of anyone").map_err(|error| {
+            StartError::Service {
+                service: Self::NAME,
+                message: error.to_string(),
+            }
+        })?;
+        Ok(Self {
+            context,
+            clock: Arc::new(SystemClock),
+            dummy_hash: dummy_hash.into(),
+        })
+    }
 }
 
 impl MeshService for Service {
@@ -49,7 +125,7 @@ impl MeshService for Service {
                     message: auction_platform::error::DisplayChain(&error).to_string(),
                 })?;
         }
-        Ok(Self { context })
+        Self::with_context(context)
     }
 
     fn add_routes(self, routes: &mut RoutesBuilder) {

@@ -1,0 +1,187 @@
+//! The user service's errors, each with its gRPC code and stable reason,
+//! turned into a `tonic::Status` in one place ([`auction_platform::to_status`]).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use auction_platform::ServiceError;
+use auction_proto::v1::{ErrorDetail, FieldViolation};
+use tonic::{Code, Status};
+
+use crate::store::StoreError;
+
+/// Why a user-service call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UserError {
+    /// A field is malformed.
+    #[error("{field}: {message}")]
+    Validation {
+        /// The request field.
+        field: &'static str,
+        /// What is wrong.
+        message: &'static str,
+    },
+    /// The request id is missing or malformed.
+    #[error("request_id must be 1-64 characters of [A-Za-z0-9._:-]")]
+    RequestIdInvalid,
+    /// The password is too short or too long.
+    #[error("the password must have 10 to 256 characters")]
+    WeakPassword,
+    /// The e-mail is in use.
+    #[error("an account with this e-mail exists")]
+    EmailTaken,
+    /// The handle is in use.
+    #[error("this handle is taken")]
+    HandleTaken,
+    /// Wrong e-mail or password (never says which).
+    #[error("wrong e-mail or password")]
+    InvalidCredentials,
+    /// The account is suspended.
+    #[error("the account is suspended")]
+    AccountSuspended {
+        /// RFC 3339 end of a temporary suspension.
+        until: Option<String>,
+    },
+    /// Too many failed attempts.
+    #[error("too many failed attempts; try again later")]
+    TooManyAttempts {
+        /// When a retry may succeed.
+        retry_after: Duration,
+    },
+    /// Unknown or expired refresh token, or its session ended.
+    #[error("the refresh token is not valid")]
+    RefreshTokenInvalid,
+    /// A spent refresh token was presented again: the session is revoked.
+    #[error("the refresh token was already used; the session has been revoked")]
+    RefreshTokenReused,
+    /// Unknown, expired, used or burned challenge.
+    #[error("the second-factor challenge is not valid")]
+    ChallengeInvalid,
+    /// Wrong, expired or replayed TOTP or recovery code.
+    #[error("the code is not valid")]
+    TotpInvalid,
+    /// TOTP is already on.
+    #[error("TOTP is already enabled")]
+    TotpAlreadyEnabled,
+    /// TOTP is off, or no pending enrollment.
+    #[error("TOTP is not enabled (or the enrollment expired)")]
+    TotpNotEnabled,
+    /// No such user.
+    #[error("no such user")]
+    UserNotFound,
+    /// No such API key (or not the caller's).
+    #[error("no such API key")]
+    ApiKeyNotFound,
+    /// Unknown, revoked or expired API key.
+    #[error("the API key is not valid")]
+    ApiKeyInvalid,
+    /// Too many active keys.
+    #[error("at most 20 active API keys per user")]
+    ApiKeyLimitReached,
+    /// Suspending a suspended user, or lifting a suspension that is not there.
+    #[error("the account is {0}")]
+    SuspensionStateInvalid(&'static str),
+    /// An admin changing their own admin role or suspending themselves.
+    #[error("admins cannot remove their own ADMIN role or suspend themselves")]
+    SelfAdminChange,
+    /// Storage failed.
+    #[error("user store")]
+    Store(#[source] StoreError),
+    /// A token could not be signed.
+    #[error("token signing")]
+    Signing(#[source] auction_platform::auth::AuthError),
+}
+
+impl From<StoreError> for UserError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::EmailTaken => Self::EmailTaken,
+            StoreError::HandleTaken => Self::HandleTaken,
+            StoreError::Database(_) | StoreError::Hash | StoreError::Invalid(_) => {
+                Self::Store(error)
+            }
+        }
+    }
+}
+
+impl From<UserError> for Status {
+    fn from(error: UserError) -> Self {
+        auction_platform::to_status(&error)
+    }
+}
+
+impl ServiceError for UserError {
+    fn code(&self) -> Code {
+        match self {
+            Self::Validation { .. } | Self::RequestIdInvalid | Self::WeakPassword => {
+                Code::InvalidArgument
+            }
+            Self::EmailTaken | Self::HandleTaken => Code::AlreadyExists,
+            Self::InvalidCredentials
+            | Self::RefreshTokenInvalid
+            | Self::RefreshTokenReused
+            | Self::ChallengeInvalid
+            | Self::TotpInvalid
+            | Self::ApiKeyInvalid => Code::Unauthenticated,
+            Self::AccountSuspended { .. } => Code::PermissionDenied,
+            Self::TooManyAttempts { .. } | Self::ApiKeyLimitReached => Code::ResourceExhausted,
+            Self::TotpAlreadyEnabled
+            | Self::TotpNotEnabled
+            | Self::SuspensionStateInvalid(_)
+            | Self::SelfAdminChange => Code::FailedPrecondition,
+            Self::UserNotFound | Self::ApiKeyNotFound => Code::NotFound,
+            Self::Store(_) | Self::Signing(_) => Code::Internal,
+        }
+    }
+
+    fn reason(&self) -> &'static str {
+        match self {
+            Self::Validation { .. } => "VALIDATION_FAILED",
+            Self::RequestIdInvalid => "REQUEST_ID_INVALID",
+            Self::WeakPassword => "WEAK_PASSWORD",
+            Self::EmailTaken => "EMAIL_TAKEN",
+            Self::HandleTaken => "HANDLE_TAKEN",
+            Self::InvalidCredentials => "INVALID_CREDENTIALS",
+            Self::AccountSuspended { .. } => "ACCOUNT_SUSPENDED",
+            Self::TooManyAttempts { .. } => "TOO_MANY_ATTEMPTS",
+            Self::RefreshTokenInvalid => "REFRESH_TOKEN_INVALID",
+            Self::RefreshTokenReused => "REFRESH_TOKEN_REUSED",
+            Self::ChallengeInvalid => "CHALLENGE_INVALID",
+            Self::TotpInvalid => "TOTP_INVALID",
+            Self::TotpAlreadyEnabled => "TOTP_ALREADY_ENABLED",
+            Self::TotpNotEnabled => "TOTP_NOT_ENABLED",
+            Self::UserNotFound => "USER_NOT_FOUND",
+            Self::ApiKeyNotFound => "API_KEY_NOT_FOUND",
+            Self::ApiKeyInvalid => "API_KEY_INVALID",
+            Self::ApiKeyLimitReached => "API_KEY_LIMIT_REACHED",
+            Self::SuspensionStateInvalid(_) => "SUSPENSION_STATE_INVALID",
+            Self::SelfAdminChange => "SELF_ADMIN_CHANGE",
+            Self::Store(_) | Self::Signing(_) => "INTERNAL_ERROR",
+        }
+    }
+
+    fn metadata(&self) -> HashMap<String, String> {
+        match self {
+            Self::AccountSuspended { until: Some(until) } => {
+                HashMap::from([("suspended_until".to_owned(), until.clone())])
+            }
+            _ => HashMap::new(),
+        }
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::TooManyAttempts { retry_after } => Some(*retry_after),
+            _ => None,
+        }
+    }
+
+    fn describe(&self, detail: &mut ErrorDetail) {
+        if let Self::Validation { field, message } = self {
+            detail.field_violations.push(FieldViolation {
+                field: (*field).to_owned(),
+                description: (*message).to_owned(),
+            });
+        }
+    }
+}

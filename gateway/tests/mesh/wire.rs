@@ -2,7 +2,7 @@
 
 use auction_proto::v1::bidding_service_client::BiddingServiceClient;
 use auction_proto::v1::catalog_service_client::CatalogServiceClient;
-use auction_proto::v1::{ErrorDetail, GetServerTimeRequest, ListCategoriesRequest};
+use auction_proto::v1::{ErrorDetail, ListBidsRequest, ListCategoriesRequest};
 use auction_testkit::{Backend, spawn_app};
 use prost::Message;
 use tokio_stream::StreamExt;
@@ -235,7 +235,7 @@ async fn precise_statuses() {
 
     let mut bidding = BiddingServiceClient::new(app.channel().await);
     let not_built = bidding
-        .get_server_time(GetServerTimeRequest::default())
+        .list_bids(ListBidsRequest::default())
         .await
         .unwrap_err();
     assert_eq!(not_built.code(), Code::Unimplemented);
@@ -278,5 +278,29 @@ async fn grpc_web_over_http1() {
         .await
         .unwrap_err();
     assert_eq!(malformed.code(), Code::InvalidArgument);
+    app.stop().await;
+}
+
+// Proves `auctiond dev`'s demo data gives a newcomer running auctions of
+// several formats at once, visible through ListAuctions.
+#[tokio::test]
+async fn demo_auctions_are_running() {
+    let data = tempfile::tempdir().unwrap();
+    let mut config = auction_platform::Config::embedded_default();
+    config.server.listen_address = "127.0.0.1:0".to_owned();
+    config.storage.data_dir = data.path().to_owned();
+    config.media.local_dir = data.path().join("media");
+    let app = auction_testkit::spawn_with(config, data).await;
+    let mut bidding = BiddingServiceClient::new(app.channel().await);
+    let running = bidding
+        .list_auctions(auction_proto::v1::ListAuctionsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .auctions;
+    let formats: std::collections::BTreeSet<i32> = running.iter().map(|auction| auction.format).collect();
+    assert!(running.len() >= 4, "{running:?}");
+    assert!(formats.len() >= 3, "several formats: {formats:?}");
+    assert!(running.iter().all(|auction| auction.status == auction_proto::v1::AuctionStatus::Open as i32));
     app.stop().await;
 }

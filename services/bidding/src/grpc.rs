@@ -32,9 +32,9 @@ type ResponseStream<T> =
 impl BiddingService for Service {
     async fn create_auction(
         &self,
-        _request: Request<CreateAuctionRequest>,
+        request: Request<CreateAuctionRequest>,
     ) -> Result<Response<CreateAuctionResponse>, Status> {
-        Err(unimplemented("auction.v1.BiddingService/CreateAuction", 5))
+        self.bidding.create_auction(request).await
     }
 
     async fn update_auction(
@@ -46,26 +46,23 @@ impl BiddingService for Service {
 
     async fn cancel_auction(
         &self,
-        _request: Request<CancelAuctionRequest>,
+        request: Request<CancelAuctionRequest>,
     ) -> Result<Response<CancelAuctionResponse>, Status> {
-        Err(unimplemented("auction.v1.BiddingService/CancelAuction", 5))
+        self.bidding.cancel_auction(request).await
     }
 
     async fn get_auction_state(
         &self,
-        _request: Request<GetAuctionStateRequest>,
+        request: Request<GetAuctionStateRequest>,
     ) -> Result<Response<GetAuctionStateResponse>, Status> {
-        Err(unimplemented(
-            "auction.v1.BiddingService/GetAuctionState",
-            5,
-        ))
+        self.bidding.get_auction_state(request).await
     }
 
     async fn list_auctions(
         &self,
-        _request: Request<ListAuctionsRequest>,
+        request: Request<ListAuctionsRequest>,
     ) -> Result<Response<ListAuctionsResponse>, Status> {
-        Err(unimplemented("auction.v1.BiddingService/ListAuctions", 5))
+        self.bidding.list_auctions(request).await
     }
 
     async fn list_bids(
@@ -84,50 +81,44 @@ impl BiddingService for Service {
 
     async fn place_bid(
         &self,
-        _request: Request<PlaceBidRequest>,
+        request: Request<PlaceBidRequest>,
     ) -> Result<Response<PlaceBidResponse>, Status> {
-        Err(unimplemented("auction.v1.BiddingService/PlaceBid", 5))
+        self.bidding.place_bid(request).await
     }
 
     async fn set_max_bid(
         &self,
-        _request: Request<SetMaxBidRequest>,
+        request: Request<SetMaxBidRequest>,
     ) -> Result<Response<SetMaxBidResponse>, Status> {
-        Err(unimplemented("auction.v1.BiddingService/SetMaxBid", 5))
+        self.bidding.set_max_bid(request).await
     }
 
     async fn place_sealed_bid(
         &self,
-        _request: Request<PlaceSealedBidRequest>,
+        request: Request<PlaceSealedBidRequest>,
     ) -> Result<Response<PlaceSealedBidResponse>, Status> {
-        Err(unimplemented("auction.v1.BiddingService/PlaceSealedBid", 5))
+        self.bidding.place_sealed_bid(request).await
     }
 
     async fn withdraw_sealed_bid(
         &self,
-        _request: Request<WithdrawSealedBidRequest>,
+        request: Request<WithdrawSealedBidRequest>,
     ) -> Result<Response<WithdrawSealedBidResponse>, Status> {
-        Err(unimplemented(
-            "auction.v1.BiddingService/WithdrawSealedBid",
-            5,
-        ))
+        self.bidding.withdraw_sealed_bid(request).await
     }
 
     async fn accept_dutch_price(
         &self,
-        _request: Request<AcceptDutchPriceRequest>,
+        request: Request<AcceptDutchPriceRequest>,
     ) -> Result<Response<AcceptDutchPriceResponse>, Status> {
-        Err(unimplemented(
-            "auction.v1.BiddingService/AcceptDutchPrice",
-            5,
-        ))
+        self.bidding.accept_dutch_price(request).await
     }
 
     async fn buy_it_now(
         &self,
-        _request: Request<BuyItNowRequest>,
+        request: Request<BuyItNowRequest>,
     ) -> Result<Response<BuyItNowResponse>, Status> {
-        Err(unimplemented("auction.v1.BiddingService/BuyItNow", 5))
+        self.bidding.buy_it_now(request).await
     }
 
     async fn place_absentee_bid(
@@ -194,17 +185,18 @@ impl BiddingService for Service {
 
     async fn get_server_time(
         &self,
-        _request: Request<GetServerTimeRequest>,
+        request: Request<GetServerTimeRequest>,
     ) -> Result<Response<GetServerTimeResponse>, Status> {
-        Err(unimplemented("auction.v1.BiddingService/GetServerTime", 5))
+        Ok(self.bidding.get_server_time(request))
     }
 
     type WatchAuctionStream = ResponseStream<WatchAuctionResponse>;
     async fn watch_auction(
         &self,
-        _request: Request<WatchAuctionRequest>,
+        request: Request<WatchAuctionRequest>,
     ) -> Result<Response<Self::WatchAuctionStream>, Status> {
-        Err(unimplemented("auction.v1.BiddingService/WatchAuction", 5))
+        let stream = self.bidding.watch_auction(request).await?;
+        Ok(Response::new(Box::pin(stream)))
     }
 
     type WatchMyActivityStream = ResponseStream<WatchMyActivityResponse>;

@@ -7,7 +7,14 @@
 //!
 //! Migrations: `migrations/postgres` and `migrations/sqlite`.
 
+pub mod convert;
+pub mod demo;
+pub mod error;
 mod grpc;
+pub mod hub;
+pub mod log;
+pub mod rpc;
+pub mod shard;
 
 use auction_platform::{MeshService, Migrations, ServiceContext, StartError};
 use auction_proto::v1::bidding_service_server::BiddingServiceServer;
@@ -20,9 +27,8 @@ static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
 /// The bidding service.
 #[derive(Debug, Clone)]
 pub struct Service {
-    /// Its configuration, database and shutdown signal.
-    #[expect(dead_code, reason = "read by the RPCs that issue 5 builds")]
-    context: ServiceContext,
+    /// The shards, the log, the fan-out and the clock the RPCs share.
+    bidding: rpc::Bidding,
 }
 
 impl MeshService for Service {
@@ -37,7 +43,38 @@ impl MeshService for Service {
     }
 
     async fn build(context: ServiceContext) -> Result<Self, StartError> {
-        Ok(Self { context })
+        let log = log::Log::new(context.database.clone());
+        let hub = std::sync::Arc::new(hub::Hub::default());
+        let clock: std::sync::Arc<dyn shard::Clock> = std::sync::Arc::new(shard::SystemClock);
+        let shards = shard::start(
+            context.config.bidding.shard_count,
+            log.clone(),
+            std::sync::Arc::clone(&hub),
+            std::sync::Arc::clone(&clock),
+            context.shutdown.clone(),
+        )
+        .await
+        .map_err(|error| StartError::Service {
+            service: Self::NAME,
+            message: auction_platform::error::DisplayChain(&error).to_string(),
+        })?;
+        if context.config.demo.seed_on_first_start {
+            demo::seed(&shards, &log, clock.as_ref())
+                .await
+                .map_err(|error| StartError::Service {
+                    service: Self::NAME,
+                    message: auction_platform::error::DisplayChain(&error).to_string(),
+                })?;
+        }
+        Ok(Self {
+            bidding: rpc::Bidding {
+                shards,
+                log,
+                hub,
+                clock,
+                shutdown: context.shutdown,
+            },
+        })
     }
 
     fn add_routes(self, routes: &mut RoutesBuilder) {

@@ -1,4 +1,0 @@
--- The bidding service's tables arrive with issue 5; this first migration only
--- marks the schema as owned by the service, so start-up creates and versions it.
-CREATE TABLE service_schema_owner (service TEXT PRIMARY KEY);
-INSERT INTO service_schema_owner (service) VALUES ('bidding');

@@ -1,0 +1,548 @@
+//! Between the wire (`auction.v1` messages) and the engine's types. Amounts
+//! are parsed exactly, checked against the currency's minor unit and brought
+//! to that scale (the engine's fast comparisons rely on it); a malformed field
+//! is INVALID_ARGUMENT naming the field.
+
+use std::str::FromStr;
+
+use auction_engine::{
+    AuctionSpec, AuctionStatus, AuctionView, BidStatus, Currency, DutchSpec, EnglishSpec, Event, FormatSpec,
+    FormatView, IncrementTable, IncrementTier, Money, PublicEvent, ReserveState, SealedPricing, SealedSpec,
+    SoftClose, Timestamp, UserId,
+};
+use auction_proto::v1 as pb;
+use rust_decimal::Decimal;
+use tonic::Code;
+use uuid::Uuid;
+
+use crate::error::Refusal;
+use crate::shard::{Metadata, Receipt, ViewerFacts};
+
+/// The wire sequence of an engine event. The engine numbers an auction's
+/// events from 0; the contract numbers them from 1, so that
+/// `resume_after_sequence = 0` means "from the start" and a state's
+/// `sequence` is the number of events so far.
+pub fn wire_sequence(engine_seq: u64) -> u64 {
+    engine_seq + 1
+}
+
+/// A malformed request field.
+pub fn invalid(field: &str, message: impl Into<String>) -> Refusal {
+    let mut refusal = Refusal::new(Code::InvalidArgument, "VALIDATION_FAILED", format!("{field}: {}", message.into()));
+    refusal.metadata.insert("field".to_owned(), field.to_owned());
+    refusal
+}
+
+/// Parses a UUID field.
+pub fn uuid(field: &str, text: &str) -> Result<Uuid, Refusal> {
+    Uuid::parse_str(text).map_err(|_| invalid(field, format!("`{text}` is not a UUID")))
+}
+
+/// Checks a request id: 1-64 characters of `[A-Za-z0-9._:-]`.
+pub fn request_id(text: &str) -> Result<String, Refusal> {
+    let valid = !text.is_empty()
+        && text.len() <= 64
+        && text
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b':' | b'-'));
+    if valid {
+        Ok(text.to_owned())
+    } else {
+        let mut refusal = Refusal::new(
+            Code::InvalidArgument,
+            "REQUEST_ID_INVALID",
+            "request_id must be 1-64 characters of [A-Za-z0-9._:-]",
+        );
+        refusal.metadata.insert("field".to_owned(), "request_id".to_owned());
+        Err(refusal)
+    }
+}
+
+/// An engine user id from a UUID.
+pub fn user_id(id: Uuid) -> UserId {
+    UserId(id.as_u128())
+}
+
+/// Parses a required amount: exact decimal, the currency's minor unit at
+/// most, positive, brought to the currency's scale.
+pub fn money(field: &str, value: Option<&pb::Money>) -> Result<Money, Refusal> {
+    let value = value.ok_or_else(|| invalid(field, "is required"))?;
+    let currency = Currency::from_code(&value.currency)
+        .map_err(|_| invalid(&format!("{field}.currency"), format!("`{}` is not an ISO 4217 code", value.currency)))?;
+    let mut amount = Decimal::from_str(&value.amount)
+        .map_err(|_| invalid(&format!("{field}.amount"), format!("`{}` is not a decimal amount", value.amount)))?;
+    if amount.scale() > currency.minor_units() {
+        return Err(invalid(
+            &format!("{field}.amount"),
+            format!("{} has more decimals than {} allows ({})", value.amount, value.currency, currency.minor_units()),
+        ));
+    }
+    if amount <= Decimal::ZERO {
+        return Err(invalid(&format!("{field}.amount"), "must be positive"));
+    }
+    amount.rescale(currency.minor_units());
+    Ok(Money::new(amount, currency))
+}
+
+/// Parses an optional amount (absent or empty = none).
+pub fn optional_money(field: &str, value: Option<&pb::Money>) -> Result<Option<Money>, Refusal> {
+    match value {
+        Some(value) if !value.amount.is_empty() => money(field, Some(value)).map(Some),
+        Some(_) | None => Ok(None),
+    }
+}
+
+/// The wire form of an amount.
+pub fn money_to_proto(money: Money) -> pb::Money {
+    let mut amount = money.amount;
+    amount.rescale(money.currency.minor_units());
+    pb::Money {
+        currency: money.currency.code().to_owned(),
+        amount: amount.to_string(),
+    }
+}
+
+/// A wire timestamp from engine time.
+pub fn timestamp(at: Timestamp) -> prost_types::Timestamp {
+    let unix_ms = at.unix_ms();
+    prost_types::Timestamp {
+        seconds: unix_ms.div_euclid(1_000),
+        nanos: i32::try_from(unix_ms.rem_euclid(1_000) * 1_000_000).unwrap_or(0),
+    }
+}
+
+/// Engine time from a required wire timestamp.
+pub fn from_timestamp(field: &str, value: Option<&prost_types::Timestamp>) -> Result<Timestamp, Refusal> {
+    let value = value.ok_or_else(|| invalid(field, "is required"))?;
+    let unix_ms = value
+        .seconds
+        .checked_mul(1_000)
+        .and_then(|ms| ms.checked_add(i64::from(value.nanos) / 1_000_000))
+        .ok_or_else(|| invalid(field, "out of range"))?;
+    let at = Timestamp::from_unix_ms(unix_ms);
+    if at.is_in_range() { Ok(at) } else { Err(invalid(field, "out of range")) }
+}
+
+fn duration_ms(field: &str, value: Option<&prost_types::Duration>) -> Result<Option<i64>, Refusal> {
+    match value {
+        None => Ok(None),
+        Some(duration) => {
+            let ms = duration
+                .seconds
+                .checked_mul(1_000)
+                .and_then(|ms| ms.checked_add(i64::from(duration.nanos) / 1_000_000))
+                .filter(|ms| *ms >= 0)
+                .ok_or_else(|| invalid(field, "must be a non-negative duration"))?;
+            Ok(Some(ms))
+        }
+    }
+}
+
+fn same_currency(field: &str, currency: Currency, money: Money) -> Result<Decimal, Refusal> {
+    if money.currency == currency {
+        Ok(money.amount)
+    } else {
+        let mut refusal = Refusal::new(
+            Code::InvalidArgument,
+            "CURRENCY_MISMATCH",
+            format!("{field} is in {}, the auction in {}", money.currency.code(), currency.code()),
+        );
+        refusal.metadata.insert("field".to_owned(), field.to_owned());
+        Err(refusal)
+    }
+}
+
+fn increments(currency: Currency, tiers: &[pb::IncrementTier]) -> Result<IncrementTable, Refusal> {
+    if tiers.is_empty() {
+        return Ok(IncrementTable::ebay_us());
+    }
+    let mut parsed = Vec::with_capacity(tiers.len());
+    for (index, tier) in tiers.iter().enumerate() {
+        // The first tier starts at zero, so `from_price` may be zero.
+        let from_field = format!("increment_tiers[{index}].from_price");
+        let from = match tier.from_price.as_ref() {
+            Some(price) if Decimal::from_str(&price.amount).ok() == Some(Decimal::ZERO) => Decimal::ZERO,
+            price => same_currency(&from_field, currency, money(&from_field, price)?)?,
+        };
+        let increment = same_currency(
+            "increment_tiers.increment",
+            currency,
+            money(&format!("increment_tiers[{index}].increment"), tier.increment.as_ref())?,
+        )?;
+        parsed.push(IncrementTier { from, increment });
+    }
+    Ok(IncrementTable::from_tiers(parsed))
+}
+
+/// The engine spec of a `CreateAuction` request.
+pub fn spec(request: &pb::CreateAuctionRequest, auction_id: Uuid, seller: Uuid) -> Result<(AuctionSpec, Option<i64>), Refusal> {
+    let parameters = request
+        .parameters
+        .as_ref()
+        .ok_or_else(|| invalid("parameters", "is required"))?;
+    let start_at = from_timestamp("start_time", request.start_time.as_ref())?;
+    use pb::auction_parameters::FormatParameters;
+    let (currency, format, original_end) = match parameters.format_parameters.as_ref() {
+        Some(FormatParameters::English(english)) => {
+            let starting = money("parameters.english.starting_price", english.starting_price.as_ref())?;
+            let currency = starting.currency;
+            let end_at = from_timestamp("end_time", request.end_time.as_ref())?;
+            let reserve = optional_money("parameters.english.reserve_price", english.reserve_price.as_ref())?
+                .map(|reserve| same_currency("reserve_price", currency, reserve))
+                .transpose()?;
+            let buy_it_now = optional_money("parameters.english.buy_it_now_price", english.buy_it_now_price.as_ref())?
+                .map(|price| same_currency("buy_it_now_price", currency, price))
+                .transpose()?;
+            let defaults = SoftClose::default();
+            let window_ms = duration_ms("parameters.english.soft_close_window", english.soft_close_window.as_ref())?;
+            let extension_ms = duration_ms("parameters.english.soft_close_extension", english.soft_close_extension.as_ref())?;
+            let max_total_ms = duration_ms("parameters.english.max_total_extension", english.max_total_extension.as_ref())?;
+            // A zero window turns soft close off.
+            let soft_close = match window_ms {
+                Some(0) => None,
+                _ => Some(SoftClose {
+                    window_ms: window_ms.unwrap_or(defaults.window_ms),
+                    extension_ms: extension_ms.unwrap_or(defaults.extension_ms),
+                    max_total_extension_ms: max_total_ms.filter(|ms| *ms > 0),
+                }),
+            };
+            let spec = EnglishSpec {
+                starting_price: starting.amount,
+                reserve_price: reserve,
+                buy_it_now_price: buy_it_now,
+                increments: increments(currency, &english.increment_tiers)?,
+                end_at,
+                soft_close,
+            };
+            (currency, FormatSpec::English(spec), Some(end_at.unix_ms()))
+        }
+        Some(FormatParameters::Dutch(dutch)) => {
+            let start = money("parameters.dutch.start_price", dutch.start_price.as_ref())?;
+            let currency = start.currency;
+            let step = same_currency("price_step", currency, money("parameters.dutch.price_step", dutch.price_step.as_ref())?)?;
+            let floor = same_currency("floor_price", currency, money("parameters.dutch.floor_price", dutch.floor_price.as_ref())?)?;
+            let tick_interval_ms = duration_ms("parameters.dutch.tick_interval", dutch.tick_interval.as_ref())?
+                .ok_or_else(|| invalid("parameters.dutch.tick_interval", "is required"))?;
+            let spec = DutchSpec {
+                start_price: start.amount,
+                price_step: step,
+                tick_interval_ms,
+                floor_price: floor,
+                quantity: dutch.quantity.max(1),
+            };
+            (currency, FormatSpec::Dutch(spec), None)
+        }
+        Some(FormatParameters::Sealed(sealed)) => {
+            let pricing = match parameters.format() {
+                pb::AuctionFormat::SealedFirstPrice => SealedPricing::FirstPrice,
+                pb::AuctionFormat::SealedSecondPrice => SealedPricing::SecondPrice,
+                other => {
+                    return Err(invalid(
+                        "parameters.format",
+                        format!("sealed parameters need a sealed format, not {}", other.as_str_name()),
+                    ));
+                }
+            };
+            let start = money("parameters.sealed.start_price", sealed.start_price.as_ref())?;
+            let currency = start.currency;
+            let reserve = optional_money("parameters.sealed.reserve_price", sealed.reserve_price.as_ref())?
+                .map(|reserve| same_currency("reserve_price", currency, reserve))
+                .transpose()?;
+            let end_at = from_timestamp("end_time", request.end_time.as_ref())?;
+            let spec = SealedSpec {
+                pricing,
+                starting_price: start.amount,
+                reserve_price: reserve,
+                end_at,
+            };
+            (currency, FormatSpec::Sealed(spec), Some(end_at.unix_ms()))
+        }
+        Some(FormatParameters::LiveLot(_)) => {
+            return Err(Refusal::new(
+                Code::Unimplemented,
+                "NOT_IMPLEMENTED",
+                "live lots through CreateAuction are not implemented yet (issue 5)",
+            ));
+        }
+        None => return Err(invalid("parameters.format_parameters", "is required")),
+    };
+    let spec = AuctionSpec {
+        auction_id: auction_engine::AuctionId(auction_id.as_u128()),
+        seller: user_id(seller),
+        currency,
+        start_at,
+        format,
+    };
+    Ok((spec, original_end))
+}
+
+/// The auction's wire format.
+pub fn format_of(view: &AuctionView) -> pb::AuctionFormat {
+    match &view.format {
+        FormatView::English { .. } => pb::AuctionFormat::English,
+        FormatView::Dutch { .. } => pb::AuctionFormat::Dutch,
+        FormatView::Sealed { pricing: SealedPricing::FirstPrice, .. } => pb::AuctionFormat::SealedFirstPrice,
+        FormatView::Sealed { pricing: SealedPricing::SecondPrice, .. } => pb::AuctionFormat::SealedSecondPrice,
+        FormatView::Live { .. } => pb::AuctionFormat::Live,
+    }
+}
+
+/// The wire status.
+pub fn status(status: AuctionStatus) -> pb::AuctionStatus {
+    match status {
+        AuctionStatus::Scheduled => pb::AuctionStatus::Scheduled,
+        AuctionStatus::Open => pb::AuctionStatus::Open,
+        AuctionStatus::Extended => pb::AuctionStatus::Extended,
+        AuctionStatus::Closed => pb::AuctionStatus::Closed,
+        AuctionStatus::Unsold => pb::AuctionStatus::Unsold,
+        AuctionStatus::Cancelled => pb::AuctionStatus::Cancelled,
+    }
+}
+
+fn reserve(state: ReserveState) -> pb::ReserveState {
+    match state {
+        ReserveState::NoReserve => pb::ReserveState::NoReserve,
+        ReserveState::NotMet => pb::ReserveState::NotMet,
+        ReserveState::Met => pb::ReserveState::Met,
+    }
+}
+
+/// The wire bid status.
+pub fn bid_status(status: BidStatus) -> pb::BidStatus {
+    match status {
+        BidStatus::Winning => pb::BidStatus::Winning,
+        BidStatus::Outbid => pb::BidStatus::Outbid,
+        BidStatus::Won => pb::BidStatus::Won,
+        BidStatus::Lost => pb::BidStatus::Lost,
+        BidStatus::Sealed => pb::BidStatus::Sealed,
+    }
+}
+
+/// A bidder's public, pseudonymous reference: a stable handle that does
+/// not reveal the account.
+pub fn bidder(user: UserId) -> pb::BidderRef {
+    let id = Uuid::from_u128(user.0);
+    let handle = Uuid::new_v5(&Uuid::NAMESPACE_OID, id.as_bytes()).simple().to_string();
+    pb::BidderRef {
+        handle: format!("bidder-{}", &handle[..8]),
+        user_id: String::new(),
+    }
+}
+
+/// The wire state of an auction.
+pub fn state(auction_id: Uuid, view: &AuctionView, metadata: &Metadata, now: Timestamp) -> pb::AuctionState {
+    let currency = view.currency;
+    let mut state = pb::AuctionState {
+        auction_id: auction_id.to_string(),
+        item_id: metadata.item_id.clone(),
+        seller_handle: metadata.seller_handle.clone(),
+        title: metadata.title.clone(),
+        category_id: metadata.category_id.clone(),
+        format: format_of(view) as i32,
+        status: status(view.status) as i32,
+        currency: currency.code().to_owned(),
+        start_time: Some(timestamp(view.start_at)),
+        sequence: view.next_seq,
+        server_time: Some(timestamp(now)),
+        original_end_time: metadata.original_end_ms.map(|ms| timestamp(Timestamp::from_unix_ms(ms))),
+        ..pb::AuctionState::default()
+    };
+    match &view.format {
+        FormatView::English {
+            end_at,
+            price,
+            minimum_bid,
+            leader,
+            bidders,
+            reserve: reserve_state,
+            buy_it_now_price,
+            winner,
+            final_price,
+        } => {
+            state.current_price = price.map(money_to_proto);
+            state.minimum_next_bid = Some(money_to_proto(*minimum_bid));
+            state.leader = leader.map(bidder);
+            state.bidder_count = *bidders;
+            state.reserve_state = reserve(*reserve_state) as i32;
+            state.end_time = Some(timestamp(*end_at));
+            state.buy_it_now_price = buy_it_now_price.map(money_to_proto);
+            if let (Some(winner), Some(price)) = (winner, final_price) {
+                state.result = Some(result(*winner, *price, 1, *end_at));
+            }
+            state.format_state = Some(pb::auction_state::FormatState::English(pb::EnglishState::default()));
+        }
+        FormatView::Dutch {
+            clock_price,
+            next_tick_at,
+            at_floor,
+            quantity,
+            remaining,
+        } => {
+            state.current_price = Some(money_to_proto(*clock_price));
+            state.format_state = Some(pb::auction_state::FormatState::Dutch(pb::DutchState {
+                next_tick_time: next_tick_at.map(timestamp),
+                units_total: *quantity,
+                units_remaining: *remaining,
+                at_floor: *at_floor,
+                ..pb::DutchState::default()
+            }));
+        }
+        FormatView::Sealed {
+            end_at,
+            minimum_bid,
+            bids_standing,
+            winner,
+            final_price,
+            ..
+        } => {
+            state.minimum_next_bid = Some(money_to_proto(*minimum_bid));
+            state.end_time = Some(timestamp(*end_at));
+            if let (Some(winner), Some(price)) = (winner, final_price) {
+                state.result = Some(result(*winner, *price, 1, *end_at));
+            }
+            state.format_state = Some(pb::auction_state::FormatState::Sealed(pb::SealedState {
+                sealed_bid_count: *bids_standing,
+                ..pb::SealedState::default()
+            }));
+        }
+        FormatView::Live { .. } => {}
+    }
+    state
+}
+
+fn result(winner: UserId, price: Money, quantity: u32, end_at: Timestamp) -> pb::AuctionResult {
+    pb::AuctionResult {
+        awards: vec![pb::Award {
+            winner: Some(bidder(winner)),
+            unit_price: Some(money_to_proto(price)),
+            quantity,
+            total_price: Some(money_to_proto(price)),
+            ..pb::Award::default()
+        }],
+        end_time: Some(timestamp(end_at)),
+        ..pb::AuctionResult::default()
+    }
+}
+
+/// The caller's own position.
+pub fn viewer(facts: &ViewerFacts, view: &AuctionView, seller: bool) -> pb::ViewerState {
+    let leader = match &view.format {
+        FormatView::English { leader, .. } => *leader == Some(UserId(facts.user_id)),
+        FormatView::Dutch { .. } | FormatView::Sealed { .. } | FormatView::Live { .. } => false,
+    };
+    let own = facts.own_bid.map(money_to_proto);
+    let sealed = matches!(view.format, FormatView::Sealed { .. });
+    pb::ViewerState {
+        is_leader: leader,
+        status: facts.bid_status.map_or(pb::BidStatus::Unspecified, bid_status) as i32,
+        max_bid: if sealed { None } else { own.clone() },
+        sealed_bid: if sealed { own } else { None },
+        is_seller: seller,
+        ..pb::ViewerState::default()
+    }
+}
+
+/// The wire form of a receipt's state and viewer, as of the time the
+/// request was applied.
+pub fn receipt_state(receipt: &Receipt) -> (pb::AuctionState, Option<pb::ViewerState>) {
+    let state = state(receipt.auction_id, &receipt.view, &receipt.metadata, Timestamp::from_unix_ms(receipt.at_ms));
+    let viewer = receipt.viewer.as_ref().map(|facts| viewer(facts, &receipt.view, false));
+    (state, viewer)
+}
+
+/// The wire form of a committed event; events the public may not see (a
+/// proxy maximum, a sealed amount) keep their sequence number and time but
+/// carry no content, so streams stay gap-free.
+pub fn event(auction_id: Uuid, event: &Event, view: &AuctionView) -> pb::AuctionEvent {
+    use auction_engine::event::PublicEventKind as Kind;
+    use pb::auction_event::Kind as Wire;
+    let mut wire = pb::AuctionEvent {
+        sequence: wire_sequence(event.seq),
+        event_time: Some(timestamp(event.at)),
+        auction_id: auction_id.to_string(),
+        status: status(view.status) as i32,
+        kind: None,
+    };
+    let Some(PublicEvent { kind, .. }) = event.to_public() else {
+        return wire;
+    };
+    wire.kind = match kind {
+        Kind::Opened => Some(Wire::Opened(pb::AuctionOpened::default())),
+        Kind::Cancelled => Some(Wire::Cancelled(pb::AuctionCancelled::default())),
+        Kind::Sold { winner, price } => Some(Wire::Closed(pb::AuctionClosed {
+            result: Some(result(winner, price, 1, event.at)),
+        })),
+        Kind::Unsold { reason } => Some(Wire::Unsold(pb::AuctionUnsold {
+            reason: unsold(reason) as i32,
+        })),
+        Kind::PriceChanged { bidder: who, price, leader, .. } => Some(Wire::BidAccepted(pb::BidAccepted {
+            bidder: Some(bidder(who)),
+            new_price: Some(money_to_proto(price)),
+            leader: Some(bidder(leader)),
+            ..pb::BidAccepted::default()
+        })),
+        Kind::BuyItNowWithdrawn => None,
+        Kind::Extended { end_at } => Some(Wire::Extended(pb::AuctionExtended {
+            new_end_time: Some(timestamp(end_at)),
+            ..pb::AuctionExtended::default()
+        })),
+        Kind::BidRetracted { price, leader, reserve_met, .. } => Some(Wire::BidRetracted(pb::BidRetracted {
+            new_price: price.map(money_to_proto),
+            leader: leader.map(bidder),
+            reserve_state: if reserve_met { pb::ReserveState::Met as i32 } else { pb::ReserveState::Unspecified as i32 },
+            ..pb::BidRetracted::default()
+        })),
+        Kind::ClockTicked { price } => Some(Wire::DutchClockTicked(pb::DutchClockTicked {
+            current_price: Some(money_to_proto(price)),
+            ..pb::DutchClockTicked::default()
+        })),
+        Kind::UnitsSold { buyer, quantity, unit_price, remaining } => Some(Wire::UnitsSold(pb::UnitsSold {
+            buyer: Some(bidder(buyer)),
+            quantity,
+            unit_price: Some(money_to_proto(unit_price)),
+            units_remaining: remaining,
+            ..pb::UnitsSold::default()
+        })),
+        Kind::DutchEnded { .. } => None,
+        Kind::SealedBidReceived => Some(Wire::SealedBidReceived(pb::SealedBidReceived {
+            sealed_bid_count: match view.format {
+                FormatView::Sealed { bids_standing, .. } => bids_standing,
+                _ => 0,
+            },
+        })),
+        Kind::LotOpened { .. }
+        | Kind::FairWarning { .. }
+        | Kind::LotSold { .. }
+        | Kind::LotPassed { .. }
+        | Kind::LotReopened { .. }
+        | Kind::BidUndone { .. }
+        | Kind::SessionEnded { .. } => None,
+    };
+    wire
+}
+
+fn unsold(reason: auction_engine::UnsoldReason) -> pb::UnsoldReason {
+    match reason {
+        auction_engine::UnsoldReason::NoBids | auction_engine::UnsoldReason::NoAccept => pb::UnsoldReason::NoBids,
+        auction_engine::UnsoldReason::ReserveNotMet => pb::UnsoldReason::ReserveNotMet,
+        auction_engine::UnsoldReason::Passed | auction_engine::UnsoldReason::NothingSold => pb::UnsoldReason::Passed,
+    }
+}
+
+/// The wire `Bid` of the caller's latest bid, from the receipt.
+pub fn own_bid(receipt: &Receipt, kind: pb::BidKind) -> pb::Bid {
+    let now = Timestamp::from_unix_ms(receipt.at_ms);
+    let facts = receipt.viewer.as_ref();
+    pb::Bid {
+        auction_id: receipt.auction_id.to_string(),
+        bidder: facts.map(|facts| bidder(UserId(facts.user_id))),
+        max_amount: facts.and_then(|facts| facts.own_bid).map(money_to_proto),
+        kind: kind as i32,
+        status: facts
+            .and_then(|facts| facts.bid_status)
+            .map_or(pb::BidStatus::Unspecified, bid_status) as i32,
+        place_time: Some(timestamp(receipt.events.last().map_or(now, |event| event.at))),
+        sequence: receipt.events.last().map_or(0, |event| wire_sequence(event.seq)),
+        ..pb::Bid::default()
+    }
+}

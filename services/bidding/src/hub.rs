@@ -1,0 +1,66 @@
+//! In-process fan-out of committed events. A shard publishes what a batch
+//! committed, once per auction; every `WatchAuction` stream of that auction
+//! holds a receiver of one bounded broadcast channel (one upstream per
+//! auction). A receiver that falls more than the channel's capacity behind
+//! learns it from the channel (`Lagged`) and resyncs from a snapshot, so a
+//! slow watcher never makes memory grow.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use auction_engine::{AuctionView, Event};
+use tokio::sync::broadcast;
+use uuid::Uuid;
+
+use crate::shard::Metadata;
+
+/// How many batches a watcher may fall behind before it is resynced.
+pub const WATCHER_BUFFER: usize = 256;
+
+/// What one commit changed in one auction.
+#[derive(Debug)]
+pub struct Published {
+    /// The auction.
+    pub auction_id: Uuid,
+    /// The committed events, in sequence.
+    pub events: Vec<Event>,
+    /// The auction as it stands after them.
+    pub view: AuctionView,
+    /// The catalog's metadata.
+    pub metadata: Arc<Metadata>,
+}
+
+/// The per-auction broadcast channels.
+#[derive(Debug, Default)]
+pub struct Hub {
+    channels: Mutex<HashMap<Uuid, broadcast::Sender<Arc<Published>>>>,
+}
+
+impl Hub {
+    /// Subscribes to an auction's committed events.
+    pub fn subscribe(&self, auction_id: Uuid) -> broadcast::Receiver<Arc<Published>> {
+        let mut channels = self.channels.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        channels
+            .entry(auction_id)
+            .or_insert_with(|| broadcast::channel(WATCHER_BUFFER).0)
+            .subscribe()
+    }
+
+    /// Hands a commit to the auction's watchers; drops the channel when
+    /// nobody watches any more.
+    pub fn publish(&self, published: Published) {
+        let mut channels = self.channels.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let auction_id = published.auction_id;
+        if let Some(sender) = channels.get(&auction_id)
+            && sender.send(Arc::new(published)).is_err()
+        {
+            // No receiver left.
+            channels.remove(&auction_id);
+        }
+    }
+
+    /// How many auctions have at least one channel (for metrics and tests).
+    pub fn channel_count(&self) -> usize {
+        self.channels.lock().unwrap_or_else(std::sync::PoisonError::into_inner).len()
+    }
+}

@@ -1,0 +1,425 @@
+//! The durable shard log on PostgreSQL or SQLite.
+//!
+//! A shard appends everything a batch of commands produced (new auctions,
+//! engine events, status changes, snapshots, request outcomes) in ONE
+//! transaction and answers the commands only after it commits: group commit.
+//! Every append carries the leader's epoch and is fenced in the same
+//! transaction by `shard_epochs`: the row is raised to the append's epoch only
+//! when it is not higher already, so an append from a lower (deposed) epoch
+//! changes nothing and is refused with [`LogError::Fenced`].
+
+use auction_platform::{Database, on_pool};
+use sqlx::{QueryBuilder, Row};
+use uuid::Uuid;
+
+/// A log operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    /// A newer leader has appended to this shard: this one is deposed.
+    #[error("shard {shard}: epoch {epoch} is fenced by epoch {current}")]
+    Fenced {
+        /// The shard.
+        shard: u32,
+        /// The epoch of the refused append.
+        epoch: u64,
+        /// The epoch that has appended since.
+        current: u64,
+    },
+    /// The database failed.
+    #[error("bidding log")]
+    Database(#[from] sqlx::Error),
+    /// A value could not be stored or read back.
+    #[error("bidding log value: {0}")]
+    Corrupt(String),
+}
+
+/// A new auction row.
+#[derive(Debug, Clone)]
+pub struct NewAuction {
+    /// Its id.
+    pub auction_id: Uuid,
+    /// The engine's spec, JSON.
+    pub spec: String,
+    /// The catalog's metadata, JSON.
+    pub metadata: String,
+    /// The engine status name.
+    pub status: &'static str,
+    /// Whether the status is final.
+    pub finished: bool,
+    /// Creation time.
+    pub created_at_ms: i64,
+}
+
+/// One engine event, serialised.
+#[derive(Debug, Clone)]
+pub struct EventRow {
+    /// The auction.
+    pub auction_id: Uuid,
+    /// Its per-auction sequence number.
+    pub seq: u64,
+    /// When it happened.
+    pub at_ms: i64,
+    /// The engine event, JSON.
+    pub event: String,
+}
+
+/// An auction whose status changed in the batch.
+#[derive(Debug, Clone)]
+pub struct StatusChange {
+    /// The auction.
+    pub auction_id: Uuid,
+    /// The engine status name.
+    pub status: &'static str,
+    /// Whether the status is final.
+    pub finished: bool,
+}
+
+/// An engine state after `seq`.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// The auction.
+    pub auction_id: Uuid,
+    /// The last event the state includes.
+    pub seq: u64,
+    /// The engine state, JSON.
+    pub state: String,
+}
+
+/// The remembered outcome of a mutating request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutcomeRow {
+    /// Who asked.
+    pub caller: Uuid,
+    /// The RPC method.
+    pub method: String,
+    /// The caller's idempotency key.
+    pub request_id: String,
+    /// The auction it was about.
+    pub auction_id: Uuid,
+    /// The request's content without its id.
+    pub fingerprint: String,
+    /// The answer given, JSON.
+    pub outcome: String,
+    /// When.
+    pub at_ms: i64,
+}
+
+/// Everything one batch appends, in one transaction.
+#[derive(Debug, Default)]
+pub struct Batch {
+    /// Auctions created by the batch.
+    pub new_auctions: Vec<NewAuction>,
+    /// Events, in order.
+    pub events: Vec<EventRow>,
+    /// Status changes.
+    pub status_changes: Vec<StatusChange>,
+    /// Snapshots to keep.
+    pub snapshots: Vec<Snapshot>,
+    /// Outcomes to remember.
+    pub outcomes: Vec<OutcomeRow>,
+}
+
+impl Batch {
+    /// Whether there is nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.new_auctions.is_empty()
+            && self.events.is_empty()
+            && self.status_changes.is_empty()
+            && self.snapshots.is_empty()
+            && self.outcomes.is_empty()
+    }
+}
+
+/// An auction as stored: what recovery needs to rebuild it.
+#[derive(Debug, Clone)]
+pub struct StoredAuction {
+    /// Its id.
+    pub auction_id: Uuid,
+    /// The engine's spec, JSON.
+    pub spec: String,
+    /// The catalog's metadata, JSON.
+    pub metadata: String,
+    /// The latest snapshot (seq, state JSON), if any.
+    pub snapshot: Option<(u64, String)>,
+    /// The events after the snapshot (or all), in order, JSON.
+    pub events: Vec<String>,
+}
+
+/// The bidding service's log over its database.
+#[derive(Debug, Clone)]
+pub struct Log {
+    database: Database,
+}
+
+/// At most this many rows per multi-row INSERT (SQLite allows 32,766 bound
+/// parameters; seven per row stays far below).
+const ROWS_PER_INSERT: usize = 500;
+
+fn to_i64(value: u64, what: &str) -> Result<i64, LogError> {
+    i64::try_from(value).map_err(|_| LogError::Corrupt(format!("{what} {value} out of range")))
+}
+
+fn to_u64(value: i64, what: &str) -> Result<u64, LogError> {
+    u64::try_from(value).map_err(|_| LogError::Corrupt(format!("{what} {value} out of range")))
+}
+
+impl Log {
+    /// The log over a migrated bidding database.
+    pub fn new(database: Database) -> Self {
+        Self { database }
+    }
+
+    /// Appends a batch for `shard` under `epoch`, atomically; refused with
+    /// [`LogError::Fenced`] when a higher epoch has appended to the shard.
+    pub async fn append(&self, shard: u32, epoch: u64, batch: &Batch) -> Result<(), LogError> {
+        let epoch_value = to_i64(epoch, "epoch")?;
+        let shard_value = i64::from(shard);
+        on_pool!(&self.database, pool => {
+            let mut transaction = pool.begin().await?;
+            // Fence first: it also serialises two would-be leaders on the row.
+            QueryBuilder::new("INSERT INTO shard_epochs (shard, epoch) VALUES (")
+                .push_bind(shard_value)
+                .push(", ")
+                .push_bind(epoch_value)
+                .push(") ON CONFLICT (shard) DO UPDATE SET epoch = excluded.epoch WHERE shard_epochs.epoch <= excluded.epoch")
+                .build()
+                .execute(&mut *transaction)
+                .await?;
+            let current: i64 = QueryBuilder::new("SELECT epoch FROM shard_epochs WHERE shard = ")
+                .push_bind(shard_value)
+                .build_query_scalar()
+                .fetch_one(&mut *transaction)
+                .await?;
+            if current != epoch_value {
+                transaction.rollback().await?;
+                return Err(LogError::Fenced { shard, epoch, current: to_u64(current, "epoch")? });
+            }
+            for chunk in batch.new_auctions.chunks(ROWS_PER_INSERT) {
+                let mut insert = QueryBuilder::new(
+                    "INSERT INTO auctions (auction_id, shard, spec, metadata, status, finished, created_at_ms) ",
+                );
+                insert.push_values(chunk, |mut row, auction| {
+                    row.push_bind(auction.auction_id)
+                        .push_bind(shard_value)
+                        .push_bind(&auction.spec)
+                        .push_bind(&auction.metadata)
+                        .push_bind(auction.status)
+                        .push_bind(auction.finished)
+                        .push_bind(auction.created_at_ms);
+                });
+                insert.build().execute(&mut *transaction).await?;
+            }
+            for chunk in batch.events.chunks(ROWS_PER_INSERT) {
+                let mut insert = QueryBuilder::new(
+                    "INSERT INTO auction_events (auction_id, seq, shard, epoch, at_ms, event) ",
+                );
+                let mut failure = None;
+                insert.push_values(chunk, |mut row, event| {
+                    let seq = to_i64(event.seq, "seq").unwrap_or_else(|error| {
+                        failure = Some(error);
+                        0
+                    });
+                    row.push_bind(event.auction_id)
+                        .push_bind(seq)
+                        .push_bind(shard_value)
+                        .push_bind(epoch_value)
+                        .push_bind(event.at_ms)
+                        .push_bind(&event.event);
+                });
+                if let Some(error) = failure {
+                    return Err(error);
+                }
+                insert.build().execute(&mut *transaction).await?;
+            }
+            for change in &batch.status_changes {
+                QueryBuilder::new("UPDATE auctions SET status = ")
+                    .push_bind(change.status)
+                    .push(", finished = ")
+                    .push_bind(change.finished)
+                    .push(" WHERE auction_id = ")
+                    .push_bind(change.auction_id)
+                    .build()
+                    .execute(&mut *transaction)
+                    .await?;
+            }
+            for snapshot in &batch.snapshots {
+                QueryBuilder::new("INSERT INTO auction_snapshots (auction_id, seq, state) VALUES (")
+                    .push_bind(snapshot.auction_id)
+                    .push(", ")
+                    .push_bind(to_i64(snapshot.seq, "seq")?)
+                    .push(", ")
+                    .push_bind(&snapshot.state)
+                    .push(") ON CONFLICT (auction_id) DO UPDATE SET seq = excluded.seq, state = excluded.state")
+                    .build()
+                    .execute(&mut *transaction)
+                    .await?;
+            }
+            for chunk in batch.outcomes.chunks(ROWS_PER_INSERT) {
+                let mut insert = QueryBuilder::new(
+                    "INSERT INTO request_outcomes (caller, method, request_id, auction_id, fingerprint, outcome, at_ms) ",
+                );
+                insert.push_values(chunk, |mut row, outcome| {
+                    row.push_bind(outcome.caller)
+                        .push_bind(&outcome.method)
+                        .push_bind(&outcome.request_id)
+                        .push_bind(outcome.auction_id)
+                        .push_bind(&outcome.fingerprint)
+                        .push_bind(&outcome.outcome)
+                        .push_bind(outcome.at_ms);
+                });
+                insert.build().execute(&mut *transaction).await?;
+            }
+            transaction.commit().await?;
+            Ok(())
+        })
+    }
+
+    /// The stored outcomes among `keys` (caller, method, request id).
+    pub async fn find_outcomes(&self, keys: &[(Uuid, &str, &str)]) -> Result<Vec<OutcomeRow>, LogError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut found = Vec::new();
+        for chunk in keys.chunks(ROWS_PER_INSERT) {
+            let rows = on_pool!(&self.database, pool => {
+                let mut query = QueryBuilder::new(
+                    "SELECT caller, method, request_id, auction_id, fingerprint, outcome, at_ms FROM request_outcomes WHERE ",
+                );
+                for (index, (caller, method, request_id)) in chunk.iter().enumerate() {
+                    if index > 0 {
+                        query.push(" OR ");
+                    }
+                    query
+                        .push("(caller = ")
+                        .push_bind(*caller)
+                        .push(" AND method = ")
+                        .push_bind(*method)
+                        .push(" AND request_id = ")
+                        .push_bind(*request_id)
+                        .push(")");
+                }
+                let rows = query.build().fetch_all(pool).await?;
+                rows.iter()
+                    .map(|row| {
+                        Ok(OutcomeRow {
+                            caller: row.try_get("caller")?,
+                            method: row.try_get("method")?,
+                            request_id: row.try_get("request_id")?,
+                            auction_id: row.try_get("auction_id")?,
+                            fingerprint: row.try_get("fingerprint")?,
+                            outcome: row.try_get("outcome")?,
+                            at_ms: row.try_get("at_ms")?,
+                        })
+                    })
+                    .collect::<Result<Vec<_>, sqlx::Error>>()?
+            });
+            found.extend(rows);
+        }
+        Ok(found)
+    }
+
+    /// The ids of the shard's auctions that are not finished.
+    pub async fn live_auction_ids(&self, shard: u32) -> Result<Vec<Uuid>, LogError> {
+        let ids = on_pool!(&self.database, pool => {
+            QueryBuilder::new("SELECT auction_id FROM auctions WHERE shard = ")
+                .push_bind(i64::from(shard))
+                .push(" AND finished = ")
+                .push_bind(false)
+                .push(" ORDER BY auction_id")
+                .build_query_scalar::<Uuid>()
+                .fetch_all(pool)
+                .await?
+        });
+        Ok(ids)
+    }
+
+    /// One auction as stored (spec, metadata, latest snapshot, later events),
+    /// or `None` when it does not exist.
+    pub async fn load_auction(&self, auction_id: Uuid) -> Result<Option<StoredAuction>, LogError> {
+        on_pool!(&self.database, pool => {
+            let Some(row) = QueryBuilder::new("SELECT spec, metadata FROM auctions WHERE auction_id = ")
+                .push_bind(auction_id)
+                .build()
+                .fetch_optional(pool)
+                .await?
+            else {
+                return Ok(None);
+            };
+            let spec: String = row.try_get("spec")?;
+            let metadata: String = row.try_get("metadata")?;
+            let snapshot = QueryBuilder::new("SELECT seq, state FROM auction_snapshots WHERE auction_id = ")
+                .push_bind(auction_id)
+                .build()
+                .fetch_optional(pool)
+                .await?
+                .map(|row| -> Result<(u64, String), LogError> {
+                    Ok((to_u64(row.try_get("seq")?, "seq")?, row.try_get("state")?))
+                })
+                .transpose()?;
+            // Engine sequences start at 0: without a snapshot, every event.
+            let from = snapshot.as_ref().map_or(0, |(seq, _)| *seq + 1);
+            let events: Vec<String> = QueryBuilder::new("SELECT event FROM auction_events WHERE auction_id = ")
+                .push_bind(auction_id)
+                .push(" AND seq >= ")
+                .push_bind(to_i64(from, "seq")?)
+                .push(" ORDER BY seq")
+                .build_query_scalar()
+                .fetch_all(pool)
+                .await?;
+            Ok(Some(StoredAuction { auction_id, spec, metadata, snapshot, events }))
+        })
+    }
+
+    /// Up to `limit` events of an auction from engine sequence `from_seq`
+    /// on, in order: (seq, event JSON).
+    pub async fn events_from(&self, auction_id: Uuid, from_seq: u64, limit: u32) -> Result<Vec<(u64, String)>, LogError> {
+        let rows = on_pool!(&self.database, pool => {
+            QueryBuilder::new("SELECT seq, event FROM auction_events WHERE auction_id = ")
+                .push_bind(auction_id)
+                .push(" AND seq >= ")
+                .push_bind(to_i64(from_seq, "seq")?)
+                .push(" ORDER BY seq LIMIT ")
+                .push_bind(i64::from(limit))
+                .build()
+                .fetch_all(pool)
+                .await?
+                .iter()
+                .map(|row| Ok((row.try_get::<i64, _>("seq")?, row.try_get::<String, _>("event")?)))
+                .collect::<Result<Vec<_>, sqlx::Error>>()?
+        });
+        rows.into_iter().map(|(seq, event)| Ok((to_u64(seq, "seq")?, event))).collect()
+    }
+
+    /// Auction ids in id order after `after` (for paging), optionally only
+    /// those not finished.
+    pub async fn list_auction_ids(&self, after: Option<Uuid>, only_live: bool, limit: u32) -> Result<Vec<Uuid>, LogError> {
+        let ids = on_pool!(&self.database, pool => {
+            let mut query = QueryBuilder::new("SELECT auction_id FROM auctions WHERE 1 = 1");
+            if let Some(after) = after {
+                query.push(" AND auction_id > ").push_bind(after);
+            }
+            if only_live {
+                query.push(" AND finished = ").push_bind(false);
+            }
+            query
+                .push(" ORDER BY auction_id LIMIT ")
+                .push_bind(i64::from(limit))
+                .build_query_scalar::<Uuid>()
+                .fetch_all(pool)
+                .await?
+        });
+        Ok(ids)
+    }
+
+    /// The highest epoch that has appended to `shard` (0 when none has).
+    pub async fn current_epoch(&self, shard: u32) -> Result<u64, LogError> {
+        let epoch: Option<i64> = on_pool!(&self.database, pool => {
+            QueryBuilder::new("SELECT epoch FROM shard_epochs WHERE shard = ")
+                .push_bind(i64::from(shard))
+                .build_query_scalar()
+                .fetch_optional(pool)
+                .await?
+        });
+        epoch.map_or(Ok(0), |epoch| to_u64(epoch, "epoch"))
+    }
+}

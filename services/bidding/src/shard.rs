@@ -1,0 +1,881 @@
+//! Shards: one task per shard applies its auctions' commands one at a time in
+//! arrival order (a single writer: no locks on the hot path, fairness by
+//! arrival), fires their timers, appends each batch's results to the log in
+//! one transaction (group commit) and answers only after the commit.
+//!
+//! A batch is everything that was queued when the shard woke up (at most
+//! [`MAX_BATCH`]): due timers first, then the requests in order. If the
+//! append fails, nothing of the batch is acknowledged and the auctions it
+//! touched are dropped from memory, to be reloaded from the log (which holds
+//! exactly what was committed) on their next use. If the append is fenced (a
+//! newer epoch appended), the shard stops: it is no longer the leader.
+
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use auction_engine::{Action, Actor, Auction, AuctionSpec, AuctionStatus, AuctionView, BidStatus, Command, Event, Money, Timestamp, UserId};
+use auction_platform::Shutdown;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+use tonic::Code;
+use uuid::Uuid;
+
+use crate::error::{BiddingError, Refusal};
+use crate::hub::{Hub, Published};
+use crate::log::{Batch, EventRow, Log, LogError, NewAuction, OutcomeRow, Snapshot, StatusChange};
+
+/// At most this many requests are applied and committed together.
+pub const MAX_BATCH: usize = 512;
+/// Queued requests per shard; beyond it callers get RESOURCE_EXHAUSTED.
+pub const QUEUE_CAPACITY: usize = 8_192;
+/// A snapshot is written after this many events of an auction.
+pub const SNAPSHOT_EVERY_EVENTS: u64 = 1_000;
+/// Recent request outcomes kept in memory per shard; older ones are found in
+/// the log.
+pub const OUTCOME_CACHE: usize = 65_536;
+/// A bound on timer firings per auction per batch (a Dutch clock that missed
+/// many ticks while the process was down fires them all, but not forever).
+const MAX_TICKS_PER_AUCTION: usize = 100_000;
+
+/// What the catalog knows of an auction that the engine does not need.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Metadata {
+    /// The catalog item.
+    pub item_id: String,
+    /// Listing title.
+    pub title: String,
+    /// Category id.
+    pub category_id: String,
+    /// The category and its ancestors, for market-feed filters.
+    pub category_path_ids: Vec<String>,
+    /// The seller's public handle.
+    pub seller_handle: String,
+    /// The original end time (English, sealed), before any extension.
+    pub original_end_ms: Option<i64>,
+}
+
+/// What a caller may learn of their own position.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ViewerFacts {
+    /// The viewer.
+    pub user_id: u128,
+    /// Their bid status, if they bid.
+    pub bid_status: Option<BidStatus>,
+    /// Their own highest (or sealed) amount.
+    pub own_bid: Option<Money>,
+}
+
+/// The answer to a request: the auction after it, and the events it caused.
+/// Stored as the outcome of keyed requests, so a retry gets the same answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receipt {
+    /// The auction.
+    pub auction_id: Uuid,
+    /// Its public view after the request.
+    pub view: AuctionView,
+    /// The catalog's metadata.
+    pub metadata: Metadata,
+    /// The events this request caused (empty for reads), in sequence.
+    pub events: Vec<Event>,
+    /// The caller's own position.
+    pub viewer: Option<ViewerFacts>,
+    /// The server time the request was applied at (the answer's
+    /// `server_time`, so a replayed answer is the original one).
+    pub at_ms: i64,
+}
+
+/// A stored outcome.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+enum Outcome {
+    Accepted(Receipt),
+    Refused(Refusal),
+}
+
+impl Outcome {
+    fn into_result(self) -> Result<Receipt, BiddingError> {
+        match self {
+            Outcome::Accepted(receipt) => Ok(receipt),
+            Outcome::Refused(refusal) => Err(BiddingError::Refused(refusal)),
+        }
+    }
+}
+
+/// The idempotency key of a mutating request, with its content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyKey {
+    /// Who asks.
+    pub caller: Uuid,
+    /// The RPC method.
+    pub method: &'static str,
+    /// The caller's key.
+    pub request_id: String,
+    /// The request's content without its id.
+    pub fingerprint: String,
+}
+
+type Reply = oneshot::Sender<Result<Receipt, BiddingError>>;
+
+/// A request to a shard.
+#[derive(Debug)]
+pub enum Request {
+    /// Creates an auction.
+    Create {
+        /// The engine spec.
+        spec: Box<AuctionSpec>,
+        /// Catalog metadata.
+        metadata: Metadata,
+        /// The request's idempotency key.
+        key: IdempotencyKey,
+        /// Where the answer goes.
+        reply: Reply,
+    },
+    /// Applies an engine command (its `received_at` is set by the shard).
+    Apply {
+        /// The auction.
+        auction_id: Uuid,
+        /// Who acts, and what.
+        actor: Actor,
+        /// The engine action.
+        action: Action,
+        /// The request's idempotency key.
+        key: IdempotencyKey,
+        /// Where the answer goes.
+        reply: Reply,
+    },
+    /// Reads an auction's state, as a viewer.
+    Read {
+        /// The auction.
+        auction_id: Uuid,
+        /// Who reads, for their own position.
+        viewer: Option<UserId>,
+        /// Where the answer goes.
+        reply: Reply,
+    },
+}
+
+/// Where time comes from: the system clock in production, a manual one in
+/// tests.
+pub trait Clock: Send + Sync + std::fmt::Debug + 'static {
+    /// Milliseconds since the Unix epoch.
+    fn now(&self) -> Timestamp;
+}
+
+/// The system's wall clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Timestamp {
+        let unix_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |elapsed| i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX));
+        Timestamp::from_unix_ms(unix_ms)
+    }
+}
+
+/// The senders of every shard of this node.
+#[derive(Debug, Clone)]
+pub struct Shards {
+    senders: Arc<Vec<mpsc::Sender<Request>>>,
+}
+
+impl Shards {
+    /// The shard an auction belongs to: a fixed hash of its id.
+    pub fn shard_of(auction_id: Uuid, shard_count: u32) -> u32 {
+        // UUIDv7's low bits are random: a fair spread.
+        let low = auction_id.as_u128() as u64;
+        u32::try_from(low % u64::from(shard_count.max(1))).unwrap_or(0)
+    }
+
+    /// Queues a request on the auction's shard; a full queue answers
+    /// RESOURCE_EXHAUSTED with a retry hint instead of growing memory.
+    pub fn send(&self, auction_id: Uuid, request: Request) -> Result<(), BiddingError> {
+        let count = u32::try_from(self.senders.len()).unwrap_or(u32::MAX);
+        let shard = Self::shard_of(auction_id, count);
+        let Some(sender) = self.senders.get(shard as usize) else {
+            return Err(BiddingError::Internal(format!("no shard {shard}")));
+        };
+        match sender.try_send(request) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(_)) => Err(BiddingError::ShardBusy {
+                shard,
+                retry_after_ms: 50,
+            }),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(BiddingError::NotLeader { shard }),
+        }
+    }
+
+    /// How many shards.
+    pub fn count(&self) -> u32 {
+        u32::try_from(self.senders.len()).unwrap_or(u32::MAX)
+    }
+}
+
+/// Starts `shard_count` shard tasks, each recovering its live auctions from
+/// the log before it serves; returns once every shard has recovered.
+pub async fn start(
+    shard_count: u32,
+    log: Log,
+    hub: Arc<Hub>,
+    clock: Arc<dyn Clock>,
+    shutdown: Shutdown,
+) -> Result<Shards, BiddingError> {
+    let mut senders = Vec::with_capacity(shard_count as usize);
+    for shard in 0..shard_count {
+        // Single-node leadership: each start is a new term, fencing out any
+        // earlier process that might still be writing.
+        let epoch = log.current_epoch(shard).await.map_err(BiddingError::Unavailable)? + 1;
+        let (sender, receiver) = mpsc::channel(QUEUE_CAPACITY);
+        let mut worker = Worker {
+            shard,
+            epoch,
+            log: log.clone(),
+            hub: Arc::clone(&hub),
+            clock: Arc::clone(&clock),
+            auctions: HashMap::new(),
+            timers: BTreeSet::new(),
+            outcomes: HashMap::new(),
+            outcome_order: VecDeque::new(),
+        };
+        worker.recover().await?;
+        tokio::spawn(worker.run(receiver, shutdown.clone()));
+        senders.push(sender);
+    }
+    Ok(Shards {
+        senders: Arc::new(senders),
+    })
+}
+
+/// An auction in memory.
+#[derive(Debug)]
+struct Live {
+    auction: Auction,
+    metadata: Arc<Metadata>,
+    /// The deadline currently armed in `timers`.
+    armed: Option<Timestamp>,
+    /// The sequence of the last snapshot written.
+    snapshot_seq: u64,
+}
+
+type OutcomeKey = (Uuid, &'static str, String);
+
+struct Worker {
+    shard: u32,
+    epoch: u64,
+    log: Log,
+    hub: Arc<Hub>,
+    clock: Arc<dyn Clock>,
+    auctions: HashMap<Uuid, Live>,
+    /// (deadline, auction): the earliest is the next timer to fire.
+    timers: BTreeSet<(Timestamp, Uuid)>,
+    /// Recent outcomes: key -> (fingerprint, outcome JSON-free form).
+    outcomes: HashMap<OutcomeKey, (String, Outcome)>,
+    outcome_order: VecDeque<OutcomeKey>,
+}
+
+/// What a batch has produced so far.
+#[derive(Default)]
+struct Pending {
+    batch: Batch,
+    replies: Vec<(Reply, Result<Receipt, BiddingError>)>,
+    /// Auctions changed by the batch, with the events to publish.
+    published: Vec<(Uuid, Vec<Event>)>,
+    touched: HashSet<Uuid>,
+    new_outcomes: Vec<OutcomeKey>,
+}
+
+impl Worker {
+    async fn recover(&mut self) -> Result<(), BiddingError> {
+        let ids = self
+            .log
+            .live_auction_ids(self.shard)
+            .await
+            .map_err(BiddingError::Unavailable)?;
+        for auction_id in ids {
+            self.load(auction_id).await?;
+        }
+        tracing::debug!(shard = self.shard, epoch = self.epoch, auctions = self.auctions.len(), "shard recovered");
+        Ok(())
+    }
+
+    /// Loads an auction from the log into memory (snapshot, then the events
+    /// after it) and arms its timer; `false` when it does not exist.
+    async fn load(&mut self, auction_id: Uuid) -> Result<bool, BiddingError> {
+        if self.auctions.contains_key(&auction_id) {
+            return Ok(true);
+        }
+        let Some(stored) = self
+            .log
+            .load_auction(auction_id)
+            .await
+            .map_err(BiddingError::Unavailable)?
+        else {
+            return Ok(false);
+        };
+        let corrupt = |what: &str, error: &dyn std::fmt::Display| {
+            BiddingError::Internal(format!("auction {auction_id}: {what}: {error}"))
+        };
+        let metadata: Metadata =
+            serde_json::from_str(&stored.metadata).map_err(|error| corrupt("metadata", &error))?;
+        let (mut auction, snapshot_seq) = match &stored.snapshot {
+            Some((seq, state)) => (
+                serde_json::from_str::<Auction>(state).map_err(|error| corrupt("snapshot", &error))?,
+                *seq,
+            ),
+            None => {
+                let spec: AuctionSpec =
+                    serde_json::from_str(&stored.spec).map_err(|error| corrupt("spec", &error))?;
+                (Auction::new(spec).map_err(|error| corrupt("spec", &error))?, 0)
+            }
+        };
+        for text in &stored.events {
+            let event: Event = serde_json::from_str(text).map_err(|error| corrupt("event", &error))?;
+            auction
+                .apply_event(&event)
+                .map_err(|error| corrupt("replay", &error))?;
+        }
+        let mut live = Live {
+            auction,
+            metadata: Arc::new(metadata),
+            armed: None,
+            snapshot_seq,
+        };
+        rearm(&mut self.timers, auction_id, &mut live);
+        self.auctions.insert(auction_id, live);
+        Ok(true)
+    }
+
+    async fn run(mut self, mut receiver: mpsc::Receiver<Request>, shutdown: Shutdown) {
+        let mut requests = Vec::with_capacity(MAX_BATCH);
+        loop {
+            let next_timer = self.timers.first().map(|(deadline, _)| *deadline);
+            let sleep_ms = next_timer.map(|deadline| deadline.unix_ms().saturating_sub(self.clock.now().unix_ms()));
+            tokio::select! {
+                biased;
+                () = shutdown.wait() => {
+                    // Answer what is already queued, then stop.
+                    receiver.close();
+                    while let Some(request) = receiver.recv().await {
+                        requests.push(request);
+                        if requests.len() == MAX_BATCH {
+                            if !self.process(std::mem::take(&mut requests)).await { return; }
+                        }
+                    }
+                    if !requests.is_empty() {
+                        self.process(std::mem::take(&mut requests)).await;
+                    }
+                    return;
+                }
+                received = receiver.recv() => {
+                    let Some(request) = received else { return };
+                    requests.push(request);
+                    while requests.len() < MAX_BATCH {
+                        match receiver.try_recv() {
+                            Ok(request) => requests.push(request),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                () = sleep_for(sleep_ms) => {}
+            }
+            if !self.process(std::mem::take(&mut requests)).await {
+                tracing::warn!(shard = self.shard, epoch = self.epoch, "shard deposed; it stops serving");
+                return;
+            }
+        }
+    }
+
+    /// Applies due timers and `requests`, commits, answers. Returns `false`
+    /// when the shard has been fenced and must stop.
+    async fn process(&mut self, requests: Vec<Request>) -> bool {
+        let mut pending = Pending::default();
+        let now = self.clock.now();
+        if let Err(error) = self.fire_timers(now, &mut pending) {
+            tracing::error!(shard = self.shard, error = %error, "timer firing failed");
+        }
+        if let Err(error) = self.prefetch_outcomes(&requests).await {
+            // Without the outcomes we cannot tell a retry from a new request.
+            for request in requests {
+                let reply = match request {
+                    Request::Create { reply, .. } | Request::Apply { reply, .. } | Request::Read { reply, .. } => reply,
+                };
+                let _ = reply.send(Err(BiddingError::Unavailable(LogError::Corrupt(error.to_string()))));
+            }
+            return self.commit(pending).await;
+        }
+        for request in requests {
+            self.handle(request, now, &mut pending).await;
+        }
+        self.commit(pending).await
+    }
+
+    async fn prefetch_outcomes(&mut self, requests: &[Request]) -> Result<(), LogError> {
+        let keys: Vec<(Uuid, &str, &str)> = requests
+            .iter()
+            .filter_map(|request| match request {
+                Request::Create { key, .. } | Request::Apply { key, .. } => Some(key),
+                Request::Read { .. } => None,
+            })
+            .filter(|key| {
+                !self
+                    .outcomes
+                    .contains_key(&(key.caller, key.method, key.request_id.clone()))
+            })
+            .map(|key| (key.caller, key.method, key.request_id.as_str()))
+            .collect();
+        if keys.is_empty() {
+            return Ok(());
+        }
+        for row in self.log.find_outcomes(&keys).await? {
+            let outcome: Outcome = serde_json::from_str(&row.outcome)
+                .map_err(|error| LogError::Corrupt(format!("outcome: {error}")))?;
+            let method = keys
+                .iter()
+                .find(|(_, method, _)| *method == row.method)
+                .map_or("", |(_, method, _)| *method);
+            let Some(method) = static_method(method) else { continue };
+            self.remember((row.caller, method, row.request_id), row.fingerprint, outcome);
+        }
+        Ok(())
+    }
+
+    fn remember(&mut self, key: OutcomeKey, fingerprint: String, outcome: Outcome) {
+        if self.outcomes.insert(key.clone(), (fingerprint, outcome)).is_none() {
+            self.outcome_order.push_back(key);
+        }
+        while self.outcome_order.len() > OUTCOME_CACHE {
+            if let Some(oldest) = self.outcome_order.pop_front() {
+                self.outcomes.remove(&oldest);
+            }
+        }
+    }
+
+    async fn handle(&mut self, request: Request, now: Timestamp, pending: &mut Pending) {
+        match request {
+            Request::Read { auction_id, viewer, reply } => {
+                let result = match self.load(auction_id).await {
+                    Ok(true) => match self.auctions.get(&auction_id) {
+                        Some(live) => Ok(receipt(auction_id, live, Vec::new(), viewer, now)),
+                        None => Err(not_found(auction_id)),
+                    },
+                    Ok(false) => Err(not_found(auction_id)),
+                    Err(error) => Err(error),
+                };
+                pending.replies.push((reply, result));
+            }
+            Request::Create { spec, metadata, key, reply } => {
+                if let Some(replayed) = self.replay(&key) {
+                    pending.replies.push((reply, replayed));
+                    return;
+                }
+                let auction_id = Uuid::from_u128(spec.auction_id.0);
+                let outcome = match self.load(auction_id).await {
+                    Err(error) => {
+                        // Transient: not remembered, the retry runs again.
+                        pending.replies.push((reply, Err(error)));
+                        return;
+                    }
+                    Ok(true) => Outcome::Refused(Refusal::new(
+                        Code::AlreadyExists,
+                        "AUCTION_EXISTS",
+                        format!("auction {auction_id} already exists"),
+                    )),
+                    Ok(false) => self.create(auction_id, *spec, metadata, now, pending),
+                };
+                self.record(key, auction_id, outcome, now, reply, pending);
+            }
+            Request::Apply { auction_id, actor, action, key, reply } => {
+                if let Some(replayed) = self.replay(&key) {
+                    pending.replies.push((reply, replayed));
+                    return;
+                }
+                let outcome = match self.load(auction_id).await {
+                    Err(error) => {
+                        pending.replies.push((reply, Err(error)));
+                        return;
+                    }
+                    Ok(false) => Outcome::Refused(Refusal::new(
+                        Code::NotFound,
+                        "AUCTION_NOT_FOUND",
+                        format!("no auction {auction_id}"),
+                    )),
+                    Ok(true) => {
+                        let command = Command {
+                            request_id: auction_engine::RequestId(request_number(&key)),
+                            actor,
+                            received_at: now,
+                            action,
+                        };
+                        self.apply(auction_id, command, now, pending)
+                    }
+                };
+                self.record(key, auction_id, outcome, now, reply, pending);
+            }
+        }
+    }
+
+    /// The remembered answer to a retry, or ALREADY_EXISTS when the key was
+    /// used with different content; `None` for a new request.
+    fn replay(&self, key: &IdempotencyKey) -> Option<Result<Receipt, BiddingError>> {
+        let (fingerprint, outcome) = self
+            .outcomes
+            .get(&(key.caller, key.method, key.request_id.clone()))?;
+        if *fingerprint != key.fingerprint {
+            return Some(Err(BiddingError::IdempotencyKeyReused(key.request_id.clone())));
+        }
+        Some(outcome.clone().into_result())
+    }
+
+    fn record(
+        &mut self,
+        key: IdempotencyKey,
+        auction_id: Uuid,
+        outcome: Outcome,
+        now: Timestamp,
+        reply: Reply,
+        pending: &mut Pending,
+    ) {
+        match serde_json::to_string(&outcome) {
+            Ok(text) => pending.batch.outcomes.push(OutcomeRow {
+                caller: key.caller,
+                method: key.method.to_owned(),
+                request_id: key.request_id.clone(),
+                auction_id,
+                fingerprint: key.fingerprint.clone(),
+                outcome: text,
+                at_ms: now.unix_ms(),
+            }),
+            Err(error) => {
+                pending
+                    .replies
+                    .push((reply, Err(BiddingError::Internal(format!("outcome: {error}")))));
+                return;
+            }
+        }
+        let cache_key = (key.caller, key.method, key.request_id);
+        pending.new_outcomes.push(cache_key.clone());
+        self.remember(cache_key, key.fingerprint, outcome.clone());
+        pending.replies.push((reply, outcome.into_result()));
+    }
+
+    fn create(
+        &mut self,
+        auction_id: Uuid,
+        spec: AuctionSpec,
+        metadata: Metadata,
+        now: Timestamp,
+        pending: &mut Pending,
+    ) -> Outcome {
+        let auction = match Auction::new(spec.clone()) {
+            Ok(auction) => auction,
+            Err(error) => {
+                let mut refusal = Refusal::new(Code::InvalidArgument, "PARAMETERS_INVALID", error.to_string());
+                refusal.metadata.insert("engine_reason".to_owned(), error.reason().to_owned());
+                return Outcome::Refused(refusal);
+            }
+        };
+        let (spec_text, metadata_text) = match (serde_json::to_string(&spec), serde_json::to_string(&metadata)) {
+            (Ok(spec_text), Ok(metadata_text)) => (spec_text, metadata_text),
+            (Err(error), _) | (_, Err(error)) => {
+                return Outcome::Refused(Refusal::new(Code::Internal, "INTERNAL_ERROR", error.to_string()));
+            }
+        };
+        pending.batch.new_auctions.push(NewAuction {
+            auction_id,
+            spec: spec_text,
+            metadata: metadata_text,
+            status: status_name(auction.status()),
+            finished: auction.status().is_finished(),
+            created_at_ms: now.unix_ms(),
+        });
+        pending.touched.insert(auction_id);
+        let mut live = Live {
+            auction,
+            metadata: Arc::new(metadata),
+            armed: None,
+            snapshot_seq: 0,
+        };
+        // A start time already passed opens the auction at once.
+        let mut events = Vec::new();
+        if let Err(error) = tick_due(&mut live.auction, now, &mut events) {
+            tracing::error!(%auction_id, %error, "first tick failed");
+        }
+        let status_before = live.auction.status();
+        self.stage(auction_id, &mut live, &events, status_before, pending);
+        rearm(&mut self.timers, auction_id, &mut live);
+        let receipt = receipt(auction_id, &live, events, None, now);
+        self.auctions.insert(auction_id, live);
+        Outcome::Accepted(receipt)
+    }
+
+    fn apply(&mut self, auction_id: Uuid, command: Command, now: Timestamp, pending: &mut Pending) -> Outcome {
+        let Some(mut live) = self.auctions.remove(&auction_id) else {
+            return Outcome::Refused(Refusal::new(Code::NotFound, "AUCTION_NOT_FOUND", format!("no auction {auction_id}")));
+        };
+        let status_before = live.auction.status();
+        let mut events = Vec::new();
+        // Timers first: a bid is never judged against a clock that should
+        // already have closed the auction.
+        let ticked = tick_due(&mut live.auction, now, &mut events);
+        let now = live.auction.last_event_at().map_or(now, |last| now.max(last));
+        let outcome = match ticked.and_then(|()| live.auction.apply(command, now, &mut events).map(|_| ())) {
+            Ok(()) => Outcome::Accepted(receipt(auction_id, &live, Vec::new(), Some(UserId(command.actor.user_id.0)), now)),
+            Err(rejection) => Outcome::Refused(Refusal::from(&rejection)),
+        };
+        if !events.is_empty() {
+            pending.touched.insert(auction_id);
+        }
+        self.stage(auction_id, &mut live, &events, status_before, pending);
+        rearm(&mut self.timers, auction_id, &mut live);
+        let outcome = match outcome {
+            Outcome::Accepted(mut receipt) => {
+                // The answer shows the state after the command and the
+                // events the command (and any due timer) caused.
+                receipt.view = live.auction.view();
+                receipt.viewer = Some(viewer_facts(&live.auction, command.actor.user_id));
+                receipt.events = events;
+                Outcome::Accepted(receipt)
+            }
+            refused @ Outcome::Refused(_) => refused,
+        };
+        self.auctions.insert(auction_id, live);
+        outcome
+    }
+
+    /// Fires every timer due at `now`.
+    fn fire_timers(&mut self, now: Timestamp, pending: &mut Pending) -> Result<(), BiddingError> {
+        while let Some(&(deadline, auction_id)) = self.timers.first() {
+            if deadline > now {
+                break;
+            }
+            self.timers.pop_first();
+            let Some(mut live) = self.auctions.remove(&auction_id) else { continue };
+            live.armed = None;
+            let status_before = live.auction.status();
+            let mut events = Vec::new();
+            if let Err(rejection) = tick_due(&mut live.auction, now, &mut events) {
+                tracing::error!(%auction_id, %rejection, "timer tick refused");
+            }
+            if !events.is_empty() {
+                pending.touched.insert(auction_id);
+            }
+            self.stage(auction_id, &mut live, &events, status_before, pending);
+            rearm(&mut self.timers, auction_id, &mut live);
+            self.auctions.insert(auction_id, live);
+        }
+        Ok(())
+    }
+
+    /// Adds an auction's new events (and status change, snapshot) to the batch.
+    fn stage(&self, auction_id: Uuid, live: &mut Live, events: &[Event], status_before: AuctionStatus, pending: &mut Pending) {
+        if events.is_empty() {
+            return;
+        }
+        for event in events {
+            match serde_json::to_string(event) {
+                Ok(text) => pending.batch.events.push(EventRow {
+                    auction_id,
+                    seq: event.seq,
+                    at_ms: event.at.unix_ms(),
+                    event: text,
+                }),
+                Err(error) => tracing::error!(%auction_id, %error, "event not serialisable"),
+            }
+        }
+        let status = live.auction.status();
+        if status != status_before {
+            pending.batch.status_changes.push(StatusChange {
+                auction_id,
+                status: status_name(status),
+                finished: status.is_finished(),
+            });
+        }
+        let last_seq = live.auction.next_seq().saturating_sub(1);
+        if last_seq.saturating_sub(live.snapshot_seq) >= SNAPSHOT_EVERY_EVENTS || status.is_finished() {
+            match serde_json::to_string(&live.auction) {
+                Ok(state) => {
+                    pending.batch.snapshots.retain(|snapshot| snapshot.auction_id != auction_id);
+                    pending.batch.snapshots.push(Snapshot {
+                        auction_id,
+                        seq: last_seq,
+                        state,
+                    });
+                    live.snapshot_seq = last_seq;
+                }
+                Err(error) => tracing::error!(%auction_id, %error, "snapshot not serialisable"),
+            }
+        }
+        match pending.published.iter_mut().find(|(id, _)| *id == auction_id) {
+            Some((_, published)) => published.extend_from_slice(events),
+            None => pending.published.push((auction_id, events.to_vec())),
+        }
+    }
+
+    /// Appends the batch, then answers and publishes; on failure answers
+    /// UNAVAILABLE and forgets what the batch changed in memory. Returns
+    /// `false` when fenced.
+    async fn commit(&mut self, pending: Pending) -> bool {
+        let Pending {
+            batch,
+            replies,
+            published,
+            touched,
+            new_outcomes,
+        } = pending;
+        let appended = if batch.is_empty() {
+            Ok(())
+        } else {
+            self.log.append(self.shard, self.epoch, &batch).await
+        };
+        match appended {
+            Ok(()) => {
+                for (reply, result) in replies {
+                    let _ = reply.send(result);
+                }
+                for (auction_id, events) in published {
+                    if let Some(live) = self.auctions.get(&auction_id) {
+                        self.hub.publish(Published {
+                            auction_id,
+                            events,
+                            view: live.auction.view(),
+                            metadata: Arc::clone(&live.metadata),
+                        });
+                    }
+                }
+                true
+            }
+            Err(error) => {
+                let fenced = matches!(error, LogError::Fenced { .. });
+                tracing::error!(shard = self.shard, epoch = self.epoch, error = %auction_platform::error::DisplayChain(&error), "append failed; nothing of the batch is acknowledged");
+                for (reply, _) in replies {
+                    let answer = if fenced {
+                        BiddingError::NotLeader { shard: self.shard }
+                    } else {
+                        BiddingError::Unavailable(LogError::Corrupt("the append failed".to_owned()))
+                    };
+                    let _ = reply.send(Err(answer));
+                }
+                // Memory must not run ahead of the log.
+                for auction_id in touched {
+                    if let Some(live) = self.auctions.remove(&auction_id)
+                        && let Some(deadline) = live.armed
+                    {
+                        self.timers.remove(&(deadline, auction_id));
+                    }
+                }
+                for key in new_outcomes {
+                    self.outcomes.remove(&key);
+                }
+                !fenced
+            }
+        }
+    }
+}
+
+async fn sleep_for(milliseconds: Option<i64>) {
+    match milliseconds {
+        Some(milliseconds) => {
+            let milliseconds = u64::try_from(milliseconds.max(0)).unwrap_or(0);
+            tokio::time::sleep(Duration::from_millis(milliseconds)).await;
+        }
+        None => std::future::pending::<()>().await,
+    }
+}
+
+/// Delivers every timer of `auction` due at `now`.
+fn tick_due(auction: &mut Auction, now: Timestamp, events: &mut Vec<Event>) -> Result<(), auction_engine::Rejection> {
+    for _ in 0..MAX_TICKS_PER_AUCTION {
+        match auction.next_deadline() {
+            Some(deadline) if deadline <= now => {
+                let now = auction.last_event_at().map_or(now, |last| now.max(last));
+                auction.apply(Command::tick(now), now, events)?;
+            }
+            Some(_) | None => return Ok(()),
+        }
+    }
+    Ok(())
+}
+
+fn rearm(timers: &mut BTreeSet<(Timestamp, Uuid)>, auction_id: Uuid, live: &mut Live) {
+    let next = live.auction.next_deadline();
+    if next == live.armed {
+        return;
+    }
+    if let Some(old) = live.armed.take() {
+        timers.remove(&(old, auction_id));
+    }
+    if let Some(deadline) = next {
+        timers.insert((deadline, auction_id));
+        live.armed = Some(deadline);
+    }
+}
+
+fn receipt(auction_id: Uuid, live: &Live, events: Vec<Event>, viewer: Option<UserId>, now: Timestamp) -> Receipt {
+    Receipt {
+        auction_id,
+        view: live.auction.view(),
+        metadata: (*live.metadata).clone(),
+        events,
+        viewer: viewer.map(|user| viewer_facts(&live.auction, user)),
+        at_ms: now.unix_ms(),
+    }
+}
+
+fn viewer_facts(auction: &Auction, user: UserId) -> ViewerFacts {
+    ViewerFacts {
+        user_id: user.0,
+        bid_status: auction.bid_status(user, None),
+        own_bid: auction.own_bid(user, None),
+    }
+}
+
+fn not_found(auction_id: Uuid) -> BiddingError {
+    BiddingError::Refused(Refusal::new(Code::NotFound, "AUCTION_NOT_FOUND", format!("no auction {auction_id}")))
+}
+
+/// The stable name of an engine status, as stored.
+pub fn status_name(status: AuctionStatus) -> &'static str {
+    match status {
+        AuctionStatus::Scheduled => "scheduled",
+        AuctionStatus::Open => "open",
+        AuctionStatus::Extended => "extended",
+        AuctionStatus::Closed => "closed",
+        AuctionStatus::Unsold => "unsold",
+        AuctionStatus::Cancelled => "cancelled",
+    }
+}
+
+/// The engine's numeric request id for a key: a stable hash of the caller's
+/// key (the engine only carries it into events; idempotency is decided on
+/// the full key above).
+fn request_number(key: &IdempotencyKey) -> u128 {
+    let mut name = key.caller.as_bytes().to_vec();
+    name.extend_from_slice(key.method.as_bytes());
+    name.extend_from_slice(key.request_id.as_bytes());
+    Uuid::new_v5(&Uuid::NAMESPACE_OID, &name).as_u128()
+}
+
+/// The methods that take idempotency keys, as `'static` names.
+pub const METHODS: &[&str] = &[
+    "CreateAuction",
+    "CancelAuction",
+    "PlaceBid",
+    "SetMaxBid",
+    "PlaceSealedBid",
+    "WithdrawSealedBid",
+    "AcceptDutchPrice",
+    "BuyItNow",
+    "PlaceAbsenteeBid",
+    "OpenLot",
+    "CallFairWarning",
+    "HammerLot",
+    "PassLot",
+    "ReopenLot",
+    "UndoLastBid",
+    "RetractBid",
+];
+
+fn static_method(method: &str) -> Option<&'static str> {
+    METHODS.iter().find(|known| **known == method).copied()
+}

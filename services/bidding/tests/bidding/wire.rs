@@ -1,0 +1,337 @@
+//! The RPCs over gRPC.
+
+use std::time::Duration;
+
+use auction_proto::v1 as pb;
+use auction_testkit::{Backend, spawn_app, spawn_with, with_token};
+use tokio_stream::StreamExt;
+use tonic::Code;
+use uuid::Uuid;
+
+use crate::support::*;
+
+
+async fn proxy_bidding_and_rejections(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let actors = actors(&app);
+    let mut bidding = client(&app).await;
+    let auction = create(&mut bidding, &actors, english("1.00", None), Duration::from_secs(3_600)).await;
+    assert_eq!(auction.status, pb::AuctionStatus::Open as i32);
+    let id = auction.auction_id.clone();
+
+    // Alice's maximum of 10.00 shows the starting price; Bob's 5.00 lifts it
+    // to 5.00 + 0.50 (eBay's increment from 5.00) and Alice keeps the lead.
+    let first = bidding.set_max_bid(max_bid(&id, "a-1", "10.00", &actors.alice_token)).await.unwrap().into_inner();
+    assert_eq!(amount(&first.state.as_ref().unwrap().current_price), "1.00");
+    assert!(first.viewer.as_ref().unwrap().is_leader);
+    let second = bidding.set_max_bid(max_bid(&id, "b-1", "5.00", &actors.bob_token)).await.unwrap().into_inner();
+    let shown = second.state.unwrap();
+    assert_eq!(amount(&shown.current_price), "5.50");
+    assert!(!second.viewer.unwrap().is_leader);
+    assert_eq!(amount(&shown.minimum_next_bid), "6.00");
+
+    // Below the minimum: FAILED_PRECONDITION with the minimum acceptable amount.
+    let low = bidding.set_max_bid(max_bid(&id, "b-2", "5.75", &actors.bob_token)).await.unwrap_err();
+    assert_eq!(low.code(), Code::FailedPrecondition);
+    assert_eq!(reason(&low), "BID_BELOW_MINIMUM");
+    // The seller never bids on their own auction.
+    let own = bidding.set_max_bid(max_bid(&id, "s-1", "50.00", &actors.seller_token)).await.unwrap_err();
+    assert_eq!(reason(&own), "SELF_BIDDING");
+    // Malformed input: INVALID_ARGUMENT naming the problem.
+    let malformed = bidding.set_max_bid(max_bid(&id, "b-3", "abc", &actors.bob_token)).await.unwrap_err();
+    assert_eq!(malformed.code(), Code::InvalidArgument);
+    let too_precise = bidding.set_max_bid(max_bid(&id, "b-4", "7.001", &actors.bob_token)).await.unwrap_err();
+    assert_eq!(too_precise.code(), Code::InvalidArgument);
+    let euro = bidding
+        .set_max_bid(with_token(
+            pb::SetMaxBidRequest {
+                request_id: "b-5".to_owned(),
+                auction_id: id.clone(),
+                max_amount: Some(pb::Money { currency: "EUR".to_owned(), amount: "7.00".to_owned() }),
+            },
+            &actors.bob_token,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&euro), "CURRENCY_MISMATCH");
+    let bad_key = bidding.set_max_bid(max_bid(&id, "", "7.00", &actors.bob_token)).await.unwrap_err();
+    assert_eq!(reason(&bad_key), "REQUEST_ID_INVALID");
+    // No token: UNAUTHENTICATED; unknown auction: NOT_FOUND.
+    let anonymous = bidding
+        .set_max_bid(pb::SetMaxBidRequest { request_id: "x".to_owned(), auction_id: id.clone(), max_amount: Some(usd("9.00")) })
+        .await
+        .unwrap_err();
+    assert_eq!(anonymous.code(), Code::Unauthenticated);
+    let missing = bidding
+        .set_max_bid(max_bid(&Uuid::now_v7().to_string(), "b-6", "7.00", &actors.bob_token))
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), Code::NotFound);
+    // Creating is for services and admins only.
+    let denied = bidding
+        .create_auction(with_token(pb::CreateAuctionRequest { request_id: "c".to_owned(), ..Default::default() }, &actors.alice_token))
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied);
+
+    // Nothing refused changed the auction.
+    let after = state(&mut bidding, &id).await;
+    assert_eq!(amount(&after.current_price), "5.50");
+    assert_eq!(after.sequence, shown.sequence);
+    app.stop().await;
+}
+
+// Proves proxy bidding and precise rejections over gRPC on SQLite.
+#[tokio::test]
+async fn proxy_bidding_sqlite() {
+    proxy_bidding_and_rejections(Backend::Sqlite).await;
+}
+
+// Proves proxy bidding and precise rejections over gRPC on PostgreSQL.
+#[tokio::test]
+async fn proxy_bidding_postgres() {
+    proxy_bidding_and_rejections(Backend::Postgres).await;
+}
+
+async fn retries_are_exactly_once_across_restart(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let config = (*app.config).clone();
+    let actors = actors(&app);
+    let mut bidding = client(&app).await;
+    let auction = create(&mut bidding, &actors, english("1.00", None), Duration::from_secs(3_600)).await;
+    let id = auction.auction_id.clone();
+    let first = bidding.set_max_bid(max_bid(&id, "retry-1", "20.00", &actors.alice_token)).await.unwrap().into_inner();
+    bidding.set_max_bid(max_bid(&id, "retry-2", "8.00", &actors.bob_token)).await.unwrap();
+    // The same key and content: the original answer, nothing doubled.
+    let again = bidding.set_max_bid(max_bid(&id, "retry-1", "20.00", &actors.alice_token)).await.unwrap().into_inner();
+    assert_eq!(again, first);
+    // The same key, other content: ALREADY_EXISTS.
+    let reused = bidding.set_max_bid(max_bid(&id, "retry-1", "25.00", &actors.alice_token)).await.unwrap_err();
+    assert_eq!(reused.code(), Code::AlreadyExists);
+    assert_eq!(reason(&reused), "IDEMPOTENCY_KEY_REUSED");
+    // A refusal is remembered too.
+    let low = bidding.set_max_bid(max_bid(&id, "retry-3", "2.00", &actors.bob_token)).await.unwrap_err();
+    let before = state(&mut bidding, &id).await;
+    let data = app.stop().await;
+
+    // After a restart on the same data: same state, same answers.
+    let app = spawn_with(config, data).await;
+    let mut bidding = client(&app).await;
+    let after = state(&mut bidding, &id).await;
+    assert_eq!(after.sequence, before.sequence);
+    assert_eq!(after.current_price, before.current_price);
+    let replayed = bidding.set_max_bid(max_bid(&id, "retry-1", "20.00", &actors.alice_token)).await.unwrap().into_inner();
+    assert_eq!(replayed, first);
+    let low_again = bidding.set_max_bid(max_bid(&id, "retry-3", "2.00", &actors.bob_token)).await.unwrap_err();
+    assert_eq!(low_again.code(), low.code());
+    assert_eq!(low_again.message(), low.message());
+    assert_eq!(state(&mut bidding, &id).await.sequence, before.sequence);
+    app.stop().await;
+}
+
+// Proves a retried request returns the original answer, before and after a
+// restart, and a reused key with other content gets ALREADY_EXISTS (SQLite).
+#[tokio::test]
+async fn exactly_once_sqlite() {
+    retries_are_exactly_once_across_restart(Backend::Sqlite).await;
+}
+
+// Proves the same on PostgreSQL.
+#[tokio::test]
+async fn exactly_once_postgres() {
+    retries_are_exactly_once_across_restart(Backend::Postgres).await;
+}
+
+async fn next_message(stream: &mut tonic::Streaming<pb::WatchAuctionResponse>) -> pb::watch_auction_response::Message {
+    tokio::time::timeout(Duration::from_secs(10), stream.next())
+        .await
+        .expect("a message within 10 s")
+        .expect("the stream is open")
+        .expect("no error")
+        .message
+        .expect("a message")
+}
+
+async fn next_event(stream: &mut tonic::Streaming<pb::WatchAuctionResponse>) -> pb::AuctionEvent {
+    loop {
+        match next_message(stream).await {
+            pb::watch_auction_response::Message::Event(event) => return event,
+            pb::watch_auction_response::Message::Heartbeat(_) => continue,
+            pb::watch_auction_response::Message::Snapshot(snapshot) => panic!("unexpected snapshot {snapshot:?}"),
+        }
+    }
+}
+
+// Proves WatchAuction sends a snapshot then every event with consecutive
+// sequence numbers, and that resuming after S gives exactly the events
+// after S.
+#[tokio::test]
+async fn watch_and_resume() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let actors = actors(&app);
+    let mut bidding = client(&app).await;
+    let auction = create(&mut bidding, &actors, english("1.00", None), Duration::from_secs(3_600)).await;
+    let id = auction.auction_id.clone();
+    let mut stream = bidding
+        .watch_auction(pb::WatchAuctionRequest { auction_id: id.clone(), resume_after_sequence: 0 })
+        .await
+        .unwrap()
+        .into_inner();
+    let pb::watch_auction_response::Message::Snapshot(snapshot) = next_message(&mut stream).await else {
+        panic!("a snapshot first");
+    };
+    let start = snapshot.state.unwrap().sequence;
+    for (index, (amount, token)) in [("3.00", &actors.alice_token), ("6.00", &actors.bob_token), ("9.00", &actors.alice_token)]
+        .into_iter()
+        .enumerate()
+    {
+        bidding.set_max_bid(max_bid(&id, &format!("w-{index}"), amount, token)).await.unwrap();
+    }
+    let mut seen = Vec::new();
+    let latest = state(&mut bidding, &id).await.sequence;
+    while seen.last().copied().unwrap_or(start) < latest {
+        seen.push(next_event(&mut stream).await.sequence);
+    }
+    let expected: Vec<u64> = (start + 1..=latest).collect();
+    assert_eq!(seen, expected, "gap-free and in order");
+    drop(stream);
+
+    // Resume after the first event seen: exactly the ones after it.
+    let resume_after = seen[0];
+    let mut resumed = bidding
+        .watch_auction(pb::WatchAuctionRequest { auction_id: id.clone(), resume_after_sequence: resume_after })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut replayed = Vec::new();
+    while replayed.last().copied().unwrap_or(resume_after) < latest {
+        replayed.push(next_event(&mut resumed).await.sequence);
+    }
+    assert_eq!(replayed, (resume_after + 1..=latest).collect::<Vec<_>>());
+    // And live events keep coming on the resumed stream.
+    bidding.set_max_bid(max_bid(&id, "w-live", "30.00", &actors.bob_token)).await.unwrap();
+    assert_eq!(next_event(&mut resumed).await.sequence, latest + 1);
+    app.stop().await;
+}
+
+/// Runs one 100 ms second-price sealed auction: it opens 300 ms from now,
+/// both bids go in as soon as the stream shows it open; `None` when the
+/// machine was too slow to bid inside the 100 ms window.
+async fn sealed_round(app: &auction_testkit::TestApp, actors: &Actors) -> Option<(pb::AuctionClosed, i64, String)> {
+    let mut bidding = client(app).await;
+    let parameters = pb::AuctionParameters {
+        format: pb::AuctionFormat::SealedSecondPrice as i32,
+        format_parameters: Some(pb::auction_parameters::FormatParameters::Sealed(pb::SealedParameters {
+            start_price: Some(usd("1.00")),
+            ..pb::SealedParameters::default()
+        })),
+    };
+    let start = std::time::SystemTime::now() + Duration::from_millis(300);
+    let end = start + Duration::from_millis(100);
+    let request = pb::CreateAuctionRequest {
+        request_id: format!("sealed-{}", Uuid::now_v7()),
+        auction_id: Uuid::now_v7().to_string(),
+        seller_id: actors.seller.to_string(),
+        parameters: Some(parameters),
+        start_time: Some(prost_types::Timestamp::from(start)),
+        end_time: Some(prost_types::Timestamp::from(end)),
+        ..pb::CreateAuctionRequest::default()
+    };
+    let auction = bidding.create_auction(with_token(request, &actors.admin_token)).await.unwrap().into_inner().state.unwrap();
+    let id = auction.auction_id;
+    let mut stream = bidding
+        .watch_auction(pb::WatchAuctionRequest { auction_id: id.clone(), resume_after_sequence: 0 })
+        .await
+        .unwrap()
+        .into_inner();
+    loop {
+        if let pb::watch_auction_response::Message::Event(pb::AuctionEvent { kind: Some(pb::auction_event::Kind::Opened(_)), .. }) =
+            next_message(&mut stream).await
+        {
+            break;
+        }
+    }
+    let bid = |key: &str, amount: &str, token: &str| {
+        let mut bidding = bidding.clone();
+        let request = with_token(
+            pb::PlaceSealedBidRequest { request_id: key.to_owned(), auction_id: id.clone(), amount: Some(usd(amount)), expire_time: None },
+            token,
+        );
+        async move { bidding.place_sealed_bid(request).await }
+    };
+    let (first, second) = tokio::join!(bid("s-a", "12.00", &actors.alice_token), bid("s-b", "7.50", &actors.bob_token));
+    if first.is_err() || second.is_err() {
+        let error = first.err().or(second.err()).unwrap();
+        assert_eq!(reason(&error), "AUCTION_CLOSED", "only lateness may refuse these bids: {error:?}");
+        return None;
+    }
+    // The close arrives on the stream without anyone asking.
+    let (closed, closed_at) = loop {
+        if let pb::watch_auction_response::Message::Event(pb::AuctionEvent {
+            kind: Some(pb::auction_event::Kind::Closed(closed)),
+            event_time,
+            ..
+        }) = next_message(&mut stream).await
+        {
+            break (closed, event_time.unwrap());
+        }
+    };
+    let end = prost_types::Timestamp::from(end);
+    let end_ms = end.seconds * 1_000 + i64::from(end.nanos) / 1_000_000;
+    let closed_ms = closed_at.seconds * 1_000 + i64::from(closed_at.nanos) / 1_000_000;
+    Some((closed, closed_ms - end_ms, id))
+}
+
+// Proves a 100 ms second-price sealed auction closes at its deadline with the
+// right winner and price (the second-highest bid), announced on the watch
+// stream, and refuses bids after the close.
+#[tokio::test]
+async fn hundred_millisecond_sealed_auction() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let actors = actors(&app);
+    // A machine too loaded to place two bids in 100 ms gets a few more tries.
+    let mut outcome = None;
+    for _ in 0..5 {
+        outcome = sealed_round(&app, &actors).await;
+        if outcome.is_some() {
+            break;
+        }
+    }
+    let (closed, close_offset_ms, id) = outcome.expect("two bids landed inside a 100 ms window in five tries");
+    // The close is stamped at the deadline (the engine's timer events carry
+    // the time they were due), whenever the shard woke.
+    assert!(close_offset_ms.abs() <= 1, "closed {close_offset_ms} ms from the deadline");
+    let award = &closed.result.unwrap().awards[0];
+    assert_eq!(amount(&award.unit_price), "7.50", "second price");
+    let mut bidding = client(&app).await;
+    let closed_state = state(&mut bidding, &id).await;
+    assert_eq!(closed_state.status, pb::AuctionStatus::Closed as i32);
+    let late = bidding
+        .place_sealed_bid(with_token(
+            pb::PlaceSealedBidRequest { request_id: "s-late".to_owned(), auction_id: id.clone(), amount: Some(usd("99.00")), expire_time: None },
+            &actors.bob_token,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&late), "AUCTION_CLOSED");
+    app.stop().await;
+}
+
+// Proves the clock RPC answers with server time around the call.
+#[tokio::test]
+async fn server_time() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let mut bidding = client(&app).await;
+    let sent = prost_types::Timestamp::from(std::time::SystemTime::now());
+    let answer = bidding
+        .get_server_time(pb::GetServerTimeRequest { client_send_time: Some(sent) })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(answer.client_send_time, Some(sent));
+    let received = answer.server_receive_time.unwrap();
+    let replied = answer.server_send_time.unwrap();
+    assert!((received.seconds, received.nanos) <= (replied.seconds, replied.nanos));
+    assert!(received.seconds >= sent.seconds);
+    app.stop().await;
+}

@@ -3,10 +3,14 @@
 //! encoded descriptor set is written next to the generated code because
 //! server reflection serves it and `compile_fds` does not write one.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    // Read at run time, not with env!(): cargo reuses a compiled build script
+    // across checkouts of the same workspace (its hash is path-independent),
+    // and a path baked in at compile time would point at another checkout.
+    let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?);
+    let root = manifest_dir.as_path();
     let contracts = root.join("auction").join("v1");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&contracts)?
         .filter_map(|entry| entry.ok().map(|entry| entry.path()))

@@ -6,9 +6,9 @@
 use std::str::FromStr;
 
 use auction_engine::{
-    AuctionSpec, AuctionStatus, AuctionView, BidStatus, Currency, DutchSpec, EnglishSpec, Event, FormatSpec,
-    FormatView, IncrementTable, IncrementTier, Money, PublicEvent, ReserveState, SealedPricing, SealedSpec,
-    SoftClose, Timestamp, UserId,
+    AuctionSpec, AuctionStatus, AuctionView, BidStatus, Currency, DutchSpec, EnglishSpec, Event,
+    FormatSpec, FormatView, IncrementTable, IncrementTier, Money, PublicEvent, ReserveState,
+    SealedPricing, SealedSpec, SoftClose, Timestamp, UserId,
 };
 use auction_proto::v1 as pb;
 use rust_decimal::Decimal;
@@ -28,8 +28,14 @@ pub fn wire_sequence(engine_seq: u64) -> u64 {
 
 /// A malformed request field.
 pub fn invalid(field: &str, message: impl Into<String>) -> Refusal {
-    let mut refusal = Refusal::new(Code::InvalidArgument, "VALIDATION_FAILED", format!("{field}: {}", message.into()));
-    refusal.metadata.insert("field".to_owned(), field.to_owned());
+    let mut refusal = Refusal::new(
+        Code::InvalidArgument,
+        "VALIDATION_FAILED",
+        format!("{field}: {}", message.into()),
+    );
+    refusal
+        .metadata
+        .insert("field".to_owned(), field.to_owned());
     refusal
 }
 
@@ -53,7 +59,9 @@ pub fn request_id(text: &str) -> Result<String, Refusal> {
             "REQUEST_ID_INVALID",
             "request_id must be 1-64 characters of [A-Za-z0-9._:-]",
         );
-        refusal.metadata.insert("field".to_owned(), "request_id".to_owned());
+        refusal
+            .metadata
+            .insert("field".to_owned(), "request_id".to_owned());
         Err(refusal)
     }
 }
@@ -67,14 +75,27 @@ pub fn user_id(id: Uuid) -> UserId {
 /// most, positive, brought to the currency's scale.
 pub fn money(field: &str, value: Option<&pb::Money>) -> Result<Money, Refusal> {
     let value = value.ok_or_else(|| invalid(field, "is required"))?;
-    let currency = Currency::from_code(&value.currency)
-        .map_err(|_| invalid(&format!("{field}.currency"), format!("`{}` is not an ISO 4217 code", value.currency)))?;
-    let mut amount = Decimal::from_str(&value.amount)
-        .map_err(|_| invalid(&format!("{field}.amount"), format!("`{}` is not a decimal amount", value.amount)))?;
+    let currency = Currency::from_code(&value.currency).map_err(|_| {
+        invalid(
+            &format!("{field}.currency"),
+            format!("`{}` is not an ISO 4217 code", value.currency),
+        )
+    })?;
+    let mut amount = Decimal::from_str(&value.amount).map_err(|_| {
+        invalid(
+            &format!("{field}.amount"),
+            format!("`{}` is not a decimal amount", value.amount),
+        )
+    })?;
     if amount.scale() > currency.minor_units() {
         return Err(invalid(
             &format!("{field}.amount"),
-            format!("{} has more decimals than {} allows ({})", value.amount, value.currency, currency.minor_units()),
+            format!(
+                "{} has more decimals than {} allows ({})",
+                value.amount,
+                value.currency,
+                currency.minor_units()
+            ),
         ));
     }
     if amount <= Decimal::ZERO {
@@ -112,7 +133,10 @@ pub fn timestamp(at: Timestamp) -> prost_types::Timestamp {
 }
 
 /// Engine time from a required wire timestamp.
-pub fn from_timestamp(field: &str, value: Option<&prost_types::Timestamp>) -> Result<Timestamp, Refusal> {
+pub fn from_timestamp(
+    field: &str,
+    value: Option<&prost_types::Timestamp>,
+) -> Result<Timestamp, Refusal> {
     let value = value.ok_or_else(|| invalid(field, "is required"))?;
     let unix_ms = value
         .seconds
@@ -120,7 +144,11 @@ pub fn from_timestamp(field: &str, value: Option<&prost_types::Timestamp>) -> Re
         .and_then(|ms| ms.checked_add(i64::from(value.nanos) / 1_000_000))
         .ok_or_else(|| invalid(field, "out of range"))?;
     let at = Timestamp::from_unix_ms(unix_ms);
-    if at.is_in_range() { Ok(at) } else { Err(invalid(field, "out of range")) }
+    if at.is_in_range() {
+        Ok(at)
+    } else {
+        Err(invalid(field, "out of range"))
+    }
 }
 
 fn duration_ms(field: &str, value: Option<&prost_types::Duration>) -> Result<Option<i64>, Refusal> {
@@ -145,9 +173,15 @@ fn same_currency(field: &str, currency: Currency, money: Money) -> Result<Decima
         let mut refusal = Refusal::new(
             Code::InvalidArgument,
             "CURRENCY_MISMATCH",
-            format!("{field} is in {}, the auction in {}", money.currency.code(), currency.code()),
+            format!(
+                "{field} is in {}, the auction in {}",
+                money.currency.code(),
+                currency.code()
+            ),
         );
-        refusal.metadata.insert("field".to_owned(), field.to_owned());
+        refusal
+            .metadata
+            .insert("field".to_owned(), field.to_owned());
         Err(refusal)
     }
 }
@@ -161,13 +195,18 @@ fn increments(currency: Currency, tiers: &[pb::IncrementTier]) -> Result<Increme
         // The first tier starts at zero, so `from_price` may be zero.
         let from_field = format!("increment_tiers[{index}].from_price");
         let from = match tier.from_price.as_ref() {
-            Some(price) if Decimal::from_str(&price.amount).ok() == Some(Decimal::ZERO) => Decimal::ZERO,
+            Some(price) if Decimal::from_str(&price.amount).ok() == Some(Decimal::ZERO) => {
+                Decimal::ZERO
+            }
             price => same_currency(&from_field, currency, money(&from_field, price)?)?,
         };
         let increment = same_currency(
             "increment_tiers.increment",
             currency,
-            money(&format!("increment_tiers[{index}].increment"), tier.increment.as_ref())?,
+            money(
+                &format!("increment_tiers[{index}].increment"),
+                tier.increment.as_ref(),
+            )?,
         )?;
         parsed.push(IncrementTier { from, increment });
     }
@@ -175,7 +214,11 @@ fn increments(currency: Currency, tiers: &[pb::IncrementTier]) -> Result<Increme
 }
 
 /// The engine spec of a `CreateAuction` request.
-pub fn spec(request: &pb::CreateAuctionRequest, auction_id: Uuid, seller: Uuid) -> Result<(AuctionSpec, Option<i64>), Refusal> {
+pub fn spec(
+    request: &pb::CreateAuctionRequest,
+    auction_id: Uuid,
+    seller: Uuid,
+) -> Result<(AuctionSpec, Option<i64>), Refusal> {
     let parameters = request
         .parameters
         .as_ref()
@@ -184,19 +227,37 @@ pub fn spec(request: &pb::CreateAuctionRequest, auction_id: Uuid, seller: Uuid) 
     use pb::auction_parameters::FormatParameters;
     let (currency, format, original_end) = match parameters.format_parameters.as_ref() {
         Some(FormatParameters::English(english)) => {
-            let starting = money("parameters.english.starting_price", english.starting_price.as_ref())?;
+            let starting = money(
+                "parameters.english.starting_price",
+                english.starting_price.as_ref(),
+            )?;
             let currency = starting.currency;
             let end_at = from_timestamp("end_time", request.end_time.as_ref())?;
-            let reserve = optional_money("parameters.english.reserve_price", english.reserve_price.as_ref())?
-                .map(|reserve| same_currency("reserve_price", currency, reserve))
-                .transpose()?;
-            let buy_it_now = optional_money("parameters.english.buy_it_now_price", english.buy_it_now_price.as_ref())?
-                .map(|price| same_currency("buy_it_now_price", currency, price))
-                .transpose()?;
+            let reserve = optional_money(
+                "parameters.english.reserve_price",
+                english.reserve_price.as_ref(),
+            )?
+            .map(|reserve| same_currency("reserve_price", currency, reserve))
+            .transpose()?;
+            let buy_it_now = optional_money(
+                "parameters.english.buy_it_now_price",
+                english.buy_it_now_price.as_ref(),
+            )?
+            .map(|price| same_currency("buy_it_now_price", currency, price))
+            .transpose()?;
             let defaults = SoftClose::default();
-            let window_ms = duration_ms("parameters.english.soft_close_window", english.soft_close_window.as_ref())?;
-            let extension_ms = duration_ms("parameters.english.soft_close_extension", english.soft_close_extension.as_ref())?;
-            let max_total_ms = duration_ms("parameters.english.max_total_extension", english.max_total_extension.as_ref())?;
+            let window_ms = duration_ms(
+                "parameters.english.soft_close_window",
+                english.soft_close_window.as_ref(),
+            )?;
+            let extension_ms = duration_ms(
+                "parameters.english.soft_close_extension",
+                english.soft_close_extension.as_ref(),
+            )?;
+            let max_total_ms = duration_ms(
+                "parameters.english.max_total_extension",
+                english.max_total_extension.as_ref(),
+            )?;
             // A zero window turns soft close off.
             let soft_close = match window_ms {
                 Some(0) => None,
@@ -219,10 +280,21 @@ pub fn spec(request: &pb::CreateAuctionRequest, auction_id: Uuid, seller: Uuid) 
         Some(FormatParameters::Dutch(dutch)) => {
             let start = money("parameters.dutch.start_price", dutch.start_price.as_ref())?;
             let currency = start.currency;
-            let step = same_currency("price_step", currency, money("parameters.dutch.price_step", dutch.price_step.as_ref())?)?;
-            let floor = same_currency("floor_price", currency, money("parameters.dutch.floor_price", dutch.floor_price.as_ref())?)?;
-            let tick_interval_ms = duration_ms("parameters.dutch.tick_interval", dutch.tick_interval.as_ref())?
-                .ok_or_else(|| invalid("parameters.dutch.tick_interval", "is required"))?;
+            let step = same_currency(
+                "price_step",
+                currency,
+                money("parameters.dutch.price_step", dutch.price_step.as_ref())?,
+            )?;
+            let floor = same_currency(
+                "floor_price",
+                currency,
+                money("parameters.dutch.floor_price", dutch.floor_price.as_ref())?,
+            )?;
+            let tick_interval_ms = duration_ms(
+                "parameters.dutch.tick_interval",
+                dutch.tick_interval.as_ref(),
+            )?
+            .ok_or_else(|| invalid("parameters.dutch.tick_interval", "is required"))?;
             let spec = DutchSpec {
                 start_price: start.amount,
                 price_step: step,
@@ -239,15 +311,21 @@ pub fn spec(request: &pb::CreateAuctionRequest, auction_id: Uuid, seller: Uuid) 
                 other => {
                     return Err(invalid(
                         "parameters.format",
-                        format!("sealed parameters need a sealed format, not {}", other.as_str_name()),
+                        format!(
+                            "sealed parameters need a sealed format, not {}",
+                            other.as_str_name()
+                        ),
                     ));
                 }
             };
             let start = money("parameters.sealed.start_price", sealed.start_price.as_ref())?;
             let currency = start.currency;
-            let reserve = optional_money("parameters.sealed.reserve_price", sealed.reserve_price.as_ref())?
-                .map(|reserve| same_currency("reserve_price", currency, reserve))
-                .transpose()?;
+            let reserve = optional_money(
+                "parameters.sealed.reserve_price",
+                sealed.reserve_price.as_ref(),
+            )?
+            .map(|reserve| same_currency("reserve_price", currency, reserve))
+            .transpose()?;
             let end_at = from_timestamp("end_time", request.end_time.as_ref())?;
             let spec = SealedSpec {
                 pricing,
@@ -281,8 +359,14 @@ pub fn format_of(view: &AuctionView) -> pb::AuctionFormat {
     match &view.format {
         FormatView::English { .. } => pb::AuctionFormat::English,
         FormatView::Dutch { .. } => pb::AuctionFormat::Dutch,
-        FormatView::Sealed { pricing: SealedPricing::FirstPrice, .. } => pb::AuctionFormat::SealedFirstPrice,
-        FormatView::Sealed { pricing: SealedPricing::SecondPrice, .. } => pb::AuctionFormat::SealedSecondPrice,
+        FormatView::Sealed {
+            pricing: SealedPricing::FirstPrice,
+            ..
+        } => pb::AuctionFormat::SealedFirstPrice,
+        FormatView::Sealed {
+            pricing: SealedPricing::SecondPrice,
+            ..
+        } => pb::AuctionFormat::SealedSecondPrice,
         FormatView::Live { .. } => pb::AuctionFormat::Live,
     }
 }
@@ -322,7 +406,9 @@ pub fn bid_status(status: BidStatus) -> pb::BidStatus {
 /// not reveal the account.
 pub fn bidder(user: UserId) -> pb::BidderRef {
     let id = Uuid::from_u128(user.0);
-    let handle = Uuid::new_v5(&Uuid::NAMESPACE_OID, id.as_bytes()).simple().to_string();
+    let handle = Uuid::new_v5(&Uuid::NAMESPACE_OID, id.as_bytes())
+        .simple()
+        .to_string();
     pb::BidderRef {
         handle: format!("bidder-{}", &handle[..8]),
         user_id: String::new(),
@@ -330,7 +416,12 @@ pub fn bidder(user: UserId) -> pb::BidderRef {
 }
 
 /// The wire state of an auction.
-pub fn state(auction_id: Uuid, view: &AuctionView, metadata: &Metadata, now: Timestamp) -> pb::AuctionState {
+pub fn state(
+    auction_id: Uuid,
+    view: &AuctionView,
+    metadata: &Metadata,
+    now: Timestamp,
+) -> pb::AuctionState {
     let currency = view.currency;
     let mut state = pb::AuctionState {
         auction_id: auction_id.to_string(),
@@ -344,7 +435,9 @@ pub fn state(auction_id: Uuid, view: &AuctionView, metadata: &Metadata, now: Tim
         start_time: Some(timestamp(view.start_at)),
         sequence: view.next_seq,
         server_time: Some(timestamp(now)),
-        original_end_time: metadata.original_end_ms.map(|ms| timestamp(Timestamp::from_unix_ms(ms))),
+        original_end_time: metadata
+            .original_end_ms
+            .map(|ms| timestamp(Timestamp::from_unix_ms(ms))),
         ..pb::AuctionState::default()
     };
     match &view.format {
@@ -369,7 +462,9 @@ pub fn state(auction_id: Uuid, view: &AuctionView, metadata: &Metadata, now: Tim
             if let (Some(winner), Some(price)) = (winner, final_price) {
                 state.result = Some(result(*winner, *price, 1, *end_at));
             }
-            state.format_state = Some(pb::auction_state::FormatState::English(pb::EnglishState::default()));
+            state.format_state = Some(pb::auction_state::FormatState::English(
+                pb::EnglishState::default(),
+            ));
         }
         FormatView::Dutch {
             clock_price,
@@ -434,7 +529,9 @@ pub fn viewer(facts: &ViewerFacts, view: &AuctionView, seller: bool) -> pb::View
     let sealed = matches!(view.format, FormatView::Sealed { .. });
     pb::ViewerState {
         is_leader: leader,
-        status: facts.bid_status.map_or(pb::BidStatus::Unspecified, bid_status) as i32,
+        status: facts
+            .bid_status
+            .map_or(pb::BidStatus::Unspecified, bid_status) as i32,
         max_bid: if sealed { None } else { own.clone() },
         sealed_bid: if sealed { own } else { None },
         is_seller: seller,
@@ -445,8 +542,16 @@ pub fn viewer(facts: &ViewerFacts, view: &AuctionView, seller: bool) -> pb::View
 /// The wire form of a receipt's state and viewer, as of the time the
 /// request was applied.
 pub fn receipt_state(receipt: &Receipt) -> (pb::AuctionState, Option<pb::ViewerState>) {
-    let state = state(receipt.auction_id, &receipt.view, &receipt.metadata, Timestamp::from_unix_ms(receipt.at_ms));
-    let viewer = receipt.viewer.as_ref().map(|facts| viewer(facts, &receipt.view, false));
+    let state = state(
+        receipt.auction_id,
+        &receipt.view,
+        &receipt.metadata,
+        Timestamp::from_unix_ms(receipt.at_ms),
+    );
+    let viewer = receipt
+        .viewer
+        .as_ref()
+        .map(|facts| viewer(facts, &receipt.view, false));
     (state, viewer)
 }
 
@@ -475,7 +580,12 @@ pub fn event(auction_id: Uuid, event: &Event, view: &AuctionView) -> pb::Auction
         Kind::Unsold { reason } => Some(Wire::Unsold(pb::AuctionUnsold {
             reason: unsold(reason) as i32,
         })),
-        Kind::PriceChanged { bidder: who, price, leader, .. } => Some(Wire::BidAccepted(pb::BidAccepted {
+        Kind::PriceChanged {
+            bidder: who,
+            price,
+            leader,
+            ..
+        } => Some(Wire::BidAccepted(pb::BidAccepted {
             bidder: Some(bidder(who)),
             new_price: Some(money_to_proto(price)),
             leader: Some(bidder(leader)),
@@ -486,17 +596,31 @@ pub fn event(auction_id: Uuid, event: &Event, view: &AuctionView) -> pb::Auction
             new_end_time: Some(timestamp(end_at)),
             ..pb::AuctionExtended::default()
         })),
-        Kind::BidRetracted { price, leader, reserve_met, .. } => Some(Wire::BidRetracted(pb::BidRetracted {
+        Kind::BidRetracted {
+            price,
+            leader,
+            reserve_met,
+            ..
+        } => Some(Wire::BidRetracted(pb::BidRetracted {
             new_price: price.map(money_to_proto),
             leader: leader.map(bidder),
-            reserve_state: if reserve_met { pb::ReserveState::Met as i32 } else { pb::ReserveState::Unspecified as i32 },
+            reserve_state: if reserve_met {
+                pb::ReserveState::Met as i32
+            } else {
+                pb::ReserveState::Unspecified as i32
+            },
             ..pb::BidRetracted::default()
         })),
         Kind::ClockTicked { price } => Some(Wire::DutchClockTicked(pb::DutchClockTicked {
             current_price: Some(money_to_proto(price)),
             ..pb::DutchClockTicked::default()
         })),
-        Kind::UnitsSold { buyer, quantity, unit_price, remaining } => Some(Wire::UnitsSold(pb::UnitsSold {
+        Kind::UnitsSold {
+            buyer,
+            quantity,
+            unit_price,
+            remaining,
+        } => Some(Wire::UnitsSold(pb::UnitsSold {
             buyer: Some(bidder(buyer)),
             quantity,
             unit_price: Some(money_to_proto(unit_price)),
@@ -523,9 +647,13 @@ pub fn event(auction_id: Uuid, event: &Event, view: &AuctionView) -> pb::Auction
 
 fn unsold(reason: auction_engine::UnsoldReason) -> pb::UnsoldReason {
     match reason {
-        auction_engine::UnsoldReason::NoBids | auction_engine::UnsoldReason::NoAccept => pb::UnsoldReason::NoBids,
+        auction_engine::UnsoldReason::NoBids | auction_engine::UnsoldReason::NoAccept => {
+            pb::UnsoldReason::NoBids
+        }
         auction_engine::UnsoldReason::ReserveNotMet => pb::UnsoldReason::ReserveNotMet,
-        auction_engine::UnsoldReason::Passed | auction_engine::UnsoldReason::NothingSold => pb::UnsoldReason::Passed,
+        auction_engine::UnsoldReason::Passed | auction_engine::UnsoldReason::NothingSold => {
+            pb::UnsoldReason::Passed
+        }
     }
 }
 
@@ -541,8 +669,13 @@ pub fn own_bid(receipt: &Receipt, kind: pb::BidKind) -> pb::Bid {
         status: facts
             .and_then(|facts| facts.bid_status)
             .map_or(pb::BidStatus::Unspecified, bid_status) as i32,
-        place_time: Some(timestamp(receipt.events.last().map_or(now, |event| event.at))),
-        sequence: receipt.events.last().map_or(0, |event| wire_sequence(event.seq)),
+        place_time: Some(timestamp(
+            receipt.events.last().map_or(now, |event| event.at),
+        )),
+        sequence: receipt
+            .events
+            .last()
+            .map_or(0, |event| wire_sequence(event.seq)),
         ..pb::Bid::default()
     }
 }

@@ -7,8 +7,8 @@
 use std::str::FromStr;
 
 use auction_engine::{
-    AuctionId, AuctionSpec, Currency, DutchSpec, EnglishSpec, FormatSpec, SealedPricing, SealedSpec, Timestamp,
-    UserId,
+    AuctionId, AuctionSpec, Currency, DutchSpec, EnglishSpec, FormatSpec, SealedPricing,
+    SealedSpec, Timestamp, UserId,
 };
 use rust_decimal::Decimal;
 use tokio::sync::oneshot;
@@ -22,7 +22,8 @@ use crate::shard::{self, Clock, IdempotencyKey, Metadata, Shards};
 const DEMO_SELLER: &str = "019ab000-0000-7000-8000-00000000a11c";
 
 fn usd(text: &str) -> Result<Decimal, BiddingError> {
-    Decimal::from_str(text).map_err(|error| BiddingError::Internal(format!("demo amount {text}: {error}")))
+    Decimal::from_str(text)
+        .map_err(|error| BiddingError::Internal(format!("demo amount {text}: {error}")))
 }
 
 /// Creates the demo auctions when the log has none; returns how many.
@@ -35,7 +36,8 @@ pub async fn seed(shards: &Shards, log: &Log, clock: &dyn Clock) -> Result<usize
     {
         return Ok(0);
     }
-    let seller = Uuid::from_str(DEMO_SELLER).map_err(|error| BiddingError::Internal(error.to_string()))?;
+    let seller =
+        Uuid::from_str(DEMO_SELLER).map_err(|error| BiddingError::Internal(error.to_string()))?;
     let now = clock.now();
     let minutes = |count: i64| Timestamp::from_unix_ms(now.unix_ms() + count * 60_000);
     let mut english_with_reserve = EnglishSpec::new(usd("100.00")?, minutes(120));
@@ -43,8 +45,16 @@ pub async fn seed(shards: &Shards, log: &Log, clock: &dyn Clock) -> Result<usize
     english_with_reserve.buy_it_now_price = Some(usd("1500.00")?);
     let english_ending_soon = EnglishSpec::new(usd("25.00")?, minutes(3));
     let demos: Vec<(&str, &str, FormatSpec)> = vec![
-        ("019ab000-0001-7000-8000-000000000001", "Leica M6 rangefinder, 1986", FormatSpec::English(english_with_reserve)),
-        ("019ab000-0001-7000-8000-000000000003", "1909-S VDB Lincoln cent", FormatSpec::English(english_ending_soon)),
+        (
+            "019ab000-0001-7000-8000-000000000001",
+            "Leica M6 rangefinder, 1986",
+            FormatSpec::English(english_with_reserve),
+        ),
+        (
+            "019ab000-0001-7000-8000-000000000003",
+            "1909-S VDB Lincoln cent",
+            FormatSpec::English(english_ending_soon),
+        ),
         (
             "019ab000-0001-7000-8000-000000000006",
             "ThinkPad X1 Carbon Gen 11 (3 units)",
@@ -105,6 +115,9 @@ pub async fn seed(shards: &Shards, log: &Log, clock: &dyn Clock) -> Result<usize
         )?;
         answer.await.map_err(|_| BiddingError::ShuttingDown)??;
     }
-    tracing::info!(auctions = count, "demo auctions created (English, Dutch, sealed)");
+    tracing::info!(
+        auctions = count,
+        "demo auctions created (English, Dutch, sealed)"
+    );
     Ok(count)
 }

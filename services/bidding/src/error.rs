@@ -60,7 +60,9 @@ impl From<&Rejection> for Refusal {
             Rejection::QuantityUnavailable { .. } => "UNITS_UNAVAILABLE",
             Rejection::NoSuchBid => "BID_NOT_FOUND",
             Rejection::UnsupportedForFormat => "WRONG_FORMAT",
-            Rejection::NotAuctioneer | Rejection::NotAdmin | Rejection::NotBidder => "ROLE_REQUIRED",
+            Rejection::NotAuctioneer | Rejection::NotAdmin | Rejection::NotBidder => {
+                "ROLE_REQUIRED"
+            }
             Rejection::NotSeller => "NOT_OWNER",
             Rejection::ReserveMetCannotCancel => "RESERVE_ALREADY_MET",
             Rejection::PriceMismatch { .. } => "EXPECTED_AMOUNT_MISMATCH",
@@ -71,7 +73,9 @@ impl From<&Rejection> for Refusal {
             | Rejection::LotNotClosed
             | Rejection::NoBids
             | Rejection::ReserveNotMet => "LOT_STATE_INVALID",
-            Rejection::InvalidQuantity | Rejection::InvalidTtl | Rejection::TimeOutOfRange => "VALIDATION_FAILED",
+            Rejection::InvalidQuantity | Rejection::InvalidTtl | Rejection::TimeOutOfRange => {
+                "VALIDATION_FAILED"
+            }
             Rejection::BidBelowMinimum { .. }
             | Rejection::AuctionClosed
             | Rejection::AuctionCancelled
@@ -96,7 +100,10 @@ impl From<&Rejection> for Refusal {
                 refusal
                     .metadata
                     .insert("currency".to_owned(), minimum.currency.code().to_owned());
-                refusal.minimum_bid = Some((minimum.amount.to_string(), minimum.currency.code().to_owned()));
+                refusal.minimum_bid = Some((
+                    minimum.amount.to_string(),
+                    minimum.currency.code().to_owned(),
+                ));
             }
             Rejection::WrongCurrency { expected } => {
                 refusal
@@ -194,16 +201,19 @@ impl ServiceError for BiddingError {
             Self::ShardBusy { shard, .. } | Self::NotLeader { shard } => {
                 std::collections::HashMap::from([("shard".to_owned(), shard.to_string())])
             }
-            Self::IdempotencyKeyReused(_) | Self::Unavailable(_) | Self::ShuttingDown | Self::Internal(_) => {
-                std::collections::HashMap::new()
-            }
+            Self::IdempotencyKeyReused(_)
+            | Self::Unavailable(_)
+            | Self::ShuttingDown
+            | Self::Internal(_) => std::collections::HashMap::new(),
         }
     }
 
     fn retry_after(&self) -> Option<Duration> {
         match self {
             Self::ShardBusy { retry_after_ms, .. } => Some(Duration::from_millis(*retry_after_ms)),
-            Self::NotLeader { .. } | Self::Unavailable(_) | Self::ShuttingDown => Some(Duration::from_millis(200)),
+            Self::NotLeader { .. } | Self::Unavailable(_) | Self::ShuttingDown => {
+                Some(Duration::from_millis(200))
+            }
             Self::Refused(_) | Self::IdempotencyKeyReused(_) | Self::Internal(_) => None,
         }
     }

@@ -14,9 +14,6 @@ use uuid::Uuid;
 
 use crate::shard::Metadata;
 
-/// How many batches a watcher may fall behind before it is resynced.
-pub const WATCHER_BUFFER: usize = 256;
-
 /// What one commit changed in one auction.
 #[derive(Debug)]
 pub struct Published {
@@ -31,25 +28,41 @@ pub struct Published {
 }
 
 /// The per-auction broadcast channels.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Hub {
     channels: Mutex<HashMap<Uuid, broadcast::Sender<Arc<Published>>>>,
+    /// How many commits a watcher may fall behind before it is resynced.
+    capacity: usize,
 }
 
 impl Hub {
+    /// A hub whose watchers may fall `capacity` commits behind.
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            channels: Mutex::new(HashMap::new()),
+            capacity: capacity.max(1),
+        }
+    }
+
     /// Subscribes to an auction's committed events.
     pub fn subscribe(&self, auction_id: Uuid) -> broadcast::Receiver<Arc<Published>> {
-        let mut channels = self.channels.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut channels = self
+            .channels
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         channels
             .entry(auction_id)
-            .or_insert_with(|| broadcast::channel(WATCHER_BUFFER).0)
+            .or_insert_with(|| broadcast::channel(self.capacity).0)
             .subscribe()
     }
 
     /// Hands a commit to the auction's watchers; drops the channel when
     /// nobody watches any more.
     pub fn publish(&self, published: Published) {
-        let mut channels = self.channels.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut channels = self
+            .channels
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let auction_id = published.auction_id;
         if let Some(sender) = channels.get(&auction_id)
             && sender.send(Arc::new(published)).is_err()
@@ -61,6 +74,9 @@ impl Hub {
 
     /// How many auctions have at least one channel (for metrics and tests).
     pub fn channel_count(&self) -> usize {
-        self.channels.lock().unwrap_or_else(std::sync::PoisonError::into_inner).len()
+        self.channels
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
     }
 }

@@ -44,7 +44,9 @@ impl MeshService for Service {
 
     async fn build(context: ServiceContext) -> Result<Self, StartError> {
         let log = log::Log::new(context.database.clone());
-        let hub = std::sync::Arc::new(hub::Hub::default());
+        let hub = std::sync::Arc::new(hub::Hub::new(
+            context.config.bidding.watcher_buffer_batches as usize,
+        ));
         let clock: std::sync::Arc<dyn shard::Clock> = std::sync::Arc::new(shard::SystemClock);
         let shards = shard::start(
             context.config.bidding.shard_count,

@@ -275,7 +275,10 @@ impl Log {
     }
 
     /// The stored outcomes among `keys` (caller, method, request id).
-    pub async fn find_outcomes(&self, keys: &[(Uuid, &str, &str)]) -> Result<Vec<OutcomeRow>, LogError> {
+    pub async fn find_outcomes(
+        &self,
+        keys: &[(Uuid, &str, &str)],
+    ) -> Result<Vec<OutcomeRow>, LogError> {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
@@ -372,7 +375,12 @@ impl Log {
 
     /// Up to `limit` events of an auction from engine sequence `from_seq`
     /// on, in order: (seq, event JSON).
-    pub async fn events_from(&self, auction_id: Uuid, from_seq: u64, limit: u32) -> Result<Vec<(u64, String)>, LogError> {
+    pub async fn events_from(
+        &self,
+        auction_id: Uuid,
+        from_seq: u64,
+        limit: u32,
+    ) -> Result<Vec<(u64, String)>, LogError> {
         let rows = on_pool!(&self.database, pool => {
             QueryBuilder::new("SELECT seq, event FROM auction_events WHERE auction_id = ")
                 .push_bind(auction_id)
@@ -387,12 +395,19 @@ impl Log {
                 .map(|row| Ok((row.try_get::<i64, _>("seq")?, row.try_get::<String, _>("event")?)))
                 .collect::<Result<Vec<_>, sqlx::Error>>()?
         });
-        rows.into_iter().map(|(seq, event)| Ok((to_u64(seq, "seq")?, event))).collect()
+        rows.into_iter()
+            .map(|(seq, event)| Ok((to_u64(seq, "seq")?, event)))
+            .collect()
     }
 
     /// Auction ids in id order after `after` (for paging), optionally only
     /// those not finished.
-    pub async fn list_auction_ids(&self, after: Option<Uuid>, only_live: bool, limit: u32) -> Result<Vec<Uuid>, LogError> {
+    pub async fn list_auction_ids(
+        &self,
+        after: Option<Uuid>,
+        only_live: bool,
+        limit: u32,
+    ) -> Result<Vec<Uuid>, LogError> {
         let ids = on_pool!(&self.database, pool => {
             let mut query = QueryBuilder::new("SELECT auction_id FROM auctions WHERE 1 = 1");
             if let Some(after) = after {

@@ -52,7 +52,11 @@ impl Bidding {
         self.clock.now()
     }
 
-    async fn ask(&self, auction_id: Uuid, build: impl FnOnce(oneshot::Sender<Result<Receipt, BiddingError>>) -> shard::Request) -> Result<Receipt, Status> {
+    async fn ask(
+        &self,
+        auction_id: Uuid,
+        build: impl FnOnce(oneshot::Sender<Result<Receipt, BiddingError>>) -> shard::Request,
+    ) -> Result<Receipt, Status> {
         let (reply, answer) = oneshot::channel();
         self.shards.send(auction_id, build(reply))?;
         match answer.await {
@@ -97,25 +101,40 @@ impl Bidding {
         Ok(Actor::bidder(convert::user_id(caller.user_id)))
     }
 
-    fn bid_response(&self, receipt: &Receipt, kind: pb::BidKind) -> (Option<pb::Bid>, Option<pb::AuctionState>, Option<pb::ViewerState>) {
+    fn bid_response(
+        &self,
+        receipt: &Receipt,
+        kind: pb::BidKind,
+    ) -> (
+        Option<pb::Bid>,
+        Option<pb::AuctionState>,
+        Option<pb::ViewerState>,
+    ) {
         let (state, viewer) = convert::receipt_state(receipt);
         (Some(convert::own_bid(receipt, kind)), Some(state), viewer)
     }
 
     /// `CreateAuction`: services (the catalog) and admins.
-    pub async fn create_auction(&self, request: Request<pb::CreateAuctionRequest>) -> Result<Response<pb::CreateAuctionResponse>, Status> {
+    pub async fn create_auction(
+        &self,
+        request: Request<pb::CreateAuctionRequest>,
+    ) -> Result<Response<pb::CreateAuctionResponse>, Status> {
         let caller = auth::caller(&request)?;
         caller.require_service_or_admin()?;
         let request = request.into_inner();
         let request_id = convert::request_id(&request.request_id).map_err(refused)?;
         let auction_id = if request.auction_id.is_empty() {
             // A retry must name the same auction: derive it from the key.
-            Uuid::new_v5(&Uuid::NAMESPACE_OID, format!("{}:{request_id}", caller.user_id).as_bytes())
+            Uuid::new_v5(
+                &Uuid::NAMESPACE_OID,
+                format!("{}:{request_id}", caller.user_id).as_bytes(),
+            )
         } else {
             convert::uuid("auction_id", &request.auction_id).map_err(refused)?
         };
         let seller = convert::uuid("seller_id", &request.seller_id).map_err(refused)?;
-        let (spec, original_end_ms) = convert::spec(&request, auction_id, seller).map_err(refused)?;
+        let (spec, original_end_ms) =
+            convert::spec(&request, auction_id, seller).map_err(refused)?;
         let metadata = Metadata {
             item_id: request.item_id.clone(),
             title: request.title.clone(),
@@ -141,15 +160,25 @@ impl Bidding {
             })
             .await?;
         let (state, _) = convert::receipt_state(&receipt);
-        Ok(Response::new(pb::CreateAuctionResponse { state: Some(state) }))
+        Ok(Response::new(pb::CreateAuctionResponse {
+            state: Some(state),
+        }))
     }
 
     /// `GetAuctionState`: anyone; the viewer part for a signed-in caller.
-    pub async fn get_auction_state(&self, request: Request<pb::GetAuctionStateRequest>) -> Result<Response<pb::GetAuctionStateResponse>, Status> {
+    pub async fn get_auction_state(
+        &self,
+        request: Request<pb::GetAuctionStateRequest>,
+    ) -> Result<Response<pb::GetAuctionStateResponse>, Status> {
         let viewer = auth::optional_caller(&request).map(|caller| convert::user_id(caller.user_id));
-        let auction_id = convert::uuid("auction_id", &request.get_ref().auction_id).map_err(refused)?;
+        let auction_id =
+            convert::uuid("auction_id", &request.get_ref().auction_id).map_err(refused)?;
         let receipt = self
-            .ask(auction_id, |reply| shard::Request::Read { auction_id, viewer, reply })
+            .ask(auction_id, |reply| shard::Request::Read {
+                auction_id,
+                viewer,
+                reply,
+            })
             .await?;
         let (state, viewer) = convert::receipt_state(&receipt);
         Ok(Response::new(pb::GetAuctionStateResponse {
@@ -160,33 +189,60 @@ impl Bidding {
     }
 
     /// `PlaceBid`: a straight bid, a maximum equal to its amount.
-    pub async fn place_bid(&self, request: Request<pb::PlaceBidRequest>) -> Result<Response<pb::PlaceBidResponse>, Status> {
+    pub async fn place_bid(
+        &self,
+        request: Request<pb::PlaceBidRequest>,
+    ) -> Result<Response<pb::PlaceBidResponse>, Status> {
         let caller = auth::caller(&request)?;
         let actor = Self::bidder(&caller)?;
         let request = request.into_inner();
         let amount = convert::money("amount", request.amount.as_ref()).map_err(refused)?;
         let receipt = self
-            .act(&caller, "PlaceBid", &request.request_id, &request.auction_id, actor, Action::PlaceBid { amount, lot: None })
+            .act(
+                &caller,
+                "PlaceBid",
+                &request.request_id,
+                &request.auction_id,
+                actor,
+                Action::PlaceBid { amount, lot: None },
+            )
             .await?;
         let (bid, state, viewer) = self.bid_response(&receipt, pb::BidKind::Manual);
         Ok(Response::new(pb::PlaceBidResponse { bid, state, viewer }))
     }
 
     /// `SetMaxBid`: a proxy maximum.
-    pub async fn set_max_bid(&self, request: Request<pb::SetMaxBidRequest>) -> Result<Response<pb::SetMaxBidResponse>, Status> {
+    pub async fn set_max_bid(
+        &self,
+        request: Request<pb::SetMaxBidRequest>,
+    ) -> Result<Response<pb::SetMaxBidResponse>, Status> {
         let caller = auth::caller(&request)?;
         let actor = Self::bidder(&caller)?;
         let request = request.into_inner();
-        let max_amount = convert::money("max_amount", request.max_amount.as_ref()).map_err(refused)?;
+        let max_amount =
+            convert::money("max_amount", request.max_amount.as_ref()).map_err(refused)?;
         let receipt = self
-            .act(&caller, "SetMaxBid", &request.request_id, &request.auction_id, actor, Action::SetMaxBid { max_amount, lot: None })
+            .act(
+                &caller,
+                "SetMaxBid",
+                &request.request_id,
+                &request.auction_id,
+                actor,
+                Action::SetMaxBid {
+                    max_amount,
+                    lot: None,
+                },
+            )
             .await?;
         let (bid, state, viewer) = self.bid_response(&receipt, pb::BidKind::Proxy);
         Ok(Response::new(pb::SetMaxBidResponse { bid, state, viewer }))
     }
 
     /// `PlaceSealedBid`: hidden until the close; an optional expiry.
-    pub async fn place_sealed_bid(&self, request: Request<pb::PlaceSealedBidRequest>) -> Result<Response<pb::PlaceSealedBidResponse>, Status> {
+    pub async fn place_sealed_bid(
+        &self,
+        request: Request<pb::PlaceSealedBidRequest>,
+    ) -> Result<Response<pb::PlaceSealedBidResponse>, Status> {
         let caller = auth::caller(&request)?;
         let actor = Self::bidder(&caller)?;
         let now = self.now();
@@ -195,7 +251,8 @@ impl Bidding {
         let ttl_ms = match request.expire_time.as_ref() {
             None => None,
             Some(expire) => {
-                let expire_at = convert::from_timestamp("expire_time", Some(expire)).map_err(refused)?;
+                let expire_at =
+                    convert::from_timestamp("expire_time", Some(expire)).map_err(refused)?;
                 let ttl_ms = expire_at.unix_ms() - now.unix_ms();
                 if ttl_ms <= 0 {
                     return Err(refused(convert::invalid("expire_time", "is in the past")));
@@ -204,49 +261,100 @@ impl Bidding {
             }
         };
         let receipt = self
-            .act(&caller, "PlaceSealedBid", &request.request_id, &request.auction_id, actor, Action::PlaceSealedBid { amount, ttl_ms })
+            .act(
+                &caller,
+                "PlaceSealedBid",
+                &request.request_id,
+                &request.auction_id,
+                actor,
+                Action::PlaceSealedBid { amount, ttl_ms },
+            )
             .await?;
         let (bid, state, viewer) = self.bid_response(&receipt, pb::BidKind::Sealed);
-        Ok(Response::new(pb::PlaceSealedBidResponse { bid, state, viewer }))
+        Ok(Response::new(pb::PlaceSealedBidResponse {
+            bid,
+            state,
+            viewer,
+        }))
     }
 
     /// `WithdrawSealedBid`: the caller's standing sealed bid (one per bidder).
-    pub async fn withdraw_sealed_bid(&self, request: Request<pb::WithdrawSealedBidRequest>) -> Result<Response<pb::WithdrawSealedBidResponse>, Status> {
+    pub async fn withdraw_sealed_bid(
+        &self,
+        request: Request<pb::WithdrawSealedBidRequest>,
+    ) -> Result<Response<pb::WithdrawSealedBidResponse>, Status> {
         let caller = auth::caller(&request)?;
         let actor = Self::bidder(&caller)?;
         let request = request.into_inner();
         let receipt = self
-            .act(&caller, "WithdrawSealedBid", &request.request_id, &request.auction_id, actor, Action::WithdrawSealedBid)
+            .act(
+                &caller,
+                "WithdrawSealedBid",
+                &request.request_id,
+                &request.auction_id,
+                actor,
+                Action::WithdrawSealedBid,
+            )
             .await?;
         let (bid, state, viewer) = self.bid_response(&receipt, pb::BidKind::Sealed);
-        Ok(Response::new(pb::WithdrawSealedBidResponse { bid, state, viewer }))
+        Ok(Response::new(pb::WithdrawSealedBidResponse {
+            bid,
+            state,
+            viewer,
+        }))
     }
 
     /// `AcceptDutchPrice`: units at the current clock price.
-    pub async fn accept_dutch_price(&self, request: Request<pb::AcceptDutchPriceRequest>) -> Result<Response<pb::AcceptDutchPriceResponse>, Status> {
+    pub async fn accept_dutch_price(
+        &self,
+        request: Request<pb::AcceptDutchPriceRequest>,
+    ) -> Result<Response<pb::AcceptDutchPriceResponse>, Status> {
         let caller = auth::caller(&request)?;
         let actor = Self::bidder(&caller)?;
         let request = request.into_inner();
-        let max_unit_price = convert::money("max_unit_price", request.max_unit_price.as_ref()).map_err(refused)?;
+        let max_unit_price =
+            convert::money("max_unit_price", request.max_unit_price.as_ref()).map_err(refused)?;
         let action = Action::DutchAccept {
             quantity: request.quantity.max(1),
             max_unit_price,
         };
         let receipt = self
-            .act(&caller, "AcceptDutchPrice", &request.request_id, &request.auction_id, actor, action)
+            .act(
+                &caller,
+                "AcceptDutchPrice",
+                &request.request_id,
+                &request.auction_id,
+                actor,
+                action,
+            )
             .await?;
         let (bid, state, viewer) = self.bid_response(&receipt, pb::BidKind::DutchAccept);
-        Ok(Response::new(pb::AcceptDutchPriceResponse { bid, state, viewer }))
+        Ok(Response::new(pb::AcceptDutchPriceResponse {
+            bid,
+            state,
+            viewer,
+        }))
     }
 
     /// `BuyItNow`: at the price the buyer saw.
-    pub async fn buy_it_now(&self, request: Request<pb::BuyItNowRequest>) -> Result<Response<pb::BuyItNowResponse>, Status> {
+    pub async fn buy_it_now(
+        &self,
+        request: Request<pb::BuyItNowRequest>,
+    ) -> Result<Response<pb::BuyItNowResponse>, Status> {
         let caller = auth::caller(&request)?;
         let actor = Self::bidder(&caller)?;
         let request = request.into_inner();
-        let price = convert::money("expected_price", request.expected_price.as_ref()).map_err(refused)?;
+        let price =
+            convert::money("expected_price", request.expected_price.as_ref()).map_err(refused)?;
         let receipt = self
-            .act(&caller, "BuyItNow", &request.request_id, &request.auction_id, actor, Action::BuyItNow { price })
+            .act(
+                &caller,
+                "BuyItNow",
+                &request.request_id,
+                &request.auction_id,
+                actor,
+                Action::BuyItNow { price },
+            )
             .await?;
         let (bid, state, viewer) = self.bid_response(&receipt, pb::BidKind::BuyItNow);
         Ok(Response::new(pb::BuyItNowResponse { bid, state, viewer }))
@@ -254,7 +362,10 @@ impl Bidding {
 
     /// `CancelAuction`: the seller before the reserve is met, admins always
     /// (the engine decides).
-    pub async fn cancel_auction(&self, request: Request<pb::CancelAuctionRequest>) -> Result<Response<pb::CancelAuctionResponse>, Status> {
+    pub async fn cancel_auction(
+        &self,
+        request: Request<pb::CancelAuctionRequest>,
+    ) -> Result<Response<pb::CancelAuctionResponse>, Status> {
         let caller = auth::caller(&request)?;
         let actor = if caller.is_admin() {
             Actor::admin(convert::user_id(caller.user_id))
@@ -263,14 +374,26 @@ impl Bidding {
         };
         let request = request.into_inner();
         let receipt = self
-            .act(&caller, "CancelAuction", &request.request_id, &request.auction_id, actor, Action::Cancel)
+            .act(
+                &caller,
+                "CancelAuction",
+                &request.request_id,
+                &request.auction_id,
+                actor,
+                Action::Cancel,
+            )
             .await?;
         let (state, _) = convert::receipt_state(&receipt);
-        Ok(Response::new(pb::CancelAuctionResponse { state: Some(state) }))
+        Ok(Response::new(pb::CancelAuctionResponse {
+            state: Some(state),
+        }))
     }
 
     /// `GetServerTime`: for clients to measure their offset and round trip.
-    pub fn get_server_time(&self, request: Request<pb::GetServerTimeRequest>) -> Response<pb::GetServerTimeResponse> {
+    pub fn get_server_time(
+        &self,
+        request: Request<pb::GetServerTimeRequest>,
+    ) -> Response<pb::GetServerTimeResponse> {
         let received = convert::timestamp(self.now());
         let client_send_time = request.into_inner().client_send_time;
         Response::new(pb::GetServerTimeResponse {
@@ -281,7 +404,10 @@ impl Bidding {
     }
 
     /// `ListAuctions`: the running auctions (or all), in id order, paged.
-    pub async fn list_auctions(&self, request: Request<pb::ListAuctionsRequest>) -> Result<Response<pb::ListAuctionsResponse>, Status> {
+    pub async fn list_auctions(
+        &self,
+        request: Request<pb::ListAuctionsRequest>,
+    ) -> Result<Response<pb::ListAuctionsResponse>, Status> {
         let request = request.into_inner();
         let page_size = match request.page_size {
             size if size <= 0 => 20,
@@ -290,18 +416,32 @@ impl Bidding {
         let after = match request.page_token.as_str() {
             "" => None,
             token => Some(Uuid::parse_str(token).map_err(|_| {
-                let mut refusal = crate::error::Refusal::new(tonic::Code::InvalidArgument, "PAGE_TOKEN_INVALID", "page_token is not one we issued");
-                refusal.metadata.insert("field".to_owned(), "page_token".to_owned());
+                let mut refusal = crate::error::Refusal::new(
+                    tonic::Code::InvalidArgument,
+                    "PAGE_TOKEN_INVALID",
+                    "page_token is not one we issued",
+                );
+                refusal
+                    .metadata
+                    .insert("field".to_owned(), "page_token".to_owned());
                 refused(refusal)
             })?),
         };
         let wanted: Vec<i32> = if request.statuses.is_empty() {
-            vec![pb::AuctionStatus::Open as i32, pb::AuctionStatus::Extended as i32]
+            vec![
+                pb::AuctionStatus::Open as i32,
+                pb::AuctionStatus::Extended as i32,
+            ]
         } else {
             request.statuses.clone()
         };
         let only_live = wanted.iter().all(|status| {
-            [pb::AuctionStatus::Open as i32, pb::AuctionStatus::Extended as i32, pb::AuctionStatus::Scheduled as i32].contains(status)
+            [
+                pb::AuctionStatus::Open as i32,
+                pb::AuctionStatus::Extended as i32,
+                pb::AuctionStatus::Scheduled as i32,
+            ]
+            .contains(status)
         });
         let limit = u32::try_from(page_size).unwrap_or(20);
         let mut auctions = Vec::new();
@@ -320,11 +460,17 @@ impl Bidding {
                 last_seen = Some(auction_id);
                 cursor = Some(auction_id);
                 let receipt = self
-                    .ask(auction_id, |reply| shard::Request::Read { auction_id, viewer: None, reply })
+                    .ask(auction_id, |reply| shard::Request::Read {
+                        auction_id,
+                        viewer: None,
+                        reply,
+                    })
                     .await?;
                 let (state, _) = convert::receipt_state(&receipt);
-                let formats_match = request.formats.is_empty() || request.formats.contains(&state.format);
-                let category_match = request.category_id.is_empty() || receipt.metadata.category_id == request.category_id;
+                let formats_match =
+                    request.formats.is_empty() || request.formats.contains(&state.format);
+                let category_match = request.category_id.is_empty()
+                    || receipt.metadata.category_id == request.category_id;
                 if wanted.contains(&state.status) && formats_match && category_match {
                     auctions.push(state);
                 }
@@ -338,7 +484,10 @@ impl Bidding {
                 } else {
                     last_seen.map(|id| id.to_string()).unwrap_or_default()
                 };
-                return Ok(Response::new(pb::ListAuctionsResponse { auctions, next_page_token }));
+                return Ok(Response::new(pb::ListAuctionsResponse {
+                    auctions,
+                    next_page_token,
+                }));
             }
         }
         Ok(Response::new(pb::ListAuctionsResponse {
@@ -350,20 +499,33 @@ impl Bidding {
     /// `WatchAuction`: a snapshot (fresh start) or the events after the
     /// client's sequence from the log (resume), then every committed event,
     /// gap-free; a watcher that falls behind is resynced with a snapshot.
-    pub async fn watch_auction(&self, request: Request<pb::WatchAuctionRequest>) -> Result<ReceiverStream<Result<pb::WatchAuctionResponse, Status>>, Status> {
+    pub async fn watch_auction(
+        &self,
+        request: Request<pb::WatchAuctionRequest>,
+    ) -> Result<ReceiverStream<Result<pb::WatchAuctionResponse, Status>>, Status> {
         let request = request.into_inner();
         let auction_id = convert::uuid("auction_id", &request.auction_id).map_err(refused)?;
         // Subscribe before reading, so nothing committed in between is missed;
         // duplicates are dropped by sequence below.
         let live = self.hub.subscribe(auction_id);
         let receipt = self
-            .ask(auction_id, |reply| shard::Request::Read { auction_id, viewer: None, reply })
+            .ask(auction_id, |reply| shard::Request::Read {
+                auction_id,
+                viewer: None,
+                reply,
+            })
             .await?;
         let (sender, receiver) = tokio::sync::mpsc::channel(STREAM_BUFFER);
         let bidding = self.clone();
         tokio::spawn(async move {
             bidding
-                .pump(auction_id, request.resume_after_sequence, receipt, live, sender)
+                .pump(
+                    auction_id,
+                    request.resume_after_sequence,
+                    receipt,
+                    live,
+                    sender,
+                )
                 .await;
         });
         Ok(ReceiverStream::new(receiver))
@@ -383,9 +545,19 @@ impl Bidding {
         let mut view = receipt.view.clone();
         let metadata = receipt.metadata.clone();
         let mut sent = if resume_after == 0 || resume_after > current {
-            let reason = if resume_after == 0 { pb::SnapshotReason::Initial } else { pb::SnapshotReason::ResumeUnknown };
+            let reason = if resume_after == 0 {
+                pb::SnapshotReason::Initial
+            } else {
+                pb::SnapshotReason::ResumeUnknown
+            };
             let snapshot = self.snapshot(auction_id, &receipt.view, &metadata, reason);
-            if sender.send(Ok(pb::WatchAuctionResponse { message: Some(Message::Snapshot(snapshot)) })).await.is_err() {
+            if sender
+                .send(Ok(pb::WatchAuctionResponse {
+                    message: Some(Message::Snapshot(snapshot)),
+                }))
+                .await
+                .is_err()
+            {
                 return;
             }
             current
@@ -401,7 +573,9 @@ impl Bidding {
                 let page = match self.log.events_from(auction_id, after, RESUME_PAGE).await {
                     Ok(page) => page,
                     Err(error) => {
-                        let _ = sender.send(Err(BiddingError::Unavailable(error).into())).await;
+                        let _ = sender
+                            .send(Err(BiddingError::Unavailable(error).into()))
+                            .await;
                         return;
                     }
                 };
@@ -414,11 +588,22 @@ impl Bidding {
                         break;
                     }
                     let Ok(event) = serde_json::from_str::<Event>(&text) else {
-                        let _ = sender.send(Err(BiddingError::Internal(format!("event {seq} unreadable")).into())).await;
+                        let _ = sender
+                            .send(Err(BiddingError::Internal(format!(
+                                "event {seq} unreadable"
+                            ))
+                            .into()))
+                            .await;
                         return;
                     };
                     let message = Message::Event(convert::event(auction_id, &event, &view));
-                    if sender.send(Ok(pb::WatchAuctionResponse { message: Some(message) })).await.is_err() {
+                    if sender
+                        .send(Ok(pb::WatchAuctionResponse {
+                            message: Some(message),
+                        }))
+                        .await
+                        .is_err()
+                    {
                         return;
                     }
                     after = seq;
@@ -473,7 +658,13 @@ impl Bidding {
         }
     }
 
-    fn snapshot(&self, auction_id: Uuid, view: &auction_engine::AuctionView, metadata: &Metadata, reason: pb::SnapshotReason) -> pb::AuctionSnapshot {
+    fn snapshot(
+        &self,
+        auction_id: Uuid,
+        view: &auction_engine::AuctionView,
+        metadata: &Metadata,
+        reason: pb::SnapshotReason,
+    ) -> pb::AuctionSnapshot {
         pb::AuctionSnapshot {
             reason: reason as i32,
             state: Some(convert::state(auction_id, view, metadata, self.now())),
@@ -483,10 +674,12 @@ impl Bidding {
 
     fn heartbeat(&self, latest: u64) -> pb::WatchAuctionResponse {
         pb::WatchAuctionResponse {
-            message: Some(pb::watch_auction_response::Message::Heartbeat(pb::StreamHeartbeat {
-                server_time: Some(convert::timestamp(self.now())),
-                latest_sequence: latest,
-            })),
+            message: Some(pb::watch_auction_response::Message::Heartbeat(
+                pb::StreamHeartbeat {
+                    server_time: Some(convert::timestamp(self.now())),
+                    latest_sequence: latest,
+                },
+            )),
         }
     }
 }

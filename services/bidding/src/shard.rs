@@ -14,7 +14,10 @@ use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use auction_engine::{Action, Actor, Auction, AuctionSpec, AuctionStatus, AuctionView, BidStatus, Command, Event, Money, Timestamp, UserId};
+use auction_engine::{
+    Action, Actor, Auction, AuctionSpec, AuctionStatus, AuctionView, BidStatus, Command, Event,
+    Money, Timestamp, UserId,
+};
 use auction_platform::Shutdown;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
@@ -169,7 +172,9 @@ impl Clock for SystemClock {
     fn now(&self) -> Timestamp {
         let unix_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |elapsed| i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX));
+            .map_or(0, |elapsed| {
+                i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
+            });
         Timestamp::from_unix_ms(unix_ms)
     }
 }
@@ -225,7 +230,11 @@ pub async fn start(
     for shard in 0..shard_count {
         // Single-node leadership: each start is a new term, fencing out any
         // earlier process that might still be writing.
-        let epoch = log.current_epoch(shard).await.map_err(BiddingError::Unavailable)? + 1;
+        let epoch = log
+            .current_epoch(shard)
+            .await
+            .map_err(BiddingError::Unavailable)?
+            + 1;
         let (sender, receiver) = mpsc::channel(QUEUE_CAPACITY);
         let mut worker = Worker {
             shard,
@@ -295,7 +304,12 @@ impl Worker {
         for auction_id in ids {
             self.load(auction_id).await?;
         }
-        tracing::debug!(shard = self.shard, epoch = self.epoch, auctions = self.auctions.len(), "shard recovered");
+        tracing::debug!(
+            shard = self.shard,
+            epoch = self.epoch,
+            auctions = self.auctions.len(),
+            "shard recovered"
+        );
         Ok(())
     }
 
@@ -320,17 +334,22 @@ impl Worker {
             serde_json::from_str(&stored.metadata).map_err(|error| corrupt("metadata", &error))?;
         let (mut auction, snapshot_seq) = match &stored.snapshot {
             Some((seq, state)) => (
-                serde_json::from_str::<Auction>(state).map_err(|error| corrupt("snapshot", &error))?,
+                serde_json::from_str::<Auction>(state)
+                    .map_err(|error| corrupt("snapshot", &error))?,
                 *seq,
             ),
             None => {
                 let spec: AuctionSpec =
                     serde_json::from_str(&stored.spec).map_err(|error| corrupt("spec", &error))?;
-                (Auction::new(spec).map_err(|error| corrupt("spec", &error))?, 0)
+                (
+                    Auction::new(spec).map_err(|error| corrupt("spec", &error))?,
+                    0,
+                )
             }
         };
         for text in &stored.events {
-            let event: Event = serde_json::from_str(text).map_err(|error| corrupt("event", &error))?;
+            let event: Event =
+                serde_json::from_str(text).map_err(|error| corrupt("event", &error))?;
             auction
                 .apply_event(&event)
                 .map_err(|error| corrupt("replay", &error))?;
@@ -350,7 +369,11 @@ impl Worker {
         let mut requests = Vec::with_capacity(MAX_BATCH);
         loop {
             let next_timer = self.timers.first().map(|(deadline, _)| *deadline);
-            let sleep_ms = next_timer.map(|deadline| deadline.unix_ms().saturating_sub(self.clock.now().unix_ms()));
+            let sleep_ms = next_timer.map(|deadline| {
+                deadline
+                    .unix_ms()
+                    .saturating_sub(self.clock.now().unix_ms())
+            });
             tokio::select! {
                 biased;
                 () = shutdown.wait() => {
@@ -380,7 +403,11 @@ impl Worker {
                 () = sleep_for(sleep_ms) => {}
             }
             if !self.process(std::mem::take(&mut requests)).await {
-                tracing::warn!(shard = self.shard, epoch = self.epoch, "shard deposed; it stops serving");
+                tracing::warn!(
+                    shard = self.shard,
+                    epoch = self.epoch,
+                    "shard deposed; it stops serving"
+                );
                 return;
             }
         }
@@ -398,9 +425,13 @@ impl Worker {
             // Without the outcomes we cannot tell a retry from a new request.
             for request in requests {
                 let reply = match request {
-                    Request::Create { reply, .. } | Request::Apply { reply, .. } | Request::Read { reply, .. } => reply,
+                    Request::Create { reply, .. }
+                    | Request::Apply { reply, .. }
+                    | Request::Read { reply, .. } => reply,
                 };
-                let _ = reply.send(Err(BiddingError::Unavailable(LogError::Corrupt(error.to_string()))));
+                let _ = reply.send(Err(BiddingError::Unavailable(LogError::Corrupt(
+                    error.to_string(),
+                ))));
             }
             return self.commit(pending).await;
         }
@@ -434,14 +465,24 @@ impl Worker {
                 .iter()
                 .find(|(_, method, _)| *method == row.method)
                 .map_or("", |(_, method, _)| *method);
-            let Some(method) = static_method(method) else { continue };
-            self.remember((row.caller, method, row.request_id), row.fingerprint, outcome);
+            let Some(method) = static_method(method) else {
+                continue;
+            };
+            self.remember(
+                (row.caller, method, row.request_id),
+                row.fingerprint,
+                outcome,
+            );
         }
         Ok(())
     }
 
     fn remember(&mut self, key: OutcomeKey, fingerprint: String, outcome: Outcome) {
-        if self.outcomes.insert(key.clone(), (fingerprint, outcome)).is_none() {
+        if self
+            .outcomes
+            .insert(key.clone(), (fingerprint, outcome))
+            .is_none()
+        {
             self.outcome_order.push_back(key);
         }
         while self.outcome_order.len() > OUTCOME_CACHE {
@@ -453,7 +494,11 @@ impl Worker {
 
     async fn handle(&mut self, request: Request, now: Timestamp, pending: &mut Pending) {
         match request {
-            Request::Read { auction_id, viewer, reply } => {
+            Request::Read {
+                auction_id,
+                viewer,
+                reply,
+            } => {
                 let result = match self.load(auction_id).await {
                     Ok(true) => match self.auctions.get(&auction_id) {
                         Some(live) => Ok(receipt(auction_id, live, Vec::new(), viewer, now)),
@@ -464,7 +509,12 @@ impl Worker {
                 };
                 pending.replies.push((reply, result));
             }
-            Request::Create { spec, metadata, key, reply } => {
+            Request::Create {
+                spec,
+                metadata,
+                key,
+                reply,
+            } => {
                 if let Some(replayed) = self.replay(&key) {
                     pending.replies.push((reply, replayed));
                     return;
@@ -485,7 +535,13 @@ impl Worker {
                 };
                 self.record(key, auction_id, outcome, now, reply, pending);
             }
-            Request::Apply { auction_id, actor, action, key, reply } => {
+            Request::Apply {
+                auction_id,
+                actor,
+                action,
+                key,
+                reply,
+            } => {
                 if let Some(replayed) = self.replay(&key) {
                     pending.replies.push((reply, replayed));
                     return;
@@ -518,11 +574,13 @@ impl Worker {
     /// The remembered answer to a retry, or ALREADY_EXISTS when the key was
     /// used with different content; `None` for a new request.
     fn replay(&self, key: &IdempotencyKey) -> Option<Result<Receipt, BiddingError>> {
-        let (fingerprint, outcome) = self
-            .outcomes
-            .get(&(key.caller, key.method, key.request_id.clone()))?;
+        let (fingerprint, outcome) =
+            self.outcomes
+                .get(&(key.caller, key.method, key.request_id.clone()))?;
         if *fingerprint != key.fingerprint {
-            return Some(Err(BiddingError::IdempotencyKeyReused(key.request_id.clone())));
+            return Some(Err(BiddingError::IdempotencyKeyReused(
+                key.request_id.clone(),
+            )));
         }
         Some(outcome.clone().into_result())
     }
@@ -547,9 +605,10 @@ impl Worker {
                 at_ms: now.unix_ms(),
             }),
             Err(error) => {
-                pending
-                    .replies
-                    .push((reply, Err(BiddingError::Internal(format!("outcome: {error}")))));
+                pending.replies.push((
+                    reply,
+                    Err(BiddingError::Internal(format!("outcome: {error}"))),
+                ));
                 return;
             }
         }
@@ -570,15 +629,28 @@ impl Worker {
         let auction = match Auction::new(spec.clone()) {
             Ok(auction) => auction,
             Err(error) => {
-                let mut refusal = Refusal::new(Code::InvalidArgument, "PARAMETERS_INVALID", error.to_string());
-                refusal.metadata.insert("engine_reason".to_owned(), error.reason().to_owned());
+                let mut refusal = Refusal::new(
+                    Code::InvalidArgument,
+                    "PARAMETERS_INVALID",
+                    error.to_string(),
+                );
+                refusal
+                    .metadata
+                    .insert("engine_reason".to_owned(), error.reason().to_owned());
                 return Outcome::Refused(refusal);
             }
         };
-        let (spec_text, metadata_text) = match (serde_json::to_string(&spec), serde_json::to_string(&metadata)) {
+        let (spec_text, metadata_text) = match (
+            serde_json::to_string(&spec),
+            serde_json::to_string(&metadata),
+        ) {
             (Ok(spec_text), Ok(metadata_text)) => (spec_text, metadata_text),
             (Err(error), _) | (_, Err(error)) => {
-                return Outcome::Refused(Refusal::new(Code::Internal, "INTERNAL_ERROR", error.to_string()));
+                return Outcome::Refused(Refusal::new(
+                    Code::Internal,
+                    "INTERNAL_ERROR",
+                    error.to_string(),
+                ));
             }
         };
         pending.batch.new_auctions.push(NewAuction {
@@ -609,20 +681,40 @@ impl Worker {
         Outcome::Accepted(receipt)
     }
 
-    fn apply(&mut self, auction_id: Uuid, command: Command, now: Timestamp, pending: &mut Pending) -> Outcome {
+    fn apply(
+        &mut self,
+        auction_id: Uuid,
+        command: Command,
+        now: Timestamp,
+        pending: &mut Pending,
+    ) -> Outcome {
         let Some(mut live) = self.auctions.remove(&auction_id) else {
-            return Outcome::Refused(Refusal::new(Code::NotFound, "AUCTION_NOT_FOUND", format!("no auction {auction_id}")));
+            return Outcome::Refused(Refusal::new(
+                Code::NotFound,
+                "AUCTION_NOT_FOUND",
+                format!("no auction {auction_id}"),
+            ));
         };
         let status_before = live.auction.status();
         let mut events = Vec::new();
         // Timers first: a bid is never judged against a clock that should
         // already have closed the auction.
         let ticked = tick_due(&mut live.auction, now, &mut events);
-        let now = live.auction.last_event_at().map_or(now, |last| now.max(last));
-        let outcome = match ticked.and_then(|()| live.auction.apply(command, now, &mut events).map(|_| ())) {
-            Ok(()) => Outcome::Accepted(receipt(auction_id, &live, Vec::new(), Some(UserId(command.actor.user_id.0)), now)),
-            Err(rejection) => Outcome::Refused(Refusal::from(&rejection)),
-        };
+        let now = live
+            .auction
+            .last_event_at()
+            .map_or(now, |last| now.max(last));
+        let outcome =
+            match ticked.and_then(|()| live.auction.apply(command, now, &mut events).map(|_| ())) {
+                Ok(()) => Outcome::Accepted(receipt(
+                    auction_id,
+                    &live,
+                    Vec::new(),
+                    Some(UserId(command.actor.user_id.0)),
+                    now,
+                )),
+                Err(rejection) => Outcome::Refused(Refusal::from(&rejection)),
+            };
         if !events.is_empty() {
             pending.touched.insert(auction_id);
         }
@@ -650,7 +742,9 @@ impl Worker {
                 break;
             }
             self.timers.pop_first();
-            let Some(mut live) = self.auctions.remove(&auction_id) else { continue };
+            let Some(mut live) = self.auctions.remove(&auction_id) else {
+                continue;
+            };
             live.armed = None;
             let status_before = live.auction.status();
             let mut events = Vec::new();
@@ -668,7 +762,14 @@ impl Worker {
     }
 
     /// Adds an auction's new events (and status change, snapshot) to the batch.
-    fn stage(&self, auction_id: Uuid, live: &mut Live, events: &[Event], status_before: AuctionStatus, pending: &mut Pending) {
+    fn stage(
+        &self,
+        auction_id: Uuid,
+        live: &mut Live,
+        events: &[Event],
+        status_before: AuctionStatus,
+        pending: &mut Pending,
+    ) {
         if events.is_empty() {
             return;
         }
@@ -692,10 +793,15 @@ impl Worker {
             });
         }
         let last_seq = live.auction.next_seq().saturating_sub(1);
-        if last_seq.saturating_sub(live.snapshot_seq) >= SNAPSHOT_EVERY_EVENTS || status.is_finished() {
+        if last_seq.saturating_sub(live.snapshot_seq) >= SNAPSHOT_EVERY_EVENTS
+            || status.is_finished()
+        {
             match serde_json::to_string(&live.auction) {
                 Ok(state) => {
-                    pending.batch.snapshots.retain(|snapshot| snapshot.auction_id != auction_id);
+                    pending
+                        .batch
+                        .snapshots
+                        .retain(|snapshot| snapshot.auction_id != auction_id);
                     pending.batch.snapshots.push(Snapshot {
                         auction_id,
                         seq: last_seq,
@@ -706,7 +812,11 @@ impl Worker {
                 Err(error) => tracing::error!(%auction_id, %error, "snapshot not serialisable"),
             }
         }
-        match pending.published.iter_mut().find(|(id, _)| *id == auction_id) {
+        match pending
+            .published
+            .iter_mut()
+            .find(|(id, _)| *id == auction_id)
+        {
             Some((_, published)) => published.extend_from_slice(events),
             None => pending.published.push((auction_id, events.to_vec())),
         }
@@ -784,7 +894,11 @@ async fn sleep_for(milliseconds: Option<i64>) {
 }
 
 /// Delivers every timer of `auction` due at `now`.
-fn tick_due(auction: &mut Auction, now: Timestamp, events: &mut Vec<Event>) -> Result<(), auction_engine::Rejection> {
+fn tick_due(
+    auction: &mut Auction,
+    now: Timestamp,
+    events: &mut Vec<Event>,
+) -> Result<(), auction_engine::Rejection> {
     for _ in 0..MAX_TICKS_PER_AUCTION {
         match auction.next_deadline() {
             Some(deadline) if deadline <= now => {
@@ -811,7 +925,13 @@ fn rearm(timers: &mut BTreeSet<(Timestamp, Uuid)>, auction_id: Uuid, live: &mut 
     }
 }
 
-fn receipt(auction_id: Uuid, live: &Live, events: Vec<Event>, viewer: Option<UserId>, now: Timestamp) -> Receipt {
+fn receipt(
+    auction_id: Uuid,
+    live: &Live,
+    events: Vec<Event>,
+    viewer: Option<UserId>,
+    now: Timestamp,
+) -> Receipt {
     Receipt {
         auction_id,
         view: live.auction.view(),
@@ -831,7 +951,11 @@ fn viewer_facts(auction: &Auction, user: UserId) -> ViewerFacts {
 }
 
 fn not_found(auction_id: Uuid) -> BiddingError {
-    BiddingError::Refused(Refusal::new(Code::NotFound, "AUCTION_NOT_FOUND", format!("no auction {auction_id}")))
+    BiddingError::Refused(Refusal::new(
+        Code::NotFound,
+        "AUCTION_NOT_FOUND",
+        format!("no auction {auction_id}"),
+    ))
 }
 
 /// The stable name of an engine status, as stored.

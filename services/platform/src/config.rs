@@ -137,6 +137,9 @@ pub struct EtcdConfig {
 pub struct BiddingConfig {
     /// Auctions hash onto this many shards; fixed for the life of a cluster.
     pub shard_count: u32,
+    /// How many commits a `WatchAuction` stream may fall behind before it
+    /// is resynced with a snapshot (bounds memory per watched auction).
+    pub watcher_buffer_batches: u32,
 }
 
 /// Demo data.
@@ -269,7 +272,10 @@ impl Config {
                 endpoints: Vec::new(),
                 lease_ttl_ms: 3_000,
             },
-            bidding: BiddingConfig { shard_count: 64 },
+            bidding: BiddingConfig {
+                shard_count: 64,
+                watcher_buffer_batches: 256,
+            },
             demo: DemoConfig {
                 seed_on_first_start: true,
             },
@@ -404,6 +410,12 @@ impl Config {
         }
         if self.bidding.shard_count == 0 || self.bidding.shard_count > 4_096 {
             return Err(invalid("bidding.shard_count", "must be between 1 and 4096"));
+        }
+        if self.bidding.watcher_buffer_batches == 0 || self.bidding.watcher_buffer_batches > 65_536 {
+            return Err(invalid(
+                "bidding.watcher_buffer_batches",
+                "must be between 1 and 65536",
+            ));
         }
         if self
             .server

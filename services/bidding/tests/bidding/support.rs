@@ -41,7 +41,10 @@ pub async fn client(app: &TestApp) -> BiddingServiceClient<Channel> {
 }
 
 pub fn usd(amount: &str) -> pb::Money {
-    pb::Money { currency: "USD".to_owned(), amount: amount.to_owned() }
+    pb::Money {
+        currency: "USD".to_owned(),
+        amount: amount.to_owned(),
+    }
 }
 
 pub fn at(offset: Duration, later: bool) -> prost_types::Timestamp {
@@ -53,11 +56,13 @@ pub fn at(offset: Duration, later: bool) -> prost_types::Timestamp {
 pub fn english(starting: &str, reserve: Option<&str>) -> pb::AuctionParameters {
     pb::AuctionParameters {
         format: pb::AuctionFormat::English as i32,
-        format_parameters: Some(pb::auction_parameters::FormatParameters::English(pb::EnglishParameters {
-            starting_price: Some(usd(starting)),
-            reserve_price: reserve.map(usd),
-            ..pb::EnglishParameters::default()
-        })),
+        format_parameters: Some(pb::auction_parameters::FormatParameters::English(
+            pb::EnglishParameters {
+                starting_price: Some(usd(starting)),
+                reserve_price: reserve.map(usd),
+                ..pb::EnglishParameters::default()
+            },
+        )),
     }
 }
 
@@ -88,9 +93,14 @@ pub async fn create(
         .expect("a state")
 }
 
-pub async fn state(client: &mut BiddingServiceClient<Channel>, auction_id: &str) -> pb::AuctionState {
+pub async fn state(
+    client: &mut BiddingServiceClient<Channel>,
+    auction_id: &str,
+) -> pb::AuctionState {
     client
-        .get_auction_state(pb::GetAuctionStateRequest { auction_id: auction_id.to_owned() })
+        .get_auction_state(pb::GetAuctionStateRequest {
+            auction_id: auction_id.to_owned(),
+        })
         .await
         .expect("get the state")
         .into_inner()
@@ -98,7 +108,12 @@ pub async fn state(client: &mut BiddingServiceClient<Channel>, auction_id: &str)
         .expect("a state")
 }
 
-pub fn max_bid(auction_id: &str, request_id: &str, amount: &str, token: &str) -> tonic::Request<pb::SetMaxBidRequest> {
+pub fn max_bid(
+    auction_id: &str,
+    request_id: &str,
+    amount: &str,
+    token: &str,
+) -> tonic::Request<pb::SetMaxBidRequest> {
     with_token(
         pb::SetMaxBidRequest {
             request_id: request_id.to_owned(),
@@ -118,5 +133,8 @@ pub fn reason(status: &tonic::Status) -> String {
 }
 
 pub fn amount(money: &Option<pb::Money>) -> String {
-    money.as_ref().map(|money| money.amount.clone()).unwrap_or_default()
+    money
+        .as_ref()
+        .map(|money| money.amount.clone())
+        .unwrap_or_default()
 }

@@ -10,66 +10,112 @@ use uuid::Uuid;
 
 use crate::support::*;
 
-
 async fn proxy_bidding_and_rejections(backend: Backend) {
     let app = spawn_app(backend).await;
     let actors = actors(&app);
     let mut bidding = client(&app).await;
-    let auction = create(&mut bidding, &actors, english("1.00", None), Duration::from_secs(3_600)).await;
+    let auction = create(
+        &mut bidding,
+        &actors,
+        english("1.00", None),
+        Duration::from_secs(3_600),
+    )
+    .await;
     assert_eq!(auction.status, pb::AuctionStatus::Open as i32);
     let id = auction.auction_id.clone();
 
     // Alice's maximum of 10.00 shows the starting price; Bob's 5.00 lifts it
     // to 5.00 + 0.50 (eBay's increment from 5.00) and Alice keeps the lead.
-    let first = bidding.set_max_bid(max_bid(&id, "a-1", "10.00", &actors.alice_token)).await.unwrap().into_inner();
+    let first = bidding
+        .set_max_bid(max_bid(&id, "a-1", "10.00", &actors.alice_token))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(amount(&first.state.as_ref().unwrap().current_price), "1.00");
     assert!(first.viewer.as_ref().unwrap().is_leader);
-    let second = bidding.set_max_bid(max_bid(&id, "b-1", "5.00", &actors.bob_token)).await.unwrap().into_inner();
+    let second = bidding
+        .set_max_bid(max_bid(&id, "b-1", "5.00", &actors.bob_token))
+        .await
+        .unwrap()
+        .into_inner();
     let shown = second.state.unwrap();
     assert_eq!(amount(&shown.current_price), "5.50");
     assert!(!second.viewer.unwrap().is_leader);
     assert_eq!(amount(&shown.minimum_next_bid), "6.00");
 
     // Below the minimum: FAILED_PRECONDITION with the minimum acceptable amount.
-    let low = bidding.set_max_bid(max_bid(&id, "b-2", "5.75", &actors.bob_token)).await.unwrap_err();
+    let low = bidding
+        .set_max_bid(max_bid(&id, "b-2", "5.75", &actors.bob_token))
+        .await
+        .unwrap_err();
     assert_eq!(low.code(), Code::FailedPrecondition);
     assert_eq!(reason(&low), "BID_BELOW_MINIMUM");
     // The seller never bids on their own auction.
-    let own = bidding.set_max_bid(max_bid(&id, "s-1", "50.00", &actors.seller_token)).await.unwrap_err();
+    let own = bidding
+        .set_max_bid(max_bid(&id, "s-1", "50.00", &actors.seller_token))
+        .await
+        .unwrap_err();
     assert_eq!(reason(&own), "SELF_BIDDING");
     // Malformed input: INVALID_ARGUMENT naming the problem.
-    let malformed = bidding.set_max_bid(max_bid(&id, "b-3", "abc", &actors.bob_token)).await.unwrap_err();
+    let malformed = bidding
+        .set_max_bid(max_bid(&id, "b-3", "abc", &actors.bob_token))
+        .await
+        .unwrap_err();
     assert_eq!(malformed.code(), Code::InvalidArgument);
-    let too_precise = bidding.set_max_bid(max_bid(&id, "b-4", "7.001", &actors.bob_token)).await.unwrap_err();
+    let too_precise = bidding
+        .set_max_bid(max_bid(&id, "b-4", "7.001", &actors.bob_token))
+        .await
+        .unwrap_err();
     assert_eq!(too_precise.code(), Code::InvalidArgument);
     let euro = bidding
         .set_max_bid(with_token(
             pb::SetMaxBidRequest {
                 request_id: "b-5".to_owned(),
                 auction_id: id.clone(),
-                max_amount: Some(pb::Money { currency: "EUR".to_owned(), amount: "7.00".to_owned() }),
+                max_amount: Some(pb::Money {
+                    currency: "EUR".to_owned(),
+                    amount: "7.00".to_owned(),
+                }),
             },
             &actors.bob_token,
         ))
         .await
         .unwrap_err();
     assert_eq!(reason(&euro), "CURRENCY_MISMATCH");
-    let bad_key = bidding.set_max_bid(max_bid(&id, "", "7.00", &actors.bob_token)).await.unwrap_err();
+    let bad_key = bidding
+        .set_max_bid(max_bid(&id, "", "7.00", &actors.bob_token))
+        .await
+        .unwrap_err();
     assert_eq!(reason(&bad_key), "REQUEST_ID_INVALID");
     // No token: UNAUTHENTICATED; unknown auction: NOT_FOUND.
     let anonymous = bidding
-        .set_max_bid(pb::SetMaxBidRequest { request_id: "x".to_owned(), auction_id: id.clone(), max_amount: Some(usd("9.00")) })
+        .set_max_bid(pb::SetMaxBidRequest {
+            request_id: "x".to_owned(),
+            auction_id: id.clone(),
+            max_amount: Some(usd("9.00")),
+        })
         .await
         .unwrap_err();
     assert_eq!(anonymous.code(), Code::Unauthenticated);
     let missing = bidding
-        .set_max_bid(max_bid(&Uuid::now_v7().to_string(), "b-6", "7.00", &actors.bob_token))
+        .set_max_bid(max_bid(
+            &Uuid::now_v7().to_string(),
+            "b-6",
+            "7.00",
+            &actors.bob_token,
+        ))
         .await
         .unwrap_err();
     assert_eq!(missing.code(), Code::NotFound);
     // Creating is for services and admins only.
     let denied = bidding
-        .create_auction(with_token(pb::CreateAuctionRequest { request_id: "c".to_owned(), ..Default::default() }, &actors.alice_token))
+        .create_auction(with_token(
+            pb::CreateAuctionRequest {
+                request_id: "c".to_owned(),
+                ..Default::default()
+            },
+            &actors.alice_token,
+        ))
         .await
         .unwrap_err();
     assert_eq!(denied.code(), Code::PermissionDenied);
@@ -98,19 +144,42 @@ async fn retries_are_exactly_once_across_restart(backend: Backend) {
     let config = (*app.config).clone();
     let actors = actors(&app);
     let mut bidding = client(&app).await;
-    let auction = create(&mut bidding, &actors, english("1.00", None), Duration::from_secs(3_600)).await;
+    let auction = create(
+        &mut bidding,
+        &actors,
+        english("1.00", None),
+        Duration::from_secs(3_600),
+    )
+    .await;
     let id = auction.auction_id.clone();
-    let first = bidding.set_max_bid(max_bid(&id, "retry-1", "20.00", &actors.alice_token)).await.unwrap().into_inner();
-    bidding.set_max_bid(max_bid(&id, "retry-2", "8.00", &actors.bob_token)).await.unwrap();
+    let first = bidding
+        .set_max_bid(max_bid(&id, "retry-1", "20.00", &actors.alice_token))
+        .await
+        .unwrap()
+        .into_inner();
+    bidding
+        .set_max_bid(max_bid(&id, "retry-2", "8.00", &actors.bob_token))
+        .await
+        .unwrap();
     // The same key and content: the original answer, nothing doubled.
-    let again = bidding.set_max_bid(max_bid(&id, "retry-1", "20.00", &actors.alice_token)).await.unwrap().into_inner();
+    let again = bidding
+        .set_max_bid(max_bid(&id, "retry-1", "20.00", &actors.alice_token))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(again, first);
     // The same key, other content: ALREADY_EXISTS.
-    let reused = bidding.set_max_bid(max_bid(&id, "retry-1", "25.00", &actors.alice_token)).await.unwrap_err();
+    let reused = bidding
+        .set_max_bid(max_bid(&id, "retry-1", "25.00", &actors.alice_token))
+        .await
+        .unwrap_err();
     assert_eq!(reused.code(), Code::AlreadyExists);
     assert_eq!(reason(&reused), "IDEMPOTENCY_KEY_REUSED");
     // A refusal is remembered too.
-    let low = bidding.set_max_bid(max_bid(&id, "retry-3", "2.00", &actors.bob_token)).await.unwrap_err();
+    let low = bidding
+        .set_max_bid(max_bid(&id, "retry-3", "2.00", &actors.bob_token))
+        .await
+        .unwrap_err();
     let before = state(&mut bidding, &id).await;
     let data = app.stop().await;
 
@@ -120,9 +189,16 @@ async fn retries_are_exactly_once_across_restart(backend: Backend) {
     let after = state(&mut bidding, &id).await;
     assert_eq!(after.sequence, before.sequence);
     assert_eq!(after.current_price, before.current_price);
-    let replayed = bidding.set_max_bid(max_bid(&id, "retry-1", "20.00", &actors.alice_token)).await.unwrap().into_inner();
+    let replayed = bidding
+        .set_max_bid(max_bid(&id, "retry-1", "20.00", &actors.alice_token))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(replayed, first);
-    let low_again = bidding.set_max_bid(max_bid(&id, "retry-3", "2.00", &actors.bob_token)).await.unwrap_err();
+    let low_again = bidding
+        .set_max_bid(max_bid(&id, "retry-3", "2.00", &actors.bob_token))
+        .await
+        .unwrap_err();
     assert_eq!(low_again.code(), low.code());
     assert_eq!(low_again.message(), low.message());
     assert_eq!(state(&mut bidding, &id).await.sequence, before.sequence);
@@ -142,7 +218,9 @@ async fn exactly_once_postgres() {
     retries_are_exactly_once_across_restart(Backend::Postgres).await;
 }
 
-async fn next_message(stream: &mut tonic::Streaming<pb::WatchAuctionResponse>) -> pb::watch_auction_response::Message {
+async fn next_message(
+    stream: &mut tonic::Streaming<pb::WatchAuctionResponse>,
+) -> pb::watch_auction_response::Message {
     tokio::time::timeout(Duration::from_secs(10), stream.next())
         .await
         .expect("a message within 10 s")
@@ -157,7 +235,9 @@ async fn next_event(stream: &mut tonic::Streaming<pb::WatchAuctionResponse>) -> 
         match next_message(stream).await {
             pb::watch_auction_response::Message::Event(event) => return event,
             pb::watch_auction_response::Message::Heartbeat(_) => continue,
-            pb::watch_auction_response::Message::Snapshot(snapshot) => panic!("unexpected snapshot {snapshot:?}"),
+            pb::watch_auction_response::Message::Snapshot(snapshot) => {
+                panic!("unexpected snapshot {snapshot:?}")
+            }
         }
     }
 }
@@ -170,22 +250,39 @@ async fn watch_and_resume() {
     let app = spawn_app(Backend::Sqlite).await;
     let actors = actors(&app);
     let mut bidding = client(&app).await;
-    let auction = create(&mut bidding, &actors, english("1.00", None), Duration::from_secs(3_600)).await;
+    let auction = create(
+        &mut bidding,
+        &actors,
+        english("1.00", None),
+        Duration::from_secs(3_600),
+    )
+    .await;
     let id = auction.auction_id.clone();
     let mut stream = bidding
-        .watch_auction(pb::WatchAuctionRequest { auction_id: id.clone(), resume_after_sequence: 0 })
+        .watch_auction(pb::WatchAuctionRequest {
+            auction_id: id.clone(),
+            resume_after_sequence: 0,
+        })
         .await
         .unwrap()
         .into_inner();
-    let pb::watch_auction_response::Message::Snapshot(snapshot) = next_message(&mut stream).await else {
+    let pb::watch_auction_response::Message::Snapshot(snapshot) = next_message(&mut stream).await
+    else {
         panic!("a snapshot first");
     };
     let start = snapshot.state.unwrap().sequence;
-    for (index, (amount, token)) in [("3.00", &actors.alice_token), ("6.00", &actors.bob_token), ("9.00", &actors.alice_token)]
-        .into_iter()
-        .enumerate()
+    for (index, (amount, token)) in [
+        ("3.00", &actors.alice_token),
+        ("6.00", &actors.bob_token),
+        ("9.00", &actors.alice_token),
+    ]
+    .into_iter()
+    .enumerate()
     {
-        bidding.set_max_bid(max_bid(&id, &format!("w-{index}"), amount, token)).await.unwrap();
+        bidding
+            .set_max_bid(max_bid(&id, &format!("w-{index}"), amount, token))
+            .await
+            .unwrap();
     }
     let mut seen = Vec::new();
     let latest = state(&mut bidding, &id).await.sequence;
@@ -199,7 +296,10 @@ async fn watch_and_resume() {
     // Resume after the first event seen: exactly the ones after it.
     let resume_after = seen[0];
     let mut resumed = bidding
-        .watch_auction(pb::WatchAuctionRequest { auction_id: id.clone(), resume_after_sequence: resume_after })
+        .watch_auction(pb::WatchAuctionRequest {
+            auction_id: id.clone(),
+            resume_after_sequence: resume_after,
+        })
         .await
         .unwrap()
         .into_inner();
@@ -209,7 +309,10 @@ async fn watch_and_resume() {
     }
     assert_eq!(replayed, (resume_after + 1..=latest).collect::<Vec<_>>());
     // And live events keep coming on the resumed stream.
-    bidding.set_max_bid(max_bid(&id, "w-live", "30.00", &actors.bob_token)).await.unwrap();
+    bidding
+        .set_max_bid(max_bid(&id, "w-live", "30.00", &actors.bob_token))
+        .await
+        .unwrap();
     assert_eq!(next_event(&mut resumed).await.sequence, latest + 1);
     app.stop().await;
 }
@@ -217,14 +320,19 @@ async fn watch_and_resume() {
 /// Runs one 100 ms second-price sealed auction: it opens 300 ms from now,
 /// both bids go in as soon as the stream shows it open; `None` when the
 /// machine was too slow to bid inside the 100 ms window.
-async fn sealed_round(app: &auction_testkit::TestApp, actors: &Actors) -> Option<(pb::AuctionClosed, i64, String)> {
+async fn sealed_round(
+    app: &auction_testkit::TestApp,
+    actors: &Actors,
+) -> Option<(pb::AuctionClosed, i64, String)> {
     let mut bidding = client(app).await;
     let parameters = pb::AuctionParameters {
         format: pb::AuctionFormat::SealedSecondPrice as i32,
-        format_parameters: Some(pb::auction_parameters::FormatParameters::Sealed(pb::SealedParameters {
-            start_price: Some(usd("1.00")),
-            ..pb::SealedParameters::default()
-        })),
+        format_parameters: Some(pb::auction_parameters::FormatParameters::Sealed(
+            pb::SealedParameters {
+                start_price: Some(usd("1.00")),
+                ..pb::SealedParameters::default()
+            },
+        )),
     };
     let start = std::time::SystemTime::now() + Duration::from_millis(300);
     let end = start + Duration::from_millis(100);
@@ -237,32 +345,68 @@ async fn sealed_round(app: &auction_testkit::TestApp, actors: &Actors) -> Option
         end_time: Some(prost_types::Timestamp::from(end)),
         ..pb::CreateAuctionRequest::default()
     };
-    let auction = bidding.create_auction(with_token(request, &actors.admin_token)).await.unwrap().into_inner().state.unwrap();
+    let auction = bidding
+        .create_auction(with_token(request, &actors.admin_token))
+        .await
+        .unwrap()
+        .into_inner()
+        .state
+        .unwrap();
     let id = auction.auction_id;
     let mut stream = bidding
-        .watch_auction(pb::WatchAuctionRequest { auction_id: id.clone(), resume_after_sequence: 0 })
+        .watch_auction(pb::WatchAuctionRequest {
+            auction_id: id.clone(),
+            resume_after_sequence: 0,
+        })
         .await
         .unwrap()
         .into_inner();
+    // Wait until it is open: the snapshot may already say so (a slow
+    // machine), or the Opened event comes; already closed means too slow.
     loop {
-        if let pb::watch_auction_response::Message::Event(pb::AuctionEvent { kind: Some(pb::auction_event::Kind::Opened(_)), .. }) =
-            next_message(&mut stream).await
-        {
-            break;
+        match next_message(&mut stream).await {
+            pb::watch_auction_response::Message::Snapshot(snapshot) => {
+                let status = snapshot.state.unwrap().status;
+                if status == pb::AuctionStatus::Open as i32 {
+                    break;
+                }
+                if status != pb::AuctionStatus::Scheduled as i32 {
+                    return None;
+                }
+            }
+            pb::watch_auction_response::Message::Event(pb::AuctionEvent {
+                kind: Some(pb::auction_event::Kind::Opened(_)),
+                ..
+            }) => break,
+            pb::watch_auction_response::Message::Event(_)
+            | pb::watch_auction_response::Message::Heartbeat(_) => {}
         }
     }
     let bid = |key: &str, amount: &str, token: &str| {
         let mut bidding = bidding.clone();
         let request = with_token(
-            pb::PlaceSealedBidRequest { request_id: key.to_owned(), auction_id: id.clone(), amount: Some(usd(amount)), expire_time: None },
+            pb::PlaceSealedBidRequest {
+                request_id: key.to_owned(),
+                auction_id: id.clone(),
+                amount: Some(usd(amount)),
+                expire_time: None,
+            },
             token,
         );
         async move { bidding.place_sealed_bid(request).await }
     };
-    let (first, second) = tokio::join!(bid("s-a", "12.00", &actors.alice_token), bid("s-b", "7.50", &actors.bob_token));
+    let (key_a, key_b) = (format!("s-a-{id}"), format!("s-b-{id}"));
+    let (first, second) = tokio::join!(
+        bid(&key_a, "12.00", &actors.alice_token),
+        bid(&key_b, "7.50", &actors.bob_token)
+    );
     if first.is_err() || second.is_err() {
         let error = first.err().or(second.err()).unwrap();
-        assert_eq!(reason(&error), "AUCTION_CLOSED", "only lateness may refuse these bids: {error:?}");
+        assert_eq!(
+            reason(&error),
+            "AUCTION_CLOSED",
+            "only lateness may refuse these bids: {error:?}"
+        );
         return None;
     }
     // The close arrives on the stream without anyone asking.
@@ -297,10 +441,14 @@ async fn hundred_millisecond_sealed_auction() {
             break;
         }
     }
-    let (closed, close_offset_ms, id) = outcome.expect("two bids landed inside a 100 ms window in five tries");
+    let (closed, close_offset_ms, id) =
+        outcome.expect("two bids landed inside a 100 ms window in five tries");
     // The close is stamped at the deadline (the engine's timer events carry
     // the time they were due), whenever the shard woke.
-    assert!(close_offset_ms.abs() <= 1, "closed {close_offset_ms} ms from the deadline");
+    assert!(
+        close_offset_ms.abs() <= 1,
+        "closed {close_offset_ms} ms from the deadline"
+    );
     let award = &closed.result.unwrap().awards[0];
     assert_eq!(amount(&award.unit_price), "7.50", "second price");
     let mut bidding = client(&app).await;
@@ -308,7 +456,12 @@ async fn hundred_millisecond_sealed_auction() {
     assert_eq!(closed_state.status, pb::AuctionStatus::Closed as i32);
     let late = bidding
         .place_sealed_bid(with_token(
-            pb::PlaceSealedBidRequest { request_id: "s-late".to_owned(), auction_id: id.clone(), amount: Some(usd("99.00")), expire_time: None },
+            pb::PlaceSealedBidRequest {
+                request_id: "s-late".to_owned(),
+                auction_id: id.clone(),
+                amount: Some(usd("99.00")),
+                expire_time: None,
+            },
             &actors.bob_token,
         ))
         .await
@@ -324,7 +477,9 @@ async fn server_time() {
     let mut bidding = client(&app).await;
     let sent = prost_types::Timestamp::from(std::time::SystemTime::now());
     let answer = bidding
-        .get_server_time(pb::GetServerTimeRequest { client_send_time: Some(sent) })
+        .get_server_time(pb::GetServerTimeRequest {
+            client_send_time: Some(sent),
+        })
         .await
         .unwrap()
         .into_inner();
@@ -333,5 +488,128 @@ async fn server_time() {
     let replied = answer.server_send_time.unwrap();
     assert!((received.seconds, received.nanos) <= (replied.seconds, replied.nanos));
     assert!(received.seconds >= sent.seconds);
+    app.stop().await;
+}
+
+fn is_final(event: &pb::AuctionEvent) -> bool {
+    matches!(
+        event.kind,
+        Some(
+            pb::auction_event::Kind::Unsold(_)
+                | pb::auction_event::Kind::Closed(_)
+                | pb::auction_event::Kind::Cancelled(_)
+        )
+    )
+}
+
+// Proves a watcher that stops reading is resynced with a snapshot (reason
+// SLOW_CONSUMER) instead of growing memory, while another watcher of the same
+// auction keeps up and sees every event gap-free. The events come from a
+// Dutch clock ticking every millisecond (about 10,000 of them in 10 s).
+#[tokio::test]
+async fn slow_watcher_is_resynced() {
+    let data = tempfile::tempdir().unwrap();
+    let mut config = auction_platform::Config::embedded_default();
+    config.server.listen_address = "127.0.0.1:0".to_owned();
+    config.storage.data_dir = data.path().to_owned();
+    config.media.local_dir = data.path().join("media");
+    config.demo.seed_on_first_start = false;
+    // A small per-auction buffer: a stalled watcher overflows it quickly.
+    config.bidding.watcher_buffer_batches = 4;
+    let app = spawn_with(config, data).await;
+    let actors = actors(&app);
+    let mut bidding = client(&app).await;
+    let dutch = pb::AuctionParameters {
+        format: pb::AuctionFormat::Dutch as i32,
+        format_parameters: Some(pb::auction_parameters::FormatParameters::Dutch(
+            pb::DutchParameters {
+                start_price: Some(usd("100.00")),
+                price_step: Some(usd("0.01")),
+                tick_interval: Some(prost_types::Duration {
+                    seconds: 0,
+                    nanos: 1_000_000,
+                }),
+                floor_price: Some(usd("0.01")),
+                quantity: 1,
+                max_units_per_buyer: 0,
+            },
+        )),
+    };
+    let auction = create(&mut bidding, &actors, dutch, Duration::from_secs(3_600)).await;
+    let id = auction.auction_id.clone();
+
+    // The slow watcher: a connection with a tiny flow-control window that
+    // reads the snapshot, then nothing until the clock has run down.
+    let slow_channel = tonic::transport::Endpoint::from_shared(app.url())
+        .unwrap()
+        .initial_stream_window_size(Some(1_024))
+        .connect()
+        .await
+        .unwrap();
+    let mut slow =
+        auction_proto::v1::bidding_service_client::BiddingServiceClient::new(slow_channel)
+            .watch_auction(pb::WatchAuctionRequest {
+                auction_id: id.clone(),
+                resume_after_sequence: 0,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+    assert!(matches!(
+        next_message(&mut slow).await,
+        pb::watch_auction_response::Message::Snapshot(_)
+    ));
+
+    // The fast watcher reads everything as it comes, to the end.
+    let mut fast = bidding
+        .watch_auction(pb::WatchAuctionRequest {
+            auction_id: id.clone(),
+            resume_after_sequence: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let pb::watch_auction_response::Message::Snapshot(snapshot) = next_message(&mut fast).await
+    else {
+        panic!("a snapshot first");
+    };
+    let start = snapshot.state.unwrap().sequence;
+    let mut seen = Vec::new();
+    loop {
+        let event = next_event(&mut fast).await;
+        seen.push(event.sequence);
+        if is_final(&event) {
+            break;
+        }
+    }
+    let latest = *seen.last().unwrap();
+    assert!(latest > 500, "the clock produced only {latest} events");
+    assert_eq!(
+        seen,
+        (start + 1..=latest).collect::<Vec<_>>(),
+        "the fast watcher saw every event in order"
+    );
+
+    // The slow watcher now reads: somewhere it was resynced, and it reaches
+    // the end all the same, never going backwards.
+    let mut resynced = false;
+    let mut last = 0;
+    while last < latest {
+        match next_message(&mut slow).await {
+            pb::watch_auction_response::Message::Snapshot(snapshot) => {
+                assert_eq!(snapshot.reason, pb::SnapshotReason::SlowConsumer as i32);
+                resynced = true;
+                let sequence = snapshot.state.unwrap().sequence;
+                assert!(sequence >= last);
+                last = sequence;
+            }
+            pb::watch_auction_response::Message::Event(event) => {
+                assert!(event.sequence > last, "no duplicate, no regression");
+                last = event.sequence;
+            }
+            pb::watch_auction_response::Message::Heartbeat(_) => {}
+        }
+    }
+    assert!(resynced, "the slow watcher was resynced with a snapshot");
     app.stop().await;
 }

@@ -67,9 +67,9 @@ impl BiddingService for Service {
 
     async fn list_bids(
         &self,
-        _request: Request<ListBidsRequest>,
+        request: Request<ListBidsRequest>,
     ) -> Result<Response<ListBidsResponse>, Status> {
-        Err(unimplemented("auction.v1.BiddingService/ListBids", 5))
+        self.bidding.list_bids(request).await
     }
 
     async fn list_my_bids(
@@ -178,9 +178,9 @@ impl BiddingService for Service {
 
     async fn retract_bid(
         &self,
-        _request: Request<RetractBidRequest>,
+        request: Request<RetractBidRequest>,
     ) -> Result<Response<RetractBidResponse>, Status> {
-        Err(unimplemented("auction.v1.BiddingService/RetractBid", 5))
+        self.bidding.retract_bid(request).await
     }
 
     async fn get_server_time(

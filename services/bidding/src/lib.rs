@@ -11,6 +11,7 @@ pub mod convert;
 pub mod demo;
 pub mod error;
 mod grpc;
+pub mod history;
 pub mod hub;
 pub mod log;
 pub mod rpc;

@@ -40,6 +40,8 @@ pub struct Bidding {
 const RESUME_PAGE: u32 = 500;
 /// Messages buffered per watcher before the stream's writer waits.
 const STREAM_BUFFER: usize = 64;
+/// Events read per query when assembling a bid history.
+const HISTORY_PAGE: u32 = 5_000;
 /// A heartbeat at least this often on every stream.
 const HEARTBEAT: Duration = Duration::from_secs(15);
 
@@ -389,6 +391,147 @@ impl Bidding {
         }))
     }
 
+    /// Every committed event of an auction, in order (bounded by the
+    /// engine's limits on bids per auction).
+    async fn all_events(&self, auction_id: Uuid) -> Result<Vec<Event>, Status> {
+        let mut events = Vec::new();
+        loop {
+            let page = self
+                .log
+                .events_from(auction_id, events.len() as u64, HISTORY_PAGE)
+                .await
+                .map_err(|error| Status::from(BiddingError::Unavailable(error)))?;
+            let done = page.len() < HISTORY_PAGE as usize;
+            for (seq, text) in page {
+                let event: Event = serde_json::from_str(&text).map_err(|error| {
+                    Status::from(BiddingError::Internal(format!("event {seq}: {error}")))
+                })?;
+                events.push(event);
+            }
+            if done {
+                return Ok(events);
+            }
+        }
+    }
+
+    /// `ListBids`: the history, newest first; never other bidders'
+    /// maximums; sealed auctions only after the close.
+    pub async fn list_bids(
+        &self,
+        request: Request<pb::ListBidsRequest>,
+    ) -> Result<Response<pb::ListBidsResponse>, Status> {
+        let viewer = auth::optional_caller(&request).map(|caller| convert::user_id(caller.user_id));
+        let request = request.into_inner();
+        let auction_id = convert::uuid("auction_id", &request.auction_id).map_err(refused)?;
+        let page_size = match request.page_size {
+            size if size <= 0 => 50,
+            size => size.min(200) as usize,
+        };
+        let before = match request.page_token.as_str() {
+            "" => u64::MAX,
+            token => token
+                .parse::<u64>()
+                .map_err(|_| refused(page_token_invalid()))?,
+        };
+        let receipt = self
+            .ask(auction_id, |reply| shard::Request::Read {
+                auction_id,
+                viewer,
+                reply,
+            })
+            .await?;
+        if matches!(
+            receipt.view.format,
+            auction_engine::FormatView::Sealed { .. }
+        ) && !receipt.view.status.is_finished()
+        {
+            return Err(refused(crate::error::Refusal::new(
+                tonic::Code::FailedPrecondition,
+                "SEALED_BIDS_HIDDEN",
+                "sealed bids are shown only after the close",
+            )));
+        }
+        let events = self.all_events(auction_id).await?;
+        let all = crate::history::bids(
+            auction_id,
+            &events,
+            &receipt.view,
+            viewer,
+            request.include_removed,
+        );
+        let bids: Vec<pb::Bid> = all
+            .into_iter()
+            .filter(|bid| bid.sequence < before)
+            .take(page_size + 1)
+            .collect();
+        let (bids, next_page_token) = if bids.len() > page_size {
+            let page: Vec<pb::Bid> = bids.into_iter().take(page_size).collect();
+            let token = page
+                .last()
+                .map(|bid| bid.sequence.to_string())
+                .unwrap_or_default();
+            (page, token)
+        } else {
+            (bids, String::new())
+        };
+        Ok(Response::new(pb::ListBidsResponse {
+            bids,
+            next_page_token,
+        }))
+    }
+
+    /// `RetractBid`: admins only; the bidder's maximum is cancelled and the
+    /// engine recomputes price and leader from the remaining bids.
+    pub async fn retract_bid(
+        &self,
+        request: Request<pb::RetractBidRequest>,
+    ) -> Result<Response<pb::RetractBidResponse>, Status> {
+        let caller = auth::caller(&request)?;
+        caller.require_admin()?;
+        let request = request.into_inner();
+        let auction_id = convert::uuid("auction_id", &request.auction_id).map_err(refused)?;
+        let bid = convert::uuid("bid_id", &request.bid_id).map_err(refused)?;
+        let events = self.all_events(auction_id).await?;
+        let bidder = crate::history::bidder_of(auction_id, &events, bid).ok_or_else(|| {
+            refused(crate::error::Refusal::new(
+                tonic::Code::NotFound,
+                "BID_NOT_FOUND",
+                format!("no bid {bid} in auction {auction_id}"),
+            ))
+        })?;
+        let actor = Actor::admin(convert::user_id(caller.user_id));
+        let receipt = self
+            .act(
+                &caller,
+                "RetractBid",
+                &request.request_id,
+                &request.auction_id,
+                actor,
+                Action::RetractBid { bidder, lot: None },
+            )
+            .await?;
+        let (state, _) = convert::receipt_state(&receipt);
+        let retracted = receipt.events.iter().find_map(|event| match event.kind {
+            auction_engine::EventKind::BidRetracted { bidder: who, .. } if who == bidder => {
+                Some(pb::Bid {
+                    bid_id: bid.to_string(),
+                    auction_id: auction_id.to_string(),
+                    bidder: Some(convert::bidder(bidder)),
+                    status: pb::BidStatus::Retracted as i32,
+                    place_time: Some(convert::timestamp(event.at)),
+                    sequence: convert::wire_sequence(event.seq),
+                    retraction_reason: request.reason.clone(),
+                    ..pb::Bid::default()
+                })
+            }
+            _ => None,
+        });
+        Ok(Response::new(pb::RetractBidResponse {
+            bid: retracted,
+            state: Some(state),
+        }))
+    }
+
     /// `GetServerTime`: for clients to measure their offset and round trip.
     pub fn get_server_time(
         &self,
@@ -687,4 +830,16 @@ impl Bidding {
 /// An engine user id for a caller (for tests and tools).
 pub fn engine_user(caller: &Caller) -> UserId {
     convert::user_id(caller.user_id)
+}
+
+fn page_token_invalid() -> crate::error::Refusal {
+    let mut refusal = crate::error::Refusal::new(
+        tonic::Code::InvalidArgument,
+        "PAGE_TOKEN_INVALID",
+        "page_token is not one we issued",
+    );
+    refusal
+        .metadata
+        .insert("field".to_owned(), "page_token".to_owned());
+    refusal
 }

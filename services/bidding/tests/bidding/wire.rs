@@ -613,3 +613,195 @@ async fn slow_watcher_is_resynced() {
     assert!(resynced, "the slow watcher was resynced with a snapshot");
     app.stop().await;
 }
+
+// Proves ListBids shows the history newest first with visible amounts,
+// reveals a maximum only to its own bidder, pages with a token, and that an
+// admin's RetractBid recomputes the price from the remaining bids (with the
+// precise refusals for a non-admin and an unknown bid).
+#[tokio::test]
+async fn history_and_retraction() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let actors = actors(&app);
+    let mut bidding = client(&app).await;
+    let auction = create(
+        &mut bidding,
+        &actors,
+        english("1.00", None),
+        Duration::from_secs(3_600),
+    )
+    .await;
+    let id = auction.auction_id.clone();
+    bidding
+        .set_max_bid(max_bid(&id, "h-1", "10.00", &actors.alice_token))
+        .await
+        .unwrap();
+    bidding
+        .set_max_bid(max_bid(&id, "h-2", "5.00", &actors.bob_token))
+        .await
+        .unwrap();
+    bidding
+        .set_max_bid(max_bid(&id, "h-3", "8.00", &actors.bob_token))
+        .await
+        .unwrap();
+
+    let history = |token: &str| {
+        with_token(
+            pb::ListBidsRequest {
+                auction_id: id.clone(),
+                include_removed: false,
+                page_size: 0,
+                page_token: String::new(),
+            },
+            token,
+        )
+    };
+    let seen_by_alice = bidding
+        .list_bids(history(&actors.alice_token))
+        .await
+        .unwrap()
+        .into_inner()
+        .bids;
+    assert_eq!(seen_by_alice.len(), 3);
+    let sequences: Vec<u64> = seen_by_alice.iter().map(|bid| bid.sequence).collect();
+    assert!(
+        sequences.windows(2).all(|pair| pair[0] > pair[1]),
+        "newest first"
+    );
+    // Bob's beaten bids show what they reached; Alice leads at 8.00 + 0.50.
+    assert_eq!(amount(&seen_by_alice[0].amount), "8.00");
+    assert_eq!(seen_by_alice[0].status, pb::BidStatus::Outbid as i32);
+    assert_eq!(amount(&seen_by_alice[2].amount), "1.00");
+    assert_eq!(seen_by_alice[2].status, pb::BidStatus::Winning as i32);
+    // Alice sees her own maximum, never Bob's; Bob the reverse.
+    assert_eq!(amount(&seen_by_alice[2].max_amount), "10.00");
+    assert!(seen_by_alice[0].max_amount.is_none());
+    let seen_by_bob = bidding
+        .list_bids(history(&actors.bob_token))
+        .await
+        .unwrap()
+        .into_inner()
+        .bids;
+    assert!(seen_by_bob[2].max_amount.is_none());
+    assert_eq!(amount(&seen_by_bob[0].max_amount), "8.00");
+    // Paging.
+    let first_page = bidding
+        .list_bids(pb::ListBidsRequest {
+            auction_id: id.clone(),
+            include_removed: false,
+            page_size: 2,
+            page_token: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(first_page.bids.len(), 2);
+    let second_page = bidding
+        .list_bids(pb::ListBidsRequest {
+            auction_id: id.clone(),
+            include_removed: false,
+            page_size: 2,
+            page_token: first_page.next_page_token,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(second_page.bids.len(), 1);
+    assert!(second_page.next_page_token.is_empty());
+    let bad_token = bidding
+        .list_bids(pb::ListBidsRequest {
+            auction_id: id.clone(),
+            include_removed: false,
+            page_size: 2,
+            page_token: "nope".to_owned(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&bad_token), "PAGE_TOKEN_INVALID");
+
+    // Retraction: only admins; Alice's maximum goes, Bob leads at his 8.00's
+    // first proxy step above the start.
+    let alice_bid = seen_by_alice[2].bid_id.clone();
+    let retract = |token: &str, key: &str, bid: &str| {
+        with_token(
+            pb::RetractBidRequest {
+                request_id: key.to_owned(),
+                auction_id: id.clone(),
+                bid_id: bid.to_owned(),
+                reason: "typo".to_owned(),
+            },
+            token,
+        )
+    };
+    let denied = bidding
+        .retract_bid(retract(&actors.bob_token, "r-0", &alice_bid))
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied);
+    let unknown = bidding
+        .retract_bid(retract(
+            &actors.admin_token,
+            "r-1",
+            &Uuid::now_v7().to_string(),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&unknown), "BID_NOT_FOUND");
+    let retracted = bidding
+        .retract_bid(retract(&actors.admin_token, "r-2", &alice_bid))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        retracted.bid.unwrap().status,
+        pb::BidStatus::Retracted as i32
+    );
+    let state = retracted.state.unwrap();
+    assert_eq!(
+        state.leader.unwrap().handle,
+        seen_by_alice[0].bidder.as_ref().unwrap().handle,
+        "Bob leads"
+    );
+    let after = bidding
+        .list_bids(history(&actors.bob_token))
+        .await
+        .unwrap()
+        .into_inner()
+        .bids;
+    assert!(
+        after
+            .iter()
+            .all(|bid| bid.status != pb::BidStatus::Retracted as i32),
+        "removed bids hidden by default"
+    );
+    app.stop().await;
+}
+
+// Proves a sealed auction's bids stay hidden from ListBids until it closes.
+#[tokio::test]
+async fn sealed_history_is_hidden_until_close() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let actors = actors(&app);
+    let mut bidding = client(&app).await;
+    let sealed = pb::AuctionParameters {
+        format: pb::AuctionFormat::SealedFirstPrice as i32,
+        format_parameters: Some(pb::auction_parameters::FormatParameters::Sealed(
+            pb::SealedParameters {
+                start_price: Some(usd("1.00")),
+                ..pb::SealedParameters::default()
+            },
+        )),
+    };
+    let auction = create(&mut bidding, &actors, sealed, Duration::from_secs(3_600)).await;
+    let hidden = bidding
+        .list_bids(pb::ListBidsRequest {
+            auction_id: auction.auction_id.clone(),
+            include_removed: false,
+            page_size: 0,
+            page_token: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(hidden.code(), Code::FailedPrecondition);
+    assert_eq!(reason(&hidden), "SEALED_BIDS_HIDDEN");
+    app.stop().await;
+}

@@ -418,9 +418,7 @@ impl Worker {
     async fn process(&mut self, requests: Vec<Request>) -> bool {
         let mut pending = Pending::default();
         let now = self.clock.now();
-        if let Err(error) = self.fire_timers(now, &mut pending) {
-            tracing::error!(shard = self.shard, error = %error, "timer firing failed");
-        }
+        self.fire_timers(now, &mut pending);
         if let Err(error) = self.prefetch_outcomes(&requests).await {
             // Without the outcomes we cannot tell a retry from a new request.
             for request in requests {
@@ -461,11 +459,8 @@ impl Worker {
         for row in self.log.find_outcomes(&keys).await? {
             let outcome: Outcome = serde_json::from_str(&row.outcome)
                 .map_err(|error| LogError::Corrupt(format!("outcome: {error}")))?;
-            let method = keys
-                .iter()
-                .find(|(_, method, _)| *method == row.method)
-                .map_or("", |(_, method, _)| *method);
-            let Some(method) = static_method(method) else {
+            // Only methods of this version are stored; another is skipped.
+            let Some(method) = static_method(&row.method) else {
                 continue;
             };
             self.remember(
@@ -736,7 +731,7 @@ impl Worker {
     }
 
     /// Fires every timer due at `now`.
-    fn fire_timers(&mut self, now: Timestamp, pending: &mut Pending) -> Result<(), BiddingError> {
+    fn fire_timers(&mut self, now: Timestamp, pending: &mut Pending) {
         while let Some(&(deadline, auction_id)) = self.timers.first() {
             if deadline > now {
                 break;
@@ -758,7 +753,6 @@ impl Worker {
             rearm(&mut self.timers, auction_id, &mut live);
             self.auctions.insert(auction_id, live);
         }
-        Ok(())
     }
 
     /// Adds an auction's new events (and status change, snapshot) to the batch.

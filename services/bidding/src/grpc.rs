@@ -213,8 +213,9 @@ impl BiddingService for Service {
     type WatchMarketStream = ResponseStream<WatchMarketResponse>;
     async fn watch_market(
         &self,
-        _request: Request<WatchMarketRequest>,
+        request: Request<WatchMarketRequest>,
     ) -> Result<Response<Self::WatchMarketStream>, Status> {
-        Err(unimplemented("auction.v1.BiddingService/WatchMarket", 5))
+        let stream = self.bidding.watch_market(request).await?;
+        Ok(Response::new(Box::pin(stream)))
     }
 }

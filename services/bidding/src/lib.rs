@@ -14,6 +14,7 @@ mod grpc;
 pub mod history;
 pub mod hub;
 pub mod log;
+pub mod market;
 pub mod rpc;
 pub mod shard;
 
@@ -49,10 +50,12 @@ impl MeshService for Service {
             context.config.bidding.watcher_buffer_batches as usize,
         ));
         let clock: std::sync::Arc<dyn shard::Clock> = std::sync::Arc::new(shard::SystemClock);
+        let market = std::sync::Arc::new(market::MarketFeed::new(clock.now()));
         let shards = shard::start(
             context.config.bidding.shard_count,
             log.clone(),
             std::sync::Arc::clone(&hub),
+            std::sync::Arc::clone(&market),
             std::sync::Arc::clone(&clock),
             context.shutdown.clone(),
         )
@@ -74,6 +77,7 @@ impl MeshService for Service {
                 shards,
                 log,
                 hub,
+                market,
                 clock,
                 shutdown: context.shutdown,
             },

@@ -30,6 +30,8 @@ pub struct Bidding {
     pub log: Log,
     /// Committed events, per auction.
     pub hub: Arc<Hub>,
+    /// The partners' market feed.
+    pub market: Arc<crate::market::MarketFeed>,
     /// Server time.
     pub clock: Arc<dyn Clock>,
     /// Ends streams on shutdown.
@@ -794,6 +796,198 @@ impl Bidding {
                 },
                 () = tokio::time::sleep(HEARTBEAT) => {
                     if sender.send(Ok(self.heartbeat(sent))).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// `WatchMarket`: the partners' feed, filtered, resumable; a fresh start
+    /// or an unknown/too-old point gets a snapshot of every matching auction
+    /// still scheduled or running (in chunks), then the items after it.
+    pub async fn watch_market(
+        &self,
+        request: Request<pb::WatchMarketRequest>,
+    ) -> Result<ReceiverStream<Result<pb::WatchMarketResponse, Status>>, Status> {
+        let caller = auth::caller(&request)?;
+        caller.require_scope(Scope::MarketFeed)?;
+        let request = request.into_inner();
+        let filter = crate::market::Filter {
+            category_ids: request.category_ids.clone(),
+            formats: request.formats.clone(),
+            event_types: request.event_types.clone(),
+        };
+        let (start, live, latest) = self.market.subscribe(request.resume_after_sequence);
+        let (sender, receiver) = tokio::sync::mpsc::channel(STREAM_BUFFER);
+        let bidding = self.clone();
+        let reason = if request.resume_after_sequence == 0 {
+            pb::SnapshotReason::Initial
+        } else {
+            pb::SnapshotReason::ResumeTooOld
+        };
+        tokio::spawn(async move {
+            bidding
+                .pump_market(filter, start, live, latest, reason, sender)
+                .await;
+        });
+        Ok(ReceiverStream::new(receiver))
+    }
+
+    /// Sends every matching scheduled or running auction as snapshot chunks
+    /// reflecting feed position `position`.
+    async fn market_snapshot(
+        &self,
+        filter: &crate::market::Filter,
+        position: u64,
+        reason: pb::SnapshotReason,
+        sender: &tokio::sync::mpsc::Sender<Result<pb::WatchMarketResponse, Status>>,
+    ) -> Result<(), ()> {
+        const CHUNK: usize = 100;
+        let mut matching = Vec::new();
+        let mut cursor = None;
+        loop {
+            let ids = match self.log.list_auction_ids(cursor, true, 500).await {
+                Ok(ids) => ids,
+                Err(error) => {
+                    let _ = sender
+                        .send(Err(BiddingError::Unavailable(error).into()))
+                        .await;
+                    return Err(());
+                }
+            };
+            let done = ids.len() < 500;
+            for auction_id in ids {
+                cursor = Some(auction_id);
+                let Ok(receipt) = self
+                    .ask(auction_id, |reply| shard::Request::Read {
+                        auction_id,
+                        viewer: None,
+                        reply,
+                    })
+                    .await
+                else {
+                    continue;
+                };
+                let (state, _) = convert::receipt_state(&receipt);
+                if !receipt.view.status.is_finished()
+                    && filter.matches_auction(&state, &receipt.metadata.category_path_ids)
+                {
+                    matching.push(state);
+                }
+            }
+            if done {
+                break;
+            }
+        }
+        let chunks: Vec<Vec<pb::AuctionState>> = if matching.is_empty() {
+            vec![Vec::new()]
+        } else {
+            matching
+                .chunks(CHUNK)
+                .map(<[pb::AuctionState]>::to_vec)
+                .collect()
+        };
+        let count = chunks.len();
+        for (index, auctions) in chunks.into_iter().enumerate() {
+            let message = pb::watch_market_response::Message::Snapshot(pb::MarketSnapshot {
+                reason: reason as i32,
+                sequence: position,
+                auctions,
+                last_chunk: index + 1 == count,
+            });
+            if sender
+                .send(Ok(pb::WatchMarketResponse {
+                    message: Some(message),
+                }))
+                .await
+                .is_err()
+            {
+                return Err(());
+            }
+        }
+        Ok(())
+    }
+
+    async fn pump_market(
+        &self,
+        filter: crate::market::Filter,
+        start: crate::market::Start,
+        mut live: broadcast::Receiver<Arc<crate::market::MarketItem>>,
+        latest: u64,
+        reason: pb::SnapshotReason,
+        sender: tokio::sync::mpsc::Sender<Result<pb::WatchMarketResponse, Status>>,
+    ) {
+        use pb::watch_market_response::Message;
+        let event = |item: &crate::market::MarketItem| pb::WatchMarketResponse {
+            message: Some(Message::Event(pb::MarketEvent {
+                sequence: item.sequence,
+                event_time: Some(convert::timestamp(item.at)),
+                event_type: item.event_type as i32,
+                state: Some(item.state.clone()),
+                auction_sequence: item.auction_sequence,
+            })),
+        };
+        let heartbeat = |position: u64, now: Timestamp| pb::WatchMarketResponse {
+            message: Some(Message::Heartbeat(pb::StreamHeartbeat {
+                server_time: Some(convert::timestamp(now)),
+                latest_sequence: position,
+            })),
+        };
+        // Items at or below `position` are covered (sent, filtered out, or in
+        // the snapshot); the live receiver may repeat some, which are skipped.
+        let mut position = latest;
+        match start {
+            crate::market::Start::Resync => {
+                if self
+                    .market_snapshot(&filter, latest, reason, &sender)
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            crate::market::Start::Resume(items) => {
+                if sender
+                    .send(Ok(heartbeat(latest, self.now())))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                for item in items.iter().filter(|item| item.sequence <= latest) {
+                    if filter.matches(item) && sender.send(Ok(event(item))).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+        loop {
+            tokio::select! {
+                () = self.shutdown.wait() => {
+                    let _ = sender.send(Err(BiddingError::ShuttingDown.into())).await;
+                    return;
+                }
+                received = live.recv() => match received {
+                    Ok(item) => {
+                        if item.sequence <= position {
+                            continue;
+                        }
+                        position = item.sequence;
+                        if filter.matches(&item) && sender.send(Ok(event(&item))).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        position = self.market.latest();
+                        if self.market_snapshot(&filter, position, pb::SnapshotReason::SlowConsumer, &sender).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+                () = tokio::time::sleep(HEARTBEAT) => {
+                    if sender.send(Ok(heartbeat(position, self.now()))).await.is_err() {
                         return;
                     }
                 }

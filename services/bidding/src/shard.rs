@@ -27,6 +27,7 @@ use uuid::Uuid;
 use crate::error::{BiddingError, Refusal};
 use crate::hub::{Hub, Published};
 use crate::log::{Batch, EventRow, Log, LogError, NewAuction, OutcomeRow, Snapshot, StatusChange};
+use crate::market::{self, MarketFeed};
 
 /// At most this many requests are applied and committed together.
 pub const MAX_BATCH: usize = 512;
@@ -223,6 +224,7 @@ pub async fn start(
     shard_count: u32,
     log: Log,
     hub: Arc<Hub>,
+    market: Arc<MarketFeed>,
     clock: Arc<dyn Clock>,
     shutdown: Shutdown,
 ) -> Result<Shards, BiddingError> {
@@ -241,6 +243,7 @@ pub async fn start(
             epoch,
             log: log.clone(),
             hub: Arc::clone(&hub),
+            market: Arc::clone(&market),
             clock: Arc::clone(&clock),
             auctions: HashMap::new(),
             timers: BTreeSet::new(),
@@ -274,6 +277,7 @@ struct Worker {
     epoch: u64,
     log: Log,
     hub: Arc<Hub>,
+    market: Arc<MarketFeed>,
     clock: Arc<dyn Clock>,
     auctions: HashMap<Uuid, Live>,
     /// (deadline, auction): the earliest is the next timer to fire.
@@ -292,6 +296,8 @@ struct Pending {
     published: Vec<(Uuid, Vec<Event>)>,
     touched: HashSet<Uuid>,
     new_outcomes: Vec<OutcomeKey>,
+    /// Auctions created by the batch, for the market feed.
+    created: Vec<Uuid>,
 }
 
 impl Worker {
@@ -657,6 +663,7 @@ impl Worker {
             created_at_ms: now.unix_ms(),
         });
         pending.touched.insert(auction_id);
+        pending.created.push(auction_id);
         let mut live = Live {
             auction,
             metadata: Arc::new(metadata),
@@ -816,6 +823,39 @@ impl Worker {
         }
     }
 
+    /// Hands the batch's creations and events to the market feed, in
+    /// commit order.
+    fn publish_market(&self, created: &[Uuid], published: &[(Uuid, Vec<Event>)]) {
+        let now = self.clock.now();
+        let mut items = Vec::new();
+        for auction_id in created {
+            if let Some(live) = self.auctions.get(auction_id) {
+                let state =
+                    crate::convert::state(*auction_id, &live.auction.view(), &live.metadata, now);
+                items.push(market::MarketItem {
+                    sequence: 0,
+                    at: now,
+                    event_type: auction_proto::v1::MarketEventType::Scheduled,
+                    auction_sequence: state.sequence,
+                    category_path_ids: live.metadata.category_path_ids.clone(),
+                    state,
+                });
+            }
+        }
+        for (auction_id, events) in published {
+            if let Some(live) = self.auctions.get(auction_id) {
+                let state =
+                    crate::convert::state(*auction_id, &live.auction.view(), &live.metadata, now);
+                items.extend(market::items(
+                    events,
+                    &state,
+                    &live.metadata.category_path_ids,
+                ));
+            }
+        }
+        self.market.publish(items);
+    }
+
     /// Appends the batch, then answers and publishes; on failure answers
     /// UNAVAILABLE and forgets what the batch changed in memory. Returns
     /// `false` when fenced.
@@ -826,6 +866,7 @@ impl Worker {
             published,
             touched,
             new_outcomes,
+            created,
         } = pending;
         let appended = if batch.is_empty() {
             Ok(())
@@ -837,6 +878,7 @@ impl Worker {
                 for (reply, result) in replies {
                     let _ = reply.send(result);
                 }
+                self.publish_market(&created, &published);
                 for (auction_id, events) in published {
                     if let Some(live) = self.auctions.get(&auction_id) {
                         self.hub.publish(Published {

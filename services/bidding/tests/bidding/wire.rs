@@ -805,3 +805,146 @@ async fn sealed_history_is_hidden_until_close() {
     assert_eq!(reason(&hidden), "SEALED_BIDS_HIDDEN");
     app.stop().await;
 }
+
+async fn next_market(
+    stream: &mut tonic::Streaming<pb::WatchMarketResponse>,
+) -> pb::watch_market_response::Message {
+    tokio::time::timeout(Duration::from_secs(10), stream.next())
+        .await
+        .expect("a message within 10 s")
+        .expect("the stream is open")
+        .expect("no error")
+        .message
+        .expect("a message")
+}
+
+async fn next_market_event(
+    stream: &mut tonic::Streaming<pb::WatchMarketResponse>,
+) -> pb::MarketEvent {
+    loop {
+        match next_market(stream).await {
+            pb::watch_market_response::Message::Event(event) => return event,
+            pb::watch_market_response::Message::Heartbeat(_) => {}
+            pb::watch_market_response::Message::Snapshot(snapshot) => {
+                assert!(snapshot.last_chunk || !snapshot.auctions.is_empty())
+            }
+        }
+    }
+}
+
+fn sealed(starting: &str) -> pb::AuctionParameters {
+    pb::AuctionParameters {
+        format: pb::AuctionFormat::SealedSecondPrice as i32,
+        format_parameters: Some(pb::auction_parameters::FormatParameters::Sealed(
+            pb::SealedParameters {
+                start_price: Some(usd(starting)),
+                ..pb::SealedParameters::default()
+            },
+        )),
+    }
+}
+
+// Proves the partners' market feed delivers every new sealed auction once,
+// in order, filtered by format and event type; that resuming after a
+// sequence gives exactly what followed; and that a fresh start lists the
+// matching running auctions in a snapshot.
+#[tokio::test]
+async fn market_feed_for_automated_bidders() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let actors = actors(&app);
+    let mut bidding = client(&app).await;
+    let subscribe = |resume_after_sequence: u64| {
+        with_token(
+            pb::WatchMarketRequest {
+                formats: vec![
+                    pb::AuctionFormat::SealedFirstPrice as i32,
+                    pb::AuctionFormat::SealedSecondPrice as i32,
+                ],
+                event_types: vec![pb::MarketEventType::Opened as i32],
+                resume_after_sequence,
+                ..pb::WatchMarketRequest::default()
+            },
+            &actors.bob_token,
+        )
+    };
+    let anonymous = bidding
+        .watch_market(pb::WatchMarketRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(anonymous.code(), Code::Unauthenticated);
+    let mut feed = bidding
+        .watch_market(subscribe(0))
+        .await
+        .unwrap()
+        .into_inner();
+    let pb::watch_market_response::Message::Snapshot(first) = next_market(&mut feed).await else {
+        panic!("a snapshot first");
+    };
+    assert!(first.auctions.is_empty() && first.last_chunk);
+
+    let english = create(
+        &mut bidding,
+        &actors,
+        english("1.00", None),
+        Duration::from_secs(600),
+    )
+    .await;
+    let one = create(
+        &mut bidding,
+        &actors,
+        sealed("1.00"),
+        Duration::from_secs(600),
+    )
+    .await;
+    let two = create(
+        &mut bidding,
+        &actors,
+        sealed("2.00"),
+        Duration::from_secs(600),
+    )
+    .await;
+    let first_event = next_market_event(&mut feed).await;
+    let second_event = next_market_event(&mut feed).await;
+    assert_eq!(
+        first_event.state.as_ref().unwrap().auction_id,
+        one.auction_id
+    );
+    assert_eq!(
+        second_event.state.as_ref().unwrap().auction_id,
+        two.auction_id
+    );
+    assert_eq!(first_event.event_type, pb::MarketEventType::Opened as i32);
+    assert!(second_event.sequence > first_event.sequence);
+    assert_ne!(english.auction_id, one.auction_id);
+
+    // Resume after the first: only the second.
+    let mut resumed = bidding
+        .watch_market(subscribe(first_event.sequence))
+        .await
+        .unwrap()
+        .into_inner();
+    let again = next_market_event(&mut resumed).await;
+    assert_eq!(again.sequence, second_event.sequence);
+    assert_eq!(again.state.unwrap().auction_id, two.auction_id);
+
+    // A fresh start lists the running sealed auctions, not the English one.
+    let mut fresh = bidding
+        .watch_market(subscribe(0))
+        .await
+        .unwrap()
+        .into_inner();
+    let pb::watch_market_response::Message::Snapshot(snapshot) = next_market(&mut fresh).await
+    else {
+        panic!("a snapshot first");
+    };
+    let mut listed: Vec<String> = snapshot
+        .auctions
+        .into_iter()
+        .map(|state| state.auction_id)
+        .collect();
+    listed.sort();
+    let mut expected = vec![one.auction_id.clone(), two.auction_id.clone()];
+    expected.sort();
+    assert_eq!(listed, expected);
+    app.stop().await;
+}

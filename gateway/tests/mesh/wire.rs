@@ -2,7 +2,7 @@
 
 use auction_proto::v1::bidding_service_client::BiddingServiceClient;
 use auction_proto::v1::catalog_service_client::CatalogServiceClient;
-use auction_proto::v1::{ErrorDetail, ListBidsRequest, ListCategoriesRequest};
+use auction_proto::v1::{ErrorDetail, ListCategoriesRequest, ListMyBidsRequest};
 use auction_testkit::{Backend, spawn_app};
 use prost::Message;
 use tokio_stream::StreamExt;
@@ -235,7 +235,7 @@ async fn precise_statuses() {
 
     let mut bidding = BiddingServiceClient::new(app.channel().await);
     let not_built = bidding
-        .list_bids(ListBidsRequest::default())
+        .list_my_bids(ListMyBidsRequest::default())
         .await
         .unwrap_err();
     assert_eq!(not_built.code(), Code::Unimplemented);

@@ -42,6 +42,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// The public edge: rate limits, static files, remote services.
     pub gateway: GatewayConfig,
+    /// Notification delivery: webhooks, e-mail, streams.
+    pub notification: NotificationConfig,
 }
 
 /// The one listener of a process: gRPC and grpc-web on the same port.
@@ -110,13 +112,138 @@ pub struct MediaConfig {
     pub local_dir: PathBuf,
 }
 
-/// Redis, for event streams and live fan-out between nodes.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+/// Redis, for event streams and live fan-out between nodes. See
+/// [`crate::bus`]: each topic is one stream `<stream_prefix>:<topic>` read
+/// through consumer groups.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisConfig {
     /// `redis://host:port/db`; absent means the in-process bus.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+    /// The prefix of every stream key, so several meshes (or tests) can
+    /// share one Redis.
+    pub stream_prefix: String,
+    /// This process's consumer name within each consumer group; absent = a
+    /// name made of the host name and the process id. Must be stable across
+    /// restarts of one node for its pending messages to be resumed at once
+    /// (otherwise another consumer reclaims them after `claim_idle_ms`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub consumer_name: Option<String>,
+    /// A message delivered to a consumer and not acknowledged for this long
+    /// (its consumer died, or its handler keeps failing) is reclaimed by
+    /// another consumer of the group.
+    pub claim_idle_ms: u64,
+    /// After this many deliveries without an acknowledgement a message is
+    /// moved to the topic's dead-letter stream `<prefix>:<topic>:dead`.
+    pub max_deliveries: u32,
+    /// Streams are trimmed to about this many entries (`XADD MAXLEN ~`);
+    /// consumers far enough behind lose the oldest, so keep it generous.
+    pub stream_max_length: u64,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            stream_prefix: "auction-mesh".to_owned(),
+            consumer_name: None,
+            claim_idle_ms: 30_000,
+            max_deliveries: 5,
+            stream_max_length: 1_000_000,
+        }
+    }
+}
+
+/// The notification service: streams, webhooks, e-mail.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotificationConfig {
+    /// Accept `http://` webhook URLs and private or loopback addresses (the
+    /// embedded default, for local receivers); production requires https
+    /// and public addresses.
+    pub allow_insecure_webhook_urls: bool,
+    /// Delays before the 2nd, 3rd, ... delivery attempt of a webhook; one
+    /// attempt more than delays in total. Each delay gets up to 10 % of
+    /// random jitter.
+    pub webhook_retry_delays_ms: Vec<u64>,
+    /// How long a webhook endpoint has to answer.
+    pub webhook_timeout_ms: u64,
+    /// Consecutive failed attempts after which a webhook is AUTO_DISABLED.
+    pub webhook_auto_disable_after_failures: u32,
+    /// How often the Subscribe stream sends a heartbeat.
+    pub heartbeat_interval_ms: u64,
+    /// The ENDING_SOON lead time of users who did not choose one.
+    pub default_ending_soon_lead_ms: u64,
+    /// How often auctions are checked for ENDING_SOON notifications due.
+    pub ending_soon_scan_interval_ms: u64,
+    /// The SMTP relay that sends e-mail; absent = no e-mail is sent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub smtp: Option<SmtpConfig>,
+    /// Delays between e-mail attempts; one attempt more than delays.
+    pub email_retry_delays_ms: Vec<u64>,
+    /// The web app's base URL, for links in e-mails.
+    pub web_base_url: String,
+}
+
+/// How e-mail leaves.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpConfig {
+    /// Relay host name or address.
+    pub host: String,
+    /// Relay port.
+    pub port: u16,
+    /// `none` (a relay on loopback or a private network); `starttls` and
+    /// `tls` need lettre's TLS feature, not built in yet, and are refused.
+    pub tls: SmtpTls,
+    /// The sender, e.g. `Auctions <no-reply@auctions.example.com>`.
+    pub from_address: String,
+    /// Login user, if the relay wants one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// Login password.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password: Option<Secret>,
+    /// How long one SMTP exchange may take.
+    pub timeout_ms: u64,
+}
+
+/// Transport security of the SMTP connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SmtpTls {
+    /// Plain SMTP.
+    None,
+    /// STARTTLS upgrade (needs the TLS build).
+    Starttls,
+    /// TLS from the first byte (needs the TLS build).
+    Tls,
+}
+
+impl Default for NotificationConfig {
+    fn default() -> Self {
+        Self {
+            allow_insecure_webhook_urls: true,
+            webhook_retry_delays_ms: vec![
+                60_000,
+                300_000,
+                1_800_000,
+                7_200_000,
+                21_600_000,
+                43_200_000,
+                86_400_000,
+            ],
+            webhook_timeout_ms: 10_000,
+            webhook_auto_disable_after_failures: 50,
+            heartbeat_interval_ms: 15_000,
+            default_ending_soon_lead_ms: 15 * 60 * 1_000,
+            ending_soon_scan_interval_ms: 5_000,
+            smtp: None,
+            email_retry_delays_ms: vec![60_000, 300_000, 1_800_000, 7_200_000],
+            web_base_url: "http://127.0.0.1:50051".to_owned(),
+        }
+    }
 }
 
 /// etcd, for bidding shard leadership.
@@ -305,6 +432,7 @@ impl Config {
                 static_dir: None,
                 upstreams: std::collections::BTreeMap::new(),
             },
+            notification: NotificationConfig::default(),
         }
     }
 
@@ -316,6 +444,7 @@ impl Config {
         config.demo.seed_on_first_start = false;
         config.telemetry.log_format = LogFormat::Json;
         config.auth.generate_missing_keys = false;
+        config.notification.allow_insecure_webhook_urls = false;
         config
     }
 
@@ -430,6 +559,147 @@ impl Config {
         }
         self.validate_auth()?;
         self.validate_gateway()?;
+        self.validate_bus()?;
+        self.validate_notification()?;
+        Ok(())
+    }
+
+    fn validate_bus(&self) -> Result<(), ConfigError> {
+        let redis = &self.redis;
+        let invalid = |key: &'static str, message: &str| ConfigError::Invalid {
+            key,
+            message: message.to_owned(),
+        };
+        let key_safe = |text: &str| {
+            text.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, ':' | '_' | '-' | '.'))
+        };
+        if redis.stream_prefix.is_empty()
+            || redis.stream_prefix.len() > 100
+            || !key_safe(&redis.stream_prefix)
+        {
+            return Err(invalid(
+                "redis.stream_prefix",
+                "must be 1-100 characters of [A-Za-z0-9:_.-]",
+            ));
+        }
+        if let Some(name) = &redis.consumer_name
+            && (name.is_empty() || name.len() > 100 || !key_safe(name))
+        {
+            return Err(invalid(
+                "redis.consumer_name",
+                "must be 1-100 characters of [A-Za-z0-9:_.-]",
+            ));
+        }
+        if !(100..=3_600_000).contains(&redis.claim_idle_ms) {
+            return Err(invalid(
+                "redis.claim_idle_ms",
+                "must be between 100 and 3600000 milliseconds",
+            ));
+        }
+        if !(1..=100).contains(&redis.max_deliveries) {
+            return Err(invalid("redis.max_deliveries", "must be between 1 and 100"));
+        }
+        if !(1_000..=1_000_000_000).contains(&redis.stream_max_length) {
+            return Err(invalid(
+                "redis.stream_max_length",
+                "must be between 1000 and 1000000000",
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_notification(&self) -> Result<(), ConfigError> {
+        let notification = &self.notification;
+        let invalid = |key: &'static str, message: &str| ConfigError::Invalid {
+            key,
+            message: message.to_owned(),
+        };
+        let delays_valid = |delays: &[u64]| {
+            delays.len() <= 20 && delays.iter().all(|delay| (1..=7 * 86_400_000).contains(delay))
+        };
+        if !delays_valid(&notification.webhook_retry_delays_ms) {
+            return Err(invalid(
+                "notification.webhook_retry_delays_ms",
+                "at most 20 delays, each between 1 ms and 7 days",
+            ));
+        }
+        if !delays_valid(&notification.email_retry_delays_ms) {
+            return Err(invalid(
+                "notification.email_retry_delays_ms",
+                "at most 20 delays, each between 1 ms and 7 days",
+            ));
+        }
+        if !(100..=60_000).contains(&notification.webhook_timeout_ms) {
+            return Err(invalid(
+                "notification.webhook_timeout_ms",
+                "must be between 100 and 60000 milliseconds",
+            ));
+        }
+        if !(1..=10_000).contains(&notification.webhook_auto_disable_after_failures) {
+            return Err(invalid(
+                "notification.webhook_auto_disable_after_failures",
+                "must be between 1 and 10000",
+            ));
+        }
+        if !(10..=15_000).contains(&notification.heartbeat_interval_ms) {
+            return Err(invalid(
+                "notification.heartbeat_interval_ms",
+                "must be between 10 and 15000 milliseconds (the contract promises one at least every 15 s)",
+            ));
+        }
+        if !(60_000..=86_400_000).contains(&notification.default_ending_soon_lead_ms) {
+            return Err(invalid(
+                "notification.default_ending_soon_lead_ms",
+                "must be between 60000 (1 min) and 86400000 (24 h)",
+            ));
+        }
+        if !(10..=600_000).contains(&notification.ending_soon_scan_interval_ms) {
+            return Err(invalid(
+                "notification.ending_soon_scan_interval_ms",
+                "must be between 10 and 600000 milliseconds",
+            ));
+        }
+        if !(notification.web_base_url.starts_with("http://")
+            || notification.web_base_url.starts_with("https://"))
+        {
+            return Err(invalid(
+                "notification.web_base_url",
+                "must start with http:// or https://",
+            ));
+        }
+        if let Some(smtp) = &notification.smtp {
+            if smtp.host.is_empty() {
+                return Err(invalid("notification.smtp.host", "must not be empty"));
+            }
+            if smtp.port == 0 {
+                return Err(invalid("notification.smtp.port", "must not be 0"));
+            }
+            if smtp.tls != SmtpTls::None {
+                return Err(invalid(
+                    "notification.smtp.tls",
+                    "this build sends plain SMTP only (lettre without TLS); use \"none\" with a relay on a trusted network",
+                ));
+            }
+            if !looks_like_mailbox(&smtp.from_address) {
+                return Err(invalid(
+                    "notification.smtp.from_address",
+                    "must be an e-mail address, optionally with a name: `Name <user@host>`",
+                ));
+            }
+            if smtp.username.is_some() != smtp.password.is_some() {
+                return Err(invalid(
+                    "notification.smtp.username",
+                    "username and password go together",
+                ));
+            }
+            if !(100..=120_000).contains(&smtp.timeout_ms) {
+                return Err(invalid(
+                    "notification.smtp.timeout_ms",
+                    "must be between 100 and 120000 milliseconds",
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -557,6 +827,20 @@ impl Config {
     }
 }
 
+/// `user@host` or `Name <user@host>`: a shape check; the mailer parses it
+/// for real when it starts.
+fn looks_like_mailbox(text: &str) -> bool {
+    let address = match (text.find('<'), text.strip_suffix('>')) {
+        (Some(open), Some(inner)) => &inner[open + 1..],
+        (None, None) => text.trim(),
+        _ => return false,
+    };
+    match address.split_once('@') {
+        Some((user, host)) => !user.is_empty() && (host.contains('.') || host == "localhost"),
+        None => false,
+    }
+}
+
 /// A secret value (a URL with a password, a key): read from configuration
 /// like a string, but `Debug` never shows it, so logging a configuration is
 /// safe.
@@ -624,6 +908,30 @@ mod tests {
 
         let error = load_text("[storage]\nmax_connections = \"many\"\n").unwrap_err();
         assert!(error.to_string().contains("max_connections"), "{error}");
+    }
+
+    // Proves the event-bus and notification keys are validated by name.
+    #[test]
+    fn bus_and_notification_values_name_their_key() {
+        let error = load_text("[redis]\nmax_deliveries = 0\n").unwrap_err();
+        assert!(error.to_string().contains("redis.max_deliveries"), "{error}");
+        let error = load_text("[redis]\nstream_prefix = \"has space\"\n").unwrap_err();
+        assert!(error.to_string().contains("redis.stream_prefix"), "{error}");
+        let error = load_text("[redis]\nclaim_idle_ms = 1\n").unwrap_err();
+        assert!(error.to_string().contains("redis.claim_idle_ms"), "{error}");
+        let error = load_text(
+            "[notification.smtp]\nhost = \"mail\"\nport = 25\ntls = \"starttls\"\nfrom_address = \"a@b.c\"\ntimeout_ms = 1000\n",
+        )
+        .unwrap_err();
+        assert!(error.to_string().contains("notification.smtp.tls"), "{error}");
+        let error = load_text("[notification]\nheartbeat_interval_ms = 60000\n").unwrap_err();
+        assert!(error.to_string().contains("notification.heartbeat_interval_ms"), "{error}");
+        let error = load_text("[notification]\nwebhook_retry_delay_ms = [1]\n").unwrap_err();
+        assert!(error.to_string().contains("webhook_retry_delay_ms"), "{error}");
+        let config = load_text("[redis]\nurl = \"redis://127.0.0.1:6379\"\nmax_deliveries = 7\n").unwrap();
+        assert_eq!(config.redis.max_deliveries, 7);
+        assert_eq!(config.redis.stream_prefix, "auction-mesh");
+        assert!(!Config::production_default().notification.allow_insecure_webhook_urls);
     }
 
     // Proves unknown keys are refused rather than silently ignored.

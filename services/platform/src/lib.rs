@@ -7,6 +7,8 @@
 //! - [`config`]: layered configuration (defaults, TOML file, `AUCTION_*`
 //!   environment), validated at start with errors that name the key.
 //! - [`backends`]: start-up checks that the configured Redis and etcd answer.
+//! - [`bus`]: the event bus between services (Redis Streams or in-process)
+//!   and the transactional outbox with its relay.
 //! - [`telemetry`]: the one `tracing` set-up (text or JSON).
 //! - [`database`]: per-service pools and migrations for PostgreSQL and SQLite.
 //! - [`shutdown`]: the shared shutdown signal and SIGTERM/ctrl-c handling.
@@ -18,6 +20,7 @@
 
 pub mod auth;
 pub mod backends;
+pub mod bus;
 pub mod config;
 pub mod database;
 pub mod error;

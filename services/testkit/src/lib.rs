@@ -7,6 +7,9 @@
 //!   roles with the app's own key, and [`TestApp::register_and_login`] goes
 //!   through the real Register and Login RPCs; [`with_token`] attaches a
 //!   token to a request.
+//! - [`spawn_app_with`] does the same with an adjusted configuration;
+//!   [`RedisServer`] runs a private `redis-server` a test may kill and
+//!   restart; [`SmtpSink`] is a minimal SMTP server that keeps what it gets.
 //! - [`postgres_url`], [`redis_url`], [`etcd_endpoints`] find the real test
 //!   servers that `deploy/test.sh` starts; a missing server fails the test
 //!   loudly (it is never skipped).
@@ -287,4 +290,205 @@ pub fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
             .expect("a token is a header value"),
     );
     request
+}
+
+// ----- Issue 10: configured apps, a private Redis, an SMTP sink -----
+
+/// Starts the mesh like [`spawn_app`], after `configure` has adjusted the
+/// configuration (a Redis URL and stream prefix, SMTP, retry delays, ...).
+pub async fn spawn_app_with(backend: Backend, configure: impl FnOnce(&mut Config)) -> TestApp {
+    let data = tempfile::tempdir().expect("temporary data folder");
+    let mut config = Config::embedded_default();
+    config.server.listen_address = "127.0.0.1:0".to_owned();
+    config.storage.data_dir = data.path().to_owned();
+    config.media.local_dir = data.path().join("media");
+    config.demo.seed_on_first_start = false;
+    if backend == Backend::Postgres {
+        config.storage.backend = StorageBackend::Postgres;
+        config.storage.postgres_url = Some(Secret::new(fresh_postgres_database().await));
+    }
+    configure(&mut config);
+    spawn_with(config, data).await
+}
+
+/// A free TCP port on 127.0.0.1 (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .expect("a free port")
+}
+
+/// A private `redis-server` that a test may kill and start again (same
+/// port, same data folder, append-only file fsynced on every write, so
+/// nothing acknowledged is lost across the restart).
+pub struct RedisServer {
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    dir: tempfile::TempDir,
+    child: Option<std::process::Child>,
+}
+
+impl RedisServer {
+    /// Starts one on a free port and waits until it answers PING.
+    pub async fn start() -> Self {
+        let mut server = Self {
+            port: free_port(),
+            dir: tempfile::tempdir().expect("redis data folder"),
+            child: None,
+        };
+        server.launch().await;
+        server
+    }
+
+    /// `redis://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    async fn launch(&mut self) {
+        let child = std::process::Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
+            .args(["--appendonly", "yes", "--appendfsync", "always", "--save", ""])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|error| panic!("cannot start redis-server (is it installed?): {error}"));
+        self.child = Some(child);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !self.answers_ping().await {
+            assert!(tokio::time::Instant::now() < deadline, "redis-server on port {} did not answer within 10 s", self.port);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn answers_ping(&self) -> bool {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await else {
+            return false;
+        };
+        if stream.write_all(b"PING\r\n").await.is_err() {
+            return false;
+        }
+        let mut answer = [0_u8; 7];
+        stream.read_exact(&mut answer).await.is_ok() && &answer == b"+PONG\r\n"
+    }
+
+    /// Kills the server at once (SIGKILL), like a crash.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().expect("kill redis-server");
+            child.wait().expect("reap redis-server");
+        }
+    }
+
+    /// Starts it again on the same port and data folder.
+    pub async fn restart(&mut self) {
+        self.kill();
+        self.launch().await;
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// One message received by an [`SmtpSink`].
+#[derive(Debug, Clone)]
+pub struct ReceivedMail {
+    /// `MAIL FROM` address.
+    pub from: String,
+    /// `RCPT TO` addresses.
+    pub to: Vec<String>,
+    /// The raw message (headers and body) as sent after DATA.
+    pub data: String,
+}
+
+/// A minimal SMTP server on 127.0.0.1 that accepts every message.
+pub struct SmtpSink {
+    /// Its port.
+    pub port: u16,
+    received: tokio::sync::mpsc::UnboundedReceiver<ReceivedMail>,
+}
+
+impl SmtpSink {
+    /// Starts listening on a free port.
+    pub async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the SMTP sink");
+        let port = listener.local_addr().expect("address").port();
+        let (sender, received) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let sender = sender.clone();
+                tokio::spawn(async move {
+                    let _ = smtp_session(stream, sender).await;
+                });
+            }
+        });
+        Self { port, received }
+    }
+
+    /// The next message, or `None` after `timeout`.
+    pub async fn next_message(&mut self, timeout: Duration) -> Option<ReceivedMail> {
+        tokio::time::timeout(timeout, self.received.recv()).await.ok().flatten()
+    }
+}
+
+async fn smtp_session(
+    stream: tokio::net::TcpStream,
+    sender: tokio::sync::mpsc::UnboundedSender<ReceivedMail>,
+) -> std::io::Result<()> {
+    use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
+    let (reader, mut writer) = stream.into_split();
+    let mut lines = BufReader::new(reader);
+    writer.write_all(b"220 sink ESMTP\r\n").await?;
+    let mut mail = ReceivedMail { from: String::new(), to: Vec::new(), data: String::new() };
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if lines.read_line(&mut line).await? == 0 {
+            return Ok(());
+        }
+        let command = line.trim_end().to_owned();
+        let upper = command.to_ascii_uppercase();
+        if upper.starts_with("EHLO") || upper.starts_with("HELO") {
+            writer.write_all(b"250-sink\r\n250 8BITMIME\r\n").await?;
+        } else if upper.starts_with("MAIL FROM:") {
+            mail.from = command[10..].trim().trim_matches(['<', '>']).to_owned();
+            writer.write_all(b"250 ok\r\n").await?;
+        } else if upper.starts_with("RCPT TO:") {
+            mail.to.push(command[8..].trim().trim_matches(['<', '>']).to_owned());
+            writer.write_all(b"250 ok\r\n").await?;
+        } else if upper == "DATA" {
+            writer.write_all(b"354 go on\r\n").await?;
+            let mut data = String::new();
+            loop {
+                line.clear();
+                if lines.read_line(&mut line).await? == 0 {
+                    return Ok(());
+                }
+                if line == ".\r\n" || line == ".\n" {
+                    break;
+                }
+                data.push_str(&line);
+            }
+            mail.data = data;
+            let _ = sender.send(std::mem::replace(
+                &mut mail,
+                ReceivedMail { from: String::new(), to: Vec::new(), data: String::new() },
+            ));
+            writer.write_all(b"250 queued\r\n").await?;
+        } else if upper == "QUIT" {
+            writer.write_all(b"221 bye\r\n").await?;
+            return Ok(());
+        } else if upper == "RSET" || upper == "NOOP" {
+            writer.write_all(b"250 ok\r\n").await?;
+        } else {
+            writer.write_all(b"502 not implemented\r\n").await?;
+        }
+    }
 }

@@ -1,0 +1,93 @@
+//! The bus consumer and the ending-soon scheduler: both turn facts into
+//! stored notifications through [`crate::store::Store`], then wake the
+//! user streams and the delivery workers.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use auction_platform::Shutdown;
+use auction_platform::bus::{
+    BoxFuture, Envelope, HandleError, Handler, TOPIC_AUCTION, TOPIC_CATALOG, TOPIC_ORDER, TOPIC_USER,
+};
+
+use crate::Inner;
+use crate::store::{Incoming, Produced};
+
+/// The consumer group of the notification service on every topic.
+pub const GROUP: &str = "notification";
+
+/// The topics the service consumes.
+pub fn topics() -> Vec<String> {
+    [TOPIC_AUCTION, TOPIC_ORDER, TOPIC_CATALOG, TOPIC_USER].map(str::to_owned).to_vec()
+}
+
+/// Consumes bus events into notifications.
+pub struct Consumer {
+    /// The service.
+    pub inner: Arc<Inner>,
+}
+
+impl Handler for Consumer {
+    fn handle<'a>(&'a self, envelope: &'a Envelope) -> BoxFuture<'a, Result<(), HandleError>> {
+        Box::pin(async move {
+            let incoming = match envelope.topic.as_str() {
+                TOPIC_AUCTION => Incoming::Auction(envelope.decode()?),
+                TOPIC_ORDER => Incoming::Order(envelope.decode()?),
+                TOPIC_CATALOG => Incoming::Catalog(envelope.decode()?),
+                TOPIC_USER => Incoming::User(envelope.decode()?),
+                other => return Err(format!("unexpected topic {other}").into()),
+            };
+            let produced = self
+                .inner
+                .store
+                .consume(&envelope.event_id.to_string(), &envelope.topic, &incoming, crate::now_ms())
+                .await?;
+            if let Some(produced) = produced {
+                self.inner.after_commit(&produced);
+            }
+            Ok(())
+        })
+    }
+}
+
+impl Inner {
+    /// Wakes streams and workers for what a commit produced.
+    pub fn after_commit(&self, produced: &Produced) {
+        for (user, sequence) in &produced.inbox {
+            self.hub.notify(user, *sequence);
+        }
+        if produced.webhooks {
+            self.wake_webhooks.notify_one();
+        }
+        if produced.emails {
+            self.wake_emails.notify_one();
+        }
+    }
+}
+
+/// Sends ENDING_SOON notifications as auctions approach their end: every
+/// `ending_soon_scan_interval_ms`, each open auction ending within a day is
+/// checked against its participants' lead times.
+pub async fn run_ending_soon(inner: Arc<Inner>, shutdown: Shutdown) {
+    let config = &inner.config.notification;
+    let interval = Duration::from_millis(config.ending_soon_scan_interval_ms);
+    let default_lead_ms = i64::try_from(config.default_ending_soon_lead_ms).unwrap_or(i64::MAX);
+    loop {
+        let now_ms = crate::now_ms();
+        match inner.store.auctions_ending(now_ms, 86_400_000).await {
+            Ok(auctions) => {
+                for auction in &auctions {
+                    match inner.store.deliver_ending_soon(auction, default_lead_ms, now_ms).await {
+                        Ok(produced) => inner.after_commit(&produced),
+                        Err(error) => tracing::warn!(error = %auction_platform::error::DisplayChain(&error), auction_id = %auction.0, "ending-soon delivery failed"),
+                    }
+                }
+            }
+            Err(error) => tracing::warn!(error = %auction_platform::error::DisplayChain(&error), "ending-soon scan failed"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(interval) => {}
+            () = shutdown.wait() => return,
+        }
+    }
+}

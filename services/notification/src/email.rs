@@ -1,0 +1,152 @@
+//! E-mail over SMTP (lettre): one template per notification type family,
+//! plain text, sent by a worker that retries with the configured delays and
+//! gives up after the last one. A recipient without a known address (the
+//! user service publishes addresses as `user` bus events) is retried the
+//! same way, then given up with the reason recorded.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use auction_platform::Shutdown;
+use auction_platform::config::{NotificationConfig, SmtpConfig};
+use auction_proto::v1::{Notification, NotificationType};
+use lettre::message::{Mailbox, header::ContentType};
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::{AsyncSmtpTransport, AsyncTransport as _, Message, Tokio1Executor};
+
+use crate::Inner;
+use crate::store::EmailJob;
+
+/// E-mails sent per round.
+const BATCH: u32 = 32;
+
+/// The mailer of a configured relay.
+pub struct Mailer {
+    transport: AsyncSmtpTransport<Tokio1Executor>,
+    from: Mailbox,
+}
+
+impl Mailer {
+    /// A mailer for `smtp`, or why not.
+    pub fn new(smtp: &SmtpConfig) -> Result<Self, String> {
+        let from: Mailbox = smtp
+            .from_address
+            .parse()
+            .map_err(|error| format!("notification.smtp.from_address: {error}"))?;
+        // Plain SMTP only in this build (see SmtpConfig::tls).
+        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(smtp.host.as_str())
+            .port(smtp.port)
+            .timeout(Some(Duration::from_millis(smtp.timeout_ms)));
+        if let (Some(username), Some(password)) = (&smtp.username, &smtp.password) {
+            builder = builder.credentials(Credentials::new(username.clone(), password.expose().to_owned()));
+        }
+        Ok(Self {
+            transport: builder.build(),
+            from,
+        })
+    }
+}
+
+/// Subject and text of the e-mail for `notification`.
+pub fn render(notification: &Notification, display_name: &str, web_base_url: &str) -> (String, String) {
+    let greeting = if display_name.is_empty() {
+        "Hello,".to_owned()
+    } else {
+        format!("Hello {display_name},")
+    };
+    let family = match NotificationType::try_from(notification.notification_type) {
+        Ok(
+            NotificationType::Outbid
+            | NotificationType::EndingSoon
+            | NotificationType::Extended
+            | NotificationType::NewAuctionMatchingInterests
+            | NotificationType::LiveSessionStarting,
+        ) => "Open it to bid:",
+        Ok(NotificationType::Won | NotificationType::Lost | NotificationType::ReserveNotMet) => "See the result:",
+        Ok(
+            NotificationType::OrderCreated
+            | NotificationType::PaymentDue
+            | NotificationType::Paid
+            | NotificationType::Shipped
+            | NotificationType::Released
+            | NotificationType::DisputeUpdated
+            | NotificationType::SecondChanceOffer
+            | NotificationType::Refunded,
+        ) => "Your order:",
+        Ok(NotificationType::Unspecified) | Err(_) => "Details:",
+    };
+    let link = format!("{}{}", web_base_url.trim_end_matches('/'), notification.action_path);
+    let text = format!(
+        "{greeting}\n\n{}\n\n{family} {link}\n\nYou receive this e-mail because of your notification preferences; change them in your account settings.\n",
+        notification.body
+    );
+    (notification.title.clone(), text)
+}
+
+/// The e-mail worker: sends due e-mails until `shutdown`.
+pub async fn run(inner: Arc<Inner>, mailer: Mailer, shutdown: Shutdown) {
+    let config: &NotificationConfig = &inner.config.notification;
+    loop {
+        let now = crate::now_ms();
+        let jobs = match inner.store.due_emails(now, BATCH).await {
+            Ok(jobs) => jobs,
+            Err(error) => {
+                tracing::warn!(error = %auction_platform::error::DisplayChain(&error), "e-mail jobs unreadable");
+                Vec::new()
+            }
+        };
+        let busy = !jobs.is_empty();
+        for job in jobs {
+            send(&inner, &mailer, config, job).await;
+        }
+        if busy {
+            continue;
+        }
+        let next_due = inner.store.next_email_due().await.ok().flatten();
+        let wait_ms = next_due.map_or(5_000, |due| (due - crate::now_ms()).clamp(1, 5_000));
+        tokio::select! {
+            () = inner.wake_emails.notified() => {}
+            () = tokio::time::sleep(Duration::from_millis(u64::try_from(wait_ms).unwrap_or(1))) => {}
+            () = shutdown.wait() => return,
+        }
+    }
+}
+
+async fn send(inner: &Inner, mailer: &Mailer, config: &NotificationConfig, job: EmailJob) {
+    let notification_id = job.notification.notification_id.clone();
+    let now = crate::now_ms();
+    let outcome: Result<(), String> = async {
+        if job.email.is_empty() {
+            return Err("no e-mail address known for the user".to_owned());
+        }
+        let to: Mailbox = job.email.parse().map_err(|error| format!("bad address: {error}"))?;
+        let (subject, text) = render(&job.notification, &job.display_name, &config.web_base_url);
+        let message = Message::builder()
+            .from(mailer.from.clone())
+            .to(to)
+            .subject(subject)
+            .header(ContentType::TEXT_PLAIN)
+            .body(text)
+            .map_err(|error| format!("cannot build the message: {error}"))?;
+        mailer.transport.send(message).await.map(|_| ()).map_err(|error| format!("smtp: {error}"))
+    }
+    .await;
+    // A missing address is retried too: the user service's contact event
+    // may arrive after the notification (another topic, another consumer).
+    let (next_due, error) = match outcome {
+        Ok(()) => (None, String::new()),
+        Err(error) => {
+            let attempt = usize::try_from(job.attempts).unwrap_or(usize::MAX);
+            let next = config
+                .email_retry_delays_ms
+                .get(attempt)
+                .and_then(|delay| i64::try_from(*delay).ok())
+                .map(|delay| now + delay);
+            tracing::warn!(%error, %notification_id, "e-mail not sent");
+            (next, error)
+        }
+    };
+    if let Err(error) = inner.store.record_email(&notification_id, now, next_due, &error).await {
+        tracing::warn!(error = %auction_platform::error::DisplayChain(&error), "e-mail attempt not recorded");
+    }
+}

@@ -1,0 +1,247 @@
+//! The event bus inside one process, for the embedded default and tests.
+//!
+//! Same contract as the Redis bus: per topic an ordered log; per (topic,
+//! group) a cursor shared by the group's consumers, so each message goes to
+//! one consumer of each group; a message is passed on only after its
+//! handler succeeded, retried with a short back-off, and set aside as dead
+//! after `max_deliveries` failures. Nothing survives the process, which is
+//! fine for dev: producers keep their outbox rows until published, and a
+//! restart re-publishes none of the delivered ones. Each topic keeps at
+//! most [`MAX_RETAINED`] messages; a group further behind skips the oldest
+//! (logged).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::{BoxFuture, BusError, Envelope, EventBus, Handler, Subscription};
+
+/// Messages kept per topic.
+pub const MAX_RETAINED: usize = 100_000;
+
+#[derive(Debug)]
+struct Topic {
+    /// Retained messages; the first has position `base`.
+    log: VecDeque<Envelope>,
+    /// Position of `log[0]`.
+    base: u64,
+    /// The group cursors: the next position each group takes.
+    cursors: HashMap<String, u64>,
+    /// Messages that failed `max_deliveries` times.
+    dead: Vec<Envelope>,
+}
+
+/// The in-process bus.
+#[derive(Debug, Clone)]
+pub struct InProcessBus {
+    topics: Arc<Mutex<HashMap<String, Topic>>>,
+    /// Bumped on every publish; consumers wait on it.
+    published: watch::Sender<u64>,
+    max_deliveries: u32,
+}
+
+impl InProcessBus {
+    /// An empty bus; a message is dead after `max_deliveries` failures.
+    pub fn new(max_deliveries: u32) -> Self {
+        Self {
+            topics: Arc::new(Mutex::new(HashMap::new())),
+            published: watch::channel(0).0,
+            max_deliveries: max_deliveries.max(1),
+        }
+    }
+
+    /// The dead-lettered messages of `topic`, oldest first.
+    pub fn dead_letters(&self, topic: &str) -> Vec<Envelope> {
+        let topics = self.lock();
+        topics.get(topic).map(|topic| topic.dead.clone()).unwrap_or_default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Topic>> {
+        self.topics.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Takes the next message for `group` on `topic`, advancing the cursor.
+    fn take(&self, topic: &str, group: &str) -> Option<Envelope> {
+        let mut topics = self.lock();
+        let topic = topics.entry(topic.to_owned()).or_insert_with(empty_topic);
+        let base = topic.base;
+        let cursor = topic.cursors.entry(group.to_owned()).or_insert(base);
+        if *cursor < base {
+            tracing::warn!(group, skipped = base - *cursor, "in-process bus: consumer group fell behind the retained log");
+            *cursor = base;
+        }
+        let index = usize::try_from(*cursor - base).ok()?;
+        let envelope = topic.log.get(index)?.clone();
+        *cursor += 1;
+        Some(envelope)
+    }
+
+    fn bury(&self, envelope: Envelope) {
+        let mut topics = self.lock();
+        let topic = topics.entry(envelope.topic.clone()).or_insert_with(empty_topic);
+        tracing::error!(event_id = %envelope.event_id, topic = %envelope.topic, "in-process bus: message dead-lettered");
+        topic.dead.push(envelope);
+    }
+}
+
+fn empty_topic() -> Topic {
+    Topic {
+        log: VecDeque::new(),
+        base: 0,
+        cursors: HashMap::new(),
+        dead: Vec::new(),
+    }
+}
+
+impl EventBus for InProcessBus {
+    fn publish<'a>(&'a self, envelopes: &'a [Envelope]) -> BoxFuture<'a, Result<(), BusError>> {
+        Box::pin(async move {
+            {
+                let mut topics = self.lock();
+                for envelope in envelopes {
+                    let topic = topics.entry(envelope.topic.clone()).or_insert_with(empty_topic);
+                    topic.log.push_back(envelope.clone());
+                    while topic.log.len() > MAX_RETAINED {
+                        topic.log.pop_front();
+                        topic.base += 1;
+                    }
+                }
+            }
+            self.published.send_modify(|count| *count += 1);
+            Ok(())
+        })
+    }
+
+    fn subscribe(
+        &self,
+        subscription: Subscription,
+        handler: Arc<dyn Handler>,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
+        subscription
+            .topics
+            .iter()
+            .map(|topic| {
+                let bus = self.clone();
+                let topic = topic.clone();
+                let group = subscription.group.clone();
+                let shutdown = subscription.shutdown.clone();
+                let handler = Arc::clone(&handler);
+                tokio::spawn(async move {
+                    let mut published = bus.published.subscribe();
+                    loop {
+                        // Mark the current count seen before draining, so a
+                        // publish during the drain wakes the next wait.
+                        published.borrow_and_update();
+                        while let Some(envelope) = bus.take(&topic, &group) {
+                            let mut attempt = 0;
+                            loop {
+                                attempt += 1;
+                                match handler.handle(&envelope).await {
+                                    Ok(()) => break,
+                                    Err(error) if attempt >= bus.max_deliveries => {
+                                        tracing::warn!(%error, attempt, "in-process bus: handler failed for good");
+                                        bus.bury(envelope);
+                                        break;
+                                    }
+                                    Err(error) => {
+                                        tracing::warn!(%error, attempt, "in-process bus: handler failed; retrying");
+                                        let delay = Duration::from_millis(10 << attempt.min(8));
+                                        tokio::select! {
+                                            () = tokio::time::sleep(delay) => {}
+                                            () = shutdown.wait() => return,
+                                        }
+                                    }
+                                }
+                            }
+                            if shutdown.is_triggered() {
+                                return;
+                            }
+                        }
+                        tokio::select! {
+                            changed = published.changed() => if changed.is_err() { return },
+                            () = shutdown.wait() => return,
+                        }
+                    }
+                })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+    use crate::Shutdown;
+
+    struct Recorder {
+        seen: Mutex<Vec<String>>,
+        failures_left: AtomicU32,
+        sender: tokio::sync::mpsc::UnboundedSender<String>,
+    }
+
+    impl Handler for Recorder {
+        fn handle<'a>(&'a self, envelope: &'a Envelope) -> BoxFuture<'a, Result<(), super::super::HandleError>> {
+            Box::pin(async move {
+                if self.failures_left.load(Ordering::SeqCst) > 0 {
+                    self.failures_left.fetch_sub(1, Ordering::SeqCst);
+                    return Err("not yet".into());
+                }
+                self.seen.lock().unwrap().push(envelope.key.clone());
+                let _ = self.sender.send(envelope.key.clone());
+                Ok(())
+            })
+        }
+    }
+
+    fn envelope(key: &str) -> Envelope {
+        Envelope {
+            event_id: uuid::Uuid::now_v7(),
+            topic: "t".to_owned(),
+            key: key.to_owned(),
+            occurred_at_ms: 0,
+            payload_type: "x".to_owned(),
+            payload: Vec::new(),
+            producer: "test".to_owned(),
+        }
+    }
+
+    // Proves messages reach a group in order, a failing handler is retried
+    // until it succeeds, and one that always fails ends in the dead letters.
+    #[tokio::test]
+    async fn delivers_in_order_retries_and_dead_letters() {
+        let bus = InProcessBus::new(3);
+        let (sender, mut received) = tokio::sync::mpsc::unbounded_channel();
+        let recorder = Arc::new(Recorder {
+            seen: Mutex::new(Vec::new()),
+            failures_left: AtomicU32::new(2),
+            sender,
+        });
+        let shutdown = Shutdown::new();
+        bus.subscribe(
+            Subscription { group: "g".to_owned(), topics: vec!["t".to_owned()], shutdown: shutdown.clone() },
+            recorder.clone(),
+        );
+        bus.publish(&[envelope("1"), envelope("2"), envelope("3")]).await.unwrap();
+        for expected in ["1", "2", "3"] {
+            let key = tokio::time::timeout(Duration::from_secs(5), received.recv()).await.unwrap().unwrap();
+            assert_eq!(key, expected);
+        }
+        // Now every delivery fails: three tries, then the dead letters.
+        recorder.failures_left.store(u32::MAX, Ordering::SeqCst);
+        bus.publish(&[envelope("4")]).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while bus.dead_letters("t").is_empty() {
+                tokio::task::yield_now().await;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(bus.dead_letters("t")[0].key, "4");
+        shutdown.trigger();
+    }
+}

@@ -22,7 +22,10 @@ echo "[test] buf lint: clean"
 
 # Each test makes its own PostgreSQL database; drop those of earlier runs.
 psql "$MESH_TEST_POSTGRES_URL" -Atqc "SELECT datname FROM pg_database WHERE datname LIKE 'test\_%'" |
-  while read -r name; do psql "$MESH_TEST_POSTGRES_URL" -qc "DROP DATABASE IF EXISTS \"$name\"" >/dev/null; done
+  while read -r name; do
+    # One still in use (another run on this machine) is left for next time.
+    psql "$MESH_TEST_POSTGRES_URL" -qc "DROP DATABASE IF EXISTS \"$name\"" >/dev/null 2>&1 || true
+  done
 
 # nextest runs each test in its own process; plain cargo test is the fallback.
 if cargo nextest --version >/dev/null 2>&1; then

@@ -53,14 +53,21 @@ impl Server {
         self.child.wait().expect("reap");
     }
 
+    /// A client, once the server answers: the first line comes when the
+    /// listener is bound, before every service is mounted (and before the
+    /// dev keys exist), so wait for an answer, bounded.
     async fn client(&self) -> BiddingServiceClient<Channel> {
-        BiddingServiceClient::new(
-            tonic::transport::Endpoint::from_shared(self.url.clone())
-                .unwrap()
-                .connect()
-                .await
-                .expect("connect"),
-        )
+        let endpoint = tonic::transport::Endpoint::from_shared(self.url.clone()).unwrap();
+        for _ in 0..200 {
+            if let Ok(channel) = endpoint.connect().await {
+                let mut client = BiddingServiceClient::new(channel);
+                if client.get_server_time(pb::GetServerTimeRequest::default()).await.is_ok() {
+                    return client;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("auctiond at {} never answered", self.url);
     }
 }
 
@@ -132,10 +139,10 @@ async fn retry_after_kill_9_returns_the_original_answer() {
     let data_dir = data.path().to_str().unwrap().to_owned();
     let arguments = ["dev", "--listen", "127.0.0.1:0", "--data-dir", data_dir.as_str()];
     let server = Server::start(&arguments);
+    let mut client = server.client().await;
     let keys = keys(data.path());
     let admin = token(&keys, Uuid::now_v7(), Role::Admin);
     let bidder = token(&keys, Uuid::now_v7(), Role::Bidder);
-    let mut client = server.client().await;
     let auction_id = create_english(&mut client, &admin, Uuid::now_v7()).await;
     let original = client
         .set_max_bid(max_bid(&auction_id, "bid-before-crash", "42.00".to_owned(), &bidder))
@@ -191,9 +198,9 @@ async fn kill_9_under_load_loses_no_acknowledged_bid() {
     let config_text = config_path.to_str().unwrap().to_owned();
     let arguments = ["serve", "--config", config_text.as_str()];
     let server = Server::start(&arguments);
+    let mut client = server.client().await;
     let keys = keys(data.path());
     let admin = token(&keys, Uuid::now_v7(), Role::Admin);
-    let mut client = server.client().await;
     let auction_id = create_english(&mut client, &admin, Uuid::now_v7()).await;
 
     // Four bidders raise their maximums concurrently until the server dies.

@@ -101,6 +101,7 @@ pub async fn seed(shards: &Shards, log: &Log, clock: &dyn Clock) -> Result<usize
                     item_id: item_id.to_owned(),
                     title: title.to_owned(),
                     seller_handle: "alice".to_owned(),
+                    seller_id: seller.to_string(),
                     original_end_ms,
                     ..Metadata::default()
                 },

@@ -7,6 +7,7 @@
 //!
 //! Migrations: `migrations/postgres` and `migrations/sqlite`.
 
+pub mod bus_events;
 pub mod convert;
 pub mod demo;
 pub mod error;
@@ -51,11 +52,24 @@ impl MeshService for Service {
         ));
         let clock: std::sync::Arc<dyn shard::Clock> = std::sync::Arc::new(shard::SystemClock);
         let market = std::sync::Arc::new(market::MarketFeed::new(clock.now()));
+        let bus = auction_platform::bus::for_process(&context.config).map_err(|error| {
+            StartError::Service {
+                service: Self::NAME,
+                message: auction_platform::error::DisplayChain(&error).to_string(),
+            }
+        })?;
+        let relay = std::sync::Arc::new(auction_platform::bus::outbox::Relay::spawn(
+            context.database.clone(),
+            bus,
+            context.shutdown.clone(),
+            auction_platform::bus::outbox::RelayOptions::default(),
+        ));
         let shards = shard::start(
             context.config.bidding.shard_count,
             log.clone(),
             std::sync::Arc::clone(&hub),
             std::sync::Arc::clone(&market),
+            relay,
             std::sync::Arc::clone(&clock),
             context.shutdown.clone(),
         )

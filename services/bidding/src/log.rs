@@ -117,6 +117,8 @@ pub struct Batch {
     pub snapshots: Vec<Snapshot>,
     /// Outcomes to remember.
     pub outcomes: Vec<OutcomeRow>,
+    /// Events for other services, staged in the outbox.
+    pub outbox: Vec<auction_platform::bus::Envelope>,
 }
 
 impl Batch {
@@ -127,6 +129,7 @@ impl Batch {
             && self.status_changes.is_empty()
             && self.snapshots.is_empty()
             && self.outcomes.is_empty()
+            && self.outbox.is_empty()
     }
 }
 
@@ -269,6 +272,8 @@ impl Log {
                 });
                 insert.build().execute(&mut *transaction).await?;
             }
+            // In the fenced transaction: a deposed leader's events never leave.
+            auction_platform::bus::outbox::stage(&mut transaction, &batch.outbox).await?;
             transaction.commit().await?;
             Ok(())
         })

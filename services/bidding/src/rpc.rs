@@ -145,6 +145,7 @@ impl Bidding {
             category_id: request.category_id.clone(),
             category_path_ids: request.category_path_ids.clone(),
             seller_handle: request.seller_handle.clone(),
+            seller_id: seller.to_string(),
             original_end_ms,
         };
         let fingerprint = serde_json::to_string(&(&spec, &metadata))

@@ -55,6 +55,9 @@ pub struct Metadata {
     pub category_path_ids: Vec<String>,
     /// The seller's public handle.
     pub seller_handle: String,
+    /// The seller's user id (for other services, on the event bus).
+    #[serde(default)]
+    pub seller_id: String,
     /// The original end time (English, sealed), before any extension.
     pub original_end_ms: Option<i64>,
 }
@@ -225,6 +228,7 @@ pub async fn start(
     log: Log,
     hub: Arc<Hub>,
     market: Arc<MarketFeed>,
+    relay: Arc<auction_platform::bus::outbox::Relay>,
     clock: Arc<dyn Clock>,
     shutdown: Shutdown,
 ) -> Result<Shards, BiddingError> {
@@ -244,6 +248,7 @@ pub async fn start(
             log: log.clone(),
             hub: Arc::clone(&hub),
             market: Arc::clone(&market),
+            relay: Arc::clone(&relay),
             clock: Arc::clone(&clock),
             auctions: HashMap::new(),
             timers: BTreeSet::new(),
@@ -278,6 +283,8 @@ struct Worker {
     log: Log,
     hub: Arc<Hub>,
     market: Arc<MarketFeed>,
+    /// Woken after each commit that staged bus events.
+    relay: Arc<auction_platform::bus::outbox::Relay>,
     clock: Arc<dyn Clock>,
     auctions: HashMap<Uuid, Live>,
     /// (deadline, auction): the earliest is the next timer to fire.
@@ -813,6 +820,12 @@ impl Worker {
                 Err(error) => tracing::error!(%auction_id, %error, "snapshot not serialisable"),
             }
         }
+        pending.batch.outbox.extend(crate::bus_events::envelopes(
+            auction_id,
+            events,
+            &live.auction.view(),
+            &live.metadata,
+        ));
         match pending
             .published
             .iter_mut()
@@ -875,6 +888,9 @@ impl Worker {
         };
         match appended {
             Ok(()) => {
+                if !batch.outbox.is_empty() {
+                    self.relay.wake();
+                }
                 for (reply, result) in replies {
                     let _ = reply.send(result);
                 }

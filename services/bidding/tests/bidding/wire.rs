@@ -948,3 +948,63 @@ async fn market_feed_for_automated_bidders() {
     assert_eq!(listed, expected);
     app.stop().await;
 }
+
+// Proves a bid that outbids someone reaches that person as an OUTBID
+// notification on their Subscribe stream: the shard stages the event in
+// its outbox in the same transaction as the log, the relay publishes it,
+// the notification service delivers it.
+#[tokio::test]
+async fn outbid_reaches_the_outbid_bidder() {
+    use auction_proto::v1::notification_service_client::NotificationServiceClient;
+    let app = spawn_app(Backend::Sqlite).await;
+    let actors = actors(&app);
+    let mut bidding = client(&app).await;
+    let auction = create(
+        &mut bidding,
+        &actors,
+        english("1.00", None),
+        Duration::from_secs(3_600),
+    )
+    .await;
+    let id = auction.auction_id.clone();
+    let mut notifications = NotificationServiceClient::new(app.channel().await);
+    let mut stream = notifications
+        .subscribe(with_token(
+            pb::SubscribeRequest {
+                resume_after_sequence: 0,
+            },
+            &actors.alice_token,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    bidding
+        .set_max_bid(max_bid(&id, "n-1", "5.00", &actors.alice_token))
+        .await
+        .unwrap();
+    bidding
+        .set_max_bid(max_bid(&id, "n-2", "9.00", &actors.bob_token))
+        .await
+        .unwrap();
+    let outbid = loop {
+        let message = tokio::time::timeout(Duration::from_secs(10), stream.next())
+            .await
+            .expect("a notification within 10 s")
+            .expect("the stream is open")
+            .expect("no error");
+        if let Some(pb::subscribe_response::Message::Event(pb::InboxEvent {
+            kind: Some(pb::inbox_event::Kind::Notification(notification)),
+            ..
+        })) = message.message
+        {
+            break notification;
+        }
+    };
+    assert_eq!(
+        outbid.notification_type,
+        pb::NotificationType::Outbid as i32
+    );
+    assert_eq!(outbid.auction_id, id);
+    assert_eq!(outbid.user_id, actors.alice.to_string());
+    app.stop().await;
+}

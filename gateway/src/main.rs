@@ -6,6 +6,10 @@
 //!   (and Redis and etcd when configured), as one process.
 //! - `auctiond config [--config FILE] [--dev]`: prints the configuration
 //!   that would be used (secrets redacted) after validating it.
+//! - Client subcommands for people, until the web app exists (see
+//!   [`terminal`]): `auctiond auctions` lists the running auctions,
+//!   `auctiond watch AUCTION_ID` follows one live, `auctiond bid AUCTION_ID
+//!   AMOUNT --user alice [--max]` places a bid with a demo account.
 //!
 //! Every setting can also come from `AUCTION_*` environment variables, for
 //! example `AUCTION_SERVER__LISTEN_ADDRESS=0.0.0.0:50051`.
@@ -17,6 +21,8 @@ use std::sync::Arc;
 use auction_platform::config::Config;
 use auction_platform::shutdown::{Shutdown, terminate_signal};
 use clap::{Parser, Subcommand};
+
+mod terminal;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -59,10 +65,23 @@ enum Command {
         #[arg(long)]
         dev: bool,
     },
+    /// Lists the running auctions (title, format, price, leader, time left).
+    Auctions(terminal::AuctionsFlags),
+    /// Follows one auction live: a snapshot, each event as it lands, and a
+    /// countdown synchronised with the server clock.
+    Watch(terminal::WatchFlags),
+    /// Logs in with an account (a demo one by default) and places one bid.
+    Bid(terminal::BidFlags),
 }
 
 fn main() -> ExitCode {
     let arguments = Arguments::parse();
+    match arguments.command {
+        Command::Auctions(flags) => return client(terminal::auctions(flags)),
+        Command::Watch(flags) => return client(terminal::watch(flags)),
+        Command::Bid(flags) => return client(terminal::bid(flags)),
+        Command::Dev { .. } | Command::Serve { .. } | Command::Config { .. } => {}
+    }
     let config = match load(&arguments.command) {
         Ok(config) => config,
         Err(message) => {
@@ -97,6 +116,28 @@ fn main() -> ExitCode {
     }
 }
 
+/// Runs a client subcommand: plain output, its error on stderr, exit code
+/// 1 on failure (a refused bid included).
+fn client(command: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("auctiond: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("auctiond: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn load(command: &Command) -> Result<Config, String> {
     match command {
         Command::Dev {
@@ -125,6 +166,9 @@ fn load(command: &Command) -> Result<Config, String> {
                 Config::production_default()
             };
             Config::load(base, config.as_deref()).map_err(|error| error.to_string())
+        }
+        Command::Auctions(_) | Command::Watch(_) | Command::Bid(_) => {
+            Err("a client subcommand needs no server configuration".to_owned())
         }
     }
 }

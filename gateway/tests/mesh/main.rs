@@ -5,6 +5,7 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 mod auth;
+mod client;
 mod crash;
 mod grpc_web_node;
 mod process;

@@ -72,11 +72,47 @@ impl Hub {
         }
     }
 
+    /// Drops an auction's channel when nobody holds a receiver any more (a
+    /// watcher left, or a watch of an auction that does not exist).
+    pub fn release(&self, auction_id: Uuid) {
+        let mut channels = self
+            .channels
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if channels
+            .get(&auction_id)
+            .is_some_and(|sender| sender.receiver_count() == 0)
+        {
+            channels.remove(&auction_id);
+        }
+    }
+
     /// How many auctions have at least one channel (for metrics and tests).
     pub fn channel_count(&self) -> usize {
         self.channels
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Proves a channel is dropped once its last watcher leaves, and kept
+    // while one remains.
+    #[test]
+    fn channels_go_with_their_last_watcher() {
+        let hub = Hub::new(4);
+        let auction = Uuid::now_v7();
+        let first = hub.subscribe(auction);
+        let second = hub.subscribe(auction);
+        drop(first);
+        hub.release(auction);
+        assert_eq!(hub.channel_count(), 1);
+        drop(second);
+        hub.release(auction);
+        assert_eq!(hub.channel_count(), 0);
     }
 }

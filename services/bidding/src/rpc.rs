@@ -654,13 +654,22 @@ impl Bidding {
         // Subscribe before reading, so nothing committed in between is missed;
         // duplicates are dropped by sequence below.
         let live = self.hub.subscribe(auction_id);
-        let receipt = self
+        let read = self
             .ask(auction_id, |reply| shard::Request::Read {
                 auction_id,
                 viewer: None,
                 reply,
             })
-            .await?;
+            .await;
+        let receipt = match read {
+            Ok(receipt) => receipt,
+            Err(status) => {
+                // No channel left behind for an auction nobody can watch.
+                drop(live);
+                self.hub.release(auction_id);
+                return Err(status);
+            }
+        };
         let (sender, receiver) = tokio::sync::mpsc::channel(STREAM_BUFFER);
         let bidding = self.clone();
         tokio::spawn(async move {
@@ -673,6 +682,8 @@ impl Bidding {
                     sender,
                 )
                 .await;
+            // The pump owned the receiver; the channel goes with the last one.
+            bidding.hub.release(auction_id);
         });
         Ok(ReceiverStream::new(receiver))
     }

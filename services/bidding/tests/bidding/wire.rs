@@ -1008,3 +1008,248 @@ async fn outbid_reaches_the_outbid_bidder() {
     assert_eq!(outbid.user_id, actors.alice.to_string());
     app.stop().await;
 }
+
+// Proves Dutch accepts, buy-it-now, sealed-bid withdrawal, cancellation and
+// ListAuctions over gRPC, each with its precise refusals.
+#[tokio::test]
+async fn the_other_formats_and_controls() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let actors = actors(&app);
+    let mut bidding = client(&app).await;
+
+    // Dutch: 2 units at the clock price; asking for more than remains is
+    // refused with the units available; a stale price limit is refused.
+    let dutch = pb::AuctionParameters {
+        format: pb::AuctionFormat::Dutch as i32,
+        format_parameters: Some(pb::auction_parameters::FormatParameters::Dutch(
+            pb::DutchParameters {
+                start_price: Some(usd("100.00")),
+                price_step: Some(usd("1.00")),
+                tick_interval: Some(prost_types::Duration {
+                    seconds: 3_600,
+                    nanos: 0,
+                }),
+                floor_price: Some(usd("50.00")),
+                quantity: 2,
+                max_units_per_buyer: 0,
+            },
+        )),
+    };
+    let clock = create(&mut bidding, &actors, dutch, Duration::from_secs(3_600)).await;
+    let accept = |key: &str, quantity: u32, limit: &str, token: &str| {
+        with_token(
+            pb::AcceptDutchPriceRequest {
+                request_id: key.to_owned(),
+                auction_id: clock.auction_id.clone(),
+                quantity,
+                max_unit_price: Some(usd(limit)),
+                allow_partial: false,
+            },
+            token,
+        )
+    };
+    let too_low = bidding
+        .accept_dutch_price(accept("d-0", 1, "90.00", &actors.alice_token))
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&too_low), "PRICE_ABOVE_LIMIT");
+    let too_many = bidding
+        .accept_dutch_price(accept("d-1", 3, "100.00", &actors.alice_token))
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&too_many), "UNITS_UNAVAILABLE");
+    let bought = bidding
+        .accept_dutch_price(accept("d-2", 1, "100.00", &actors.alice_token))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(bought.bid.unwrap().kind, pb::BidKind::DutchAccept as i32);
+    bidding
+        .accept_dutch_price(accept("d-3", 1, "100.00", &actors.bob_token))
+        .await
+        .unwrap();
+    let sold_out = state(&mut bidding, &clock.auction_id).await;
+    assert_eq!(sold_out.status, pb::AuctionStatus::Closed as i32);
+
+    // Buy-it-now at the shown price closes the auction; a wrong price is refused.
+    let mut english_with_bin = english("10.00", None);
+    if let Some(pb::auction_parameters::FormatParameters::English(parameters)) =
+        english_with_bin.format_parameters.as_mut()
+    {
+        parameters.buy_it_now_price = Some(usd("50.00"));
+    }
+    let bin = create(
+        &mut bidding,
+        &actors,
+        english_with_bin,
+        Duration::from_secs(3_600),
+    )
+    .await;
+    let buy = |key: &str, price: &str| {
+        with_token(
+            pb::BuyItNowRequest {
+                request_id: key.to_owned(),
+                auction_id: bin.auction_id.clone(),
+                expected_price: Some(usd(price)),
+            },
+            &actors.bob_token,
+        )
+    };
+    let mismatch = bidding.buy_it_now(buy("b-0", "40.00")).await.unwrap_err();
+    assert_eq!(reason(&mismatch), "EXPECTED_AMOUNT_MISMATCH");
+    let bought = bidding
+        .buy_it_now(buy("b-1", "50.00"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        bought.state.unwrap().status,
+        pb::AuctionStatus::Closed as i32
+    );
+
+    // A sealed bid can be withdrawn before the close; a second withdrawal finds none.
+    let sealed = create(
+        &mut bidding,
+        &actors,
+        sealed("1.00"),
+        Duration::from_secs(3_600),
+    )
+    .await;
+    bidding
+        .place_sealed_bid(with_token(
+            pb::PlaceSealedBidRequest {
+                request_id: "s-1".to_owned(),
+                auction_id: sealed.auction_id.clone(),
+                amount: Some(usd("5.00")),
+                expire_time: None,
+            },
+            &actors.alice_token,
+        ))
+        .await
+        .unwrap();
+    let withdraw = |key: &str| {
+        with_token(
+            pb::WithdrawSealedBidRequest {
+                request_id: key.to_owned(),
+                auction_id: sealed.auction_id.clone(),
+                bid_id: String::new(),
+            },
+            &actors.alice_token,
+        )
+    };
+    let withdrawn = bidding
+        .withdraw_sealed_bid(withdraw("w-1"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        withdrawn.state.unwrap().format_state,
+        Some(pb::auction_state::FormatState::Sealed(pb::SealedState {
+            sealed_bid_count: 0,
+            ..Default::default()
+        }))
+    );
+    let again = bidding
+        .withdraw_sealed_bid(withdraw("w-2"))
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&again), "BID_NOT_FOUND");
+
+    // Cancellation: not by a bidder; by the seller before the reserve is met;
+    // after it is met only by an admin.
+    let with_reserve = create(
+        &mut bidding,
+        &actors,
+        english("1.00", Some("20.00")),
+        Duration::from_secs(3_600),
+    )
+    .await;
+    bidding
+        .set_max_bid(max_bid(
+            &with_reserve.auction_id,
+            "c-1",
+            "30.00",
+            &actors.alice_token,
+        ))
+        .await
+        .unwrap();
+    let cancel = |key: &str, token: &str, auction_id: &str| {
+        with_token(
+            pb::CancelAuctionRequest {
+                request_id: key.to_owned(),
+                auction_id: auction_id.to_owned(),
+                reason: "test".to_owned(),
+            },
+            token,
+        )
+    };
+    let by_bidder = bidding
+        .cancel_auction(cancel("x-1", &actors.bob_token, &with_reserve.auction_id))
+        .await
+        .unwrap_err();
+    assert_eq!(by_bidder.code(), Code::PermissionDenied);
+    let reserve_met = bidding
+        .cancel_auction(cancel(
+            "x-2",
+            &actors.seller_token,
+            &with_reserve.auction_id,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&reserve_met), "RESERVE_ALREADY_MET");
+    let by_admin = bidding
+        .cancel_auction(cancel("x-3", &actors.admin_token, &with_reserve.auction_id))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        by_admin.state.unwrap().status,
+        pb::AuctionStatus::Cancelled as i32
+    );
+    let plain = create(
+        &mut bidding,
+        &actors,
+        english("1.00", None),
+        Duration::from_secs(3_600),
+    )
+    .await;
+    let by_seller = bidding
+        .cancel_auction(cancel("x-4", &actors.seller_token, &plain.auction_id))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        by_seller.state.unwrap().status,
+        pb::AuctionStatus::Cancelled as i32
+    );
+
+    // ListAuctions: running ones by default, filters by format, pages.
+    let running = bidding
+        .list_auctions(pb::ListAuctionsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .auctions;
+    let running_ids: Vec<&str> = running
+        .iter()
+        .map(|auction| auction.auction_id.as_str())
+        .collect();
+    assert_eq!(
+        running_ids,
+        [sealed.auction_id.as_str()],
+        "only the sealed auction is still running"
+    );
+    let closed = bidding
+        .list_auctions(pb::ListAuctionsRequest {
+            statuses: vec![pb::AuctionStatus::Closed as i32],
+            formats: vec![pb::AuctionFormat::Dutch as i32],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .auctions;
+    assert_eq!(closed.len(), 1);
+    assert_eq!(closed[0].auction_id, clock.auction_id);
+    app.stop().await;
+}

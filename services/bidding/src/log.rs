@@ -193,20 +193,22 @@ impl Log {
         on_pool!(&self.database, pool => {
             let mut transaction = pool.begin().await?;
             // Fence first: it also serialises two would-be leaders on the row.
-            QueryBuilder::new("INSERT INTO shard_epochs (shard, epoch) VALUES (")
+            // The row is raised only when it is not higher already; RETURNING
+            // gives no row when the WHERE refused, in one round trip.
+            let raised: Option<i64> = QueryBuilder::new("INSERT INTO shard_epochs (shard, epoch) VALUES (")
                 .push_bind(shard_value)
                 .push(", ")
                 .push_bind(epoch_value)
-                .push(") ON CONFLICT (shard) DO UPDATE SET epoch = excluded.epoch WHERE shard_epochs.epoch <= excluded.epoch")
-                .build()
-                .execute(&mut *transaction)
-                .await?;
-            let current: i64 = QueryBuilder::new("SELECT epoch FROM shard_epochs WHERE shard = ")
-                .push_bind(shard_value)
+                .push(") ON CONFLICT (shard) DO UPDATE SET epoch = excluded.epoch WHERE shard_epochs.epoch <= excluded.epoch RETURNING epoch")
                 .build_query_scalar()
-                .fetch_one(&mut *transaction)
+                .fetch_optional(&mut *transaction)
                 .await?;
-            if current != epoch_value {
+            if raised != Some(epoch_value) {
+                let current: i64 = QueryBuilder::new("SELECT epoch FROM shard_epochs WHERE shard = ")
+                    .push_bind(shard_value)
+                    .build_query_scalar()
+                    .fetch_one(&mut *transaction)
+                    .await?;
                 transaction.rollback().await?;
                 return Err(LogError::Fenced { shard, epoch, current: to_u64(current, "epoch")? });
             }

@@ -23,10 +23,9 @@ pub struct Refusal {
     pub reason: String,
     /// For people.
     pub message: String,
-    /// Facts a program can act on (`minimum_bid`, `currency`, ...).
+    /// Facts a program can act on (`minimum_bid` with `currency` for
+    /// `BID_BELOW_MINIMUM`, ...).
     pub metadata: BTreeMap<String, String>,
-    /// The minimum acceptable amount, for `BID_BELOW_MINIMUM`: (amount, currency).
-    pub minimum_bid: Option<(String, String)>,
 }
 
 impl Refusal {
@@ -37,7 +36,6 @@ impl Refusal {
             reason: reason.to_owned(),
             message: message.into(),
             metadata: BTreeMap::new(),
-            minimum_bid: None,
         }
     }
 }
@@ -100,10 +98,6 @@ impl From<&Rejection> for Refusal {
                 refusal
                     .metadata
                     .insert("currency".to_owned(), minimum.currency.code().to_owned());
-                refusal.minimum_bid = Some((
-                    minimum.amount.to_string(),
-                    minimum.currency.code().to_owned(),
-                ));
             }
             Rejection::WrongCurrency { expected } => {
                 refusal
@@ -130,7 +124,11 @@ impl ServiceError for Refusal {
     }
 
     fn describe(&self, detail: &mut auction_proto::v1::ErrorDetail) {
-        if let Some((amount, currency)) = &self.minimum_bid {
+        if let (Some(amount), Some(currency)) = (
+            self.metadata.get("minimum_bid"),
+            self.metadata.get("currency"),
+        ) && self.reason == "BID_BELOW_MINIMUM"
+        {
             detail.minimum_bid = Some(auction_proto::v1::Money {
                 currency: currency.clone(),
                 amount: amount.clone(),

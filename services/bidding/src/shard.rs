@@ -95,14 +95,14 @@ pub struct Receipt {
 /// A stored outcome.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 enum Outcome {
-    Accepted(Receipt),
+    Accepted(Box<Receipt>),
     Refused(Refusal),
 }
 
 impl Outcome {
     fn into_result(self) -> Result<Receipt, BiddingError> {
         match self {
-            Outcome::Accepted(receipt) => Ok(receipt),
+            Outcome::Accepted(receipt) => Ok(*receipt),
             Outcome::Refused(refusal) => Err(BiddingError::Refused(refusal)),
         }
     }
@@ -394,8 +394,10 @@ impl Worker {
                     receiver.close();
                     while let Some(request) = receiver.recv().await {
                         requests.push(request);
-                        if requests.len() == MAX_BATCH {
-                            if !self.process(std::mem::take(&mut requests)).await { return; }
+                        if requests.len() == MAX_BATCH
+                            && !self.process(std::mem::take(&mut requests)).await
+                        {
+                            return;
                         }
                     }
                     if !requests.is_empty() {
@@ -687,7 +689,7 @@ impl Worker {
         rearm(&mut self.timers, auction_id, &mut live);
         let receipt = receipt(auction_id, &live, events, None, now);
         self.auctions.insert(auction_id, live);
-        Outcome::Accepted(receipt)
+        Outcome::Accepted(Box::new(receipt))
     }
 
     fn apply(
@@ -713,32 +715,24 @@ impl Worker {
             .auction
             .last_event_at()
             .map_or(now, |last| now.max(last));
-        let outcome =
-            match ticked.and_then(|()| live.auction.apply(command, now, &mut events).map(|_| ())) {
-                Ok(()) => Outcome::Accepted(receipt(
-                    auction_id,
-                    &live,
-                    Vec::new(),
-                    Some(UserId(command.actor.user_id.0)),
-                    now,
-                )),
-                Err(rejection) => Outcome::Refused(Refusal::from(&rejection)),
-            };
+        let applied =
+            ticked.and_then(|()| live.auction.apply(command, now, &mut events).map(|_| ()));
         if !events.is_empty() {
             pending.touched.insert(auction_id);
         }
         self.stage(auction_id, &mut live, &events, status_before, pending);
         rearm(&mut self.timers, auction_id, &mut live);
-        let outcome = match outcome {
-            Outcome::Accepted(mut receipt) => {
-                // The answer shows the state after the command and the
-                // events the command (and any due timer) caused.
-                receipt.view = live.auction.view();
-                receipt.viewer = Some(viewer_facts(&live.auction, command.actor.user_id));
-                receipt.events = events;
-                Outcome::Accepted(receipt)
-            }
-            refused @ Outcome::Refused(_) => refused,
+        // The answer shows the state after the command and the events the
+        // command (and any due timer) caused.
+        let outcome = match applied {
+            Ok(()) => Outcome::Accepted(Box::new(receipt(
+                auction_id,
+                &live,
+                events,
+                Some(UserId(command.actor.user_id.0)),
+                now,
+            ))),
+            Err(rejection) => Outcome::Refused(Refusal::from(&rejection)),
         };
         self.auctions.insert(auction_id, live);
         outcome

@@ -80,7 +80,16 @@ pub async fn serve(
         .layer(RequestIdLayer)
         // One span per call, so every log line of a call carries its path,
         // request id and (once verified) user id.
-        .layer(tower_http::trace::TraceLayer::new_for_grpc().make_span_with(call_span))
+        .layer(
+            tower_http::trace::TraceLayer::new_for_grpc()
+                .make_span_with(call_span)
+                // A refused bid or an unknown id is an answer, not a failure
+                // of ours: at ERROR it flooded the log (one line per refusal
+                // under load). Internal errors are logged by `to_status`.
+                .on_failure(
+                    tower_http::trace::DefaultOnFailure::new().level(tracing::Level::DEBUG),
+                ),
+        )
         // Identity: bearer tokens verified here, on every listener, so a
         // service running alone trusts nothing it has not checked.
         .layer(auth)

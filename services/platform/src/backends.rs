@@ -23,11 +23,17 @@ pub async fn check(config: &Config) -> Result<(), StartError> {
         }
     }
     if !config.etcd.endpoints.is_empty() {
-        let answered = tokio::time::timeout(CONNECT_TIMEOUT, etcd_status(&config.etcd.endpoints)).await;
+        let answered =
+            tokio::time::timeout(CONNECT_TIMEOUT, etcd_status(&config.etcd.endpoints)).await;
         match answered {
             Ok(Ok(version)) => tracing::info!(%version, "etcd reachable"),
             Ok(Err(error)) => return Err(unreachable("etcd.endpoints", error.to_string())),
-            Err(_) => return Err(unreachable("etcd.endpoints", "no answer within 5 s".to_owned())),
+            Err(_) => {
+                return Err(unreachable(
+                    "etcd.endpoints",
+                    "no answer within 5 s".to_owned(),
+                ));
+            }
         }
     }
     Ok(())

@@ -226,13 +226,7 @@ impl Default for NotificationConfig {
         Self {
             allow_insecure_webhook_urls: true,
             webhook_retry_delays_ms: vec![
-                60_000,
-                300_000,
-                1_800_000,
-                7_200_000,
-                21_600_000,
-                43_200_000,
-                86_400_000,
+                60_000, 300_000, 1_800_000, 7_200_000, 21_600_000, 43_200_000, 86_400_000,
             ],
             webhook_timeout_ms: 10_000,
             webhook_auto_disable_after_failures: 50,
@@ -540,7 +534,8 @@ impl Config {
         if self.bidding.shard_count == 0 || self.bidding.shard_count > 4_096 {
             return Err(invalid("bidding.shard_count", "must be between 1 and 4096"));
         }
-        if self.bidding.watcher_buffer_batches == 0 || self.bidding.watcher_buffer_batches > 65_536 {
+        if self.bidding.watcher_buffer_batches == 0 || self.bidding.watcher_buffer_batches > 65_536
+        {
             return Err(invalid(
                 "bidding.watcher_buffer_batches",
                 "must be between 1 and 65536",
@@ -616,7 +611,10 @@ impl Config {
             message: message.to_owned(),
         };
         let delays_valid = |delays: &[u64]| {
-            delays.len() <= 20 && delays.iter().all(|delay| (1..=7 * 86_400_000).contains(delay))
+            delays.len() <= 20
+                && delays
+                    .iter()
+                    .all(|delay| (1..=7 * 86_400_000).contains(delay))
         };
         if !delays_valid(&notification.webhook_retry_delays_ms) {
             return Err(invalid(
@@ -914,7 +912,10 @@ mod tests {
     #[test]
     fn bus_and_notification_values_name_their_key() {
         let error = load_text("[redis]\nmax_deliveries = 0\n").unwrap_err();
-        assert!(error.to_string().contains("redis.max_deliveries"), "{error}");
+        assert!(
+            error.to_string().contains("redis.max_deliveries"),
+            "{error}"
+        );
         let error = load_text("[redis]\nstream_prefix = \"has space\"\n").unwrap_err();
         assert!(error.to_string().contains("redis.stream_prefix"), "{error}");
         let error = load_text("[redis]\nclaim_idle_ms = 1\n").unwrap_err();
@@ -923,15 +924,31 @@ mod tests {
             "[notification.smtp]\nhost = \"mail\"\nport = 25\ntls = \"starttls\"\nfrom_address = \"a@b.c\"\ntimeout_ms = 1000\n",
         )
         .unwrap_err();
-        assert!(error.to_string().contains("notification.smtp.tls"), "{error}");
+        assert!(
+            error.to_string().contains("notification.smtp.tls"),
+            "{error}"
+        );
         let error = load_text("[notification]\nheartbeat_interval_ms = 60000\n").unwrap_err();
-        assert!(error.to_string().contains("notification.heartbeat_interval_ms"), "{error}");
+        assert!(
+            error
+                .to_string()
+                .contains("notification.heartbeat_interval_ms"),
+            "{error}"
+        );
         let error = load_text("[notification]\nwebhook_retry_delay_ms = [1]\n").unwrap_err();
-        assert!(error.to_string().contains("webhook_retry_delay_ms"), "{error}");
-        let config = load_text("[redis]\nurl = \"redis://127.0.0.1:6379\"\nmax_deliveries = 7\n").unwrap();
+        assert!(
+            error.to_string().contains("webhook_retry_delay_ms"),
+            "{error}"
+        );
+        let config =
+            load_text("[redis]\nurl = \"redis://127.0.0.1:6379\"\nmax_deliveries = 7\n").unwrap();
         assert_eq!(config.redis.max_deliveries, 7);
         assert_eq!(config.redis.stream_prefix, "auction-mesh");
-        assert!(!Config::production_default().notification.allow_insecure_webhook_urls);
+        assert!(
+            !Config::production_default()
+                .notification
+                .allow_insecure_webhook_urls
+        );
     }
 
     // Proves unknown keys are refused rather than silently ignored.

@@ -55,11 +55,16 @@ impl InProcessBus {
     /// The dead-lettered messages of `topic`, oldest first.
     pub fn dead_letters(&self, topic: &str) -> Vec<Envelope> {
         let topics = self.lock();
-        topics.get(topic).map(|topic| topic.dead.clone()).unwrap_or_default()
+        topics
+            .get(topic)
+            .map(|topic| topic.dead.clone())
+            .unwrap_or_default()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Topic>> {
-        self.topics.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.topics
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Takes the next message for `group` on `topic`, advancing the cursor.
@@ -69,7 +74,11 @@ impl InProcessBus {
         let base = topic.base;
         let cursor = topic.cursors.entry(group.to_owned()).or_insert(base);
         if *cursor < base {
-            tracing::warn!(group, skipped = base - *cursor, "in-process bus: consumer group fell behind the retained log");
+            tracing::warn!(
+                group,
+                skipped = base - *cursor,
+                "in-process bus: consumer group fell behind the retained log"
+            );
             *cursor = base;
         }
         let index = usize::try_from(*cursor - base).ok()?;
@@ -80,7 +89,9 @@ impl InProcessBus {
 
     fn bury(&self, envelope: Envelope) {
         let mut topics = self.lock();
-        let topic = topics.entry(envelope.topic.clone()).or_insert_with(empty_topic);
+        let topic = topics
+            .entry(envelope.topic.clone())
+            .or_insert_with(empty_topic);
         tracing::error!(event_id = %envelope.event_id, topic = %envelope.topic, "in-process bus: message dead-lettered");
         topic.dead.push(envelope);
     }
@@ -101,7 +112,9 @@ impl EventBus for InProcessBus {
             {
                 let mut topics = self.lock();
                 for envelope in envelopes {
-                    let topic = topics.entry(envelope.topic.clone()).or_insert_with(empty_topic);
+                    let topic = topics
+                        .entry(envelope.topic.clone())
+                        .or_insert_with(empty_topic);
                     topic.log.push_back(envelope.clone());
                     while topic.log.len() > MAX_RETAINED {
                         topic.log.pop_front();
@@ -184,7 +197,10 @@ mod tests {
     }
 
     impl Handler for Recorder {
-        fn handle<'a>(&'a self, envelope: &'a Envelope) -> BoxFuture<'a, Result<(), super::super::HandleError>> {
+        fn handle<'a>(
+            &'a self,
+            envelope: &'a Envelope,
+        ) -> BoxFuture<'a, Result<(), super::super::HandleError>> {
             Box::pin(async move {
                 if self.failures_left.load(Ordering::SeqCst) > 0 {
                     self.failures_left.fetch_sub(1, Ordering::SeqCst);
@@ -222,12 +238,21 @@ mod tests {
         });
         let shutdown = Shutdown::new();
         bus.subscribe(
-            Subscription { group: "g".to_owned(), topics: vec!["t".to_owned()], shutdown: shutdown.clone() },
+            Subscription {
+                group: "g".to_owned(),
+                topics: vec!["t".to_owned()],
+                shutdown: shutdown.clone(),
+            },
             recorder.clone(),
         );
-        bus.publish(&[envelope("1"), envelope("2"), envelope("3")]).await.unwrap();
+        bus.publish(&[envelope("1"), envelope("2"), envelope("3")])
+            .await
+            .unwrap();
         for expected in ["1", "2", "3"] {
-            let key = tokio::time::timeout(Duration::from_secs(5), received.recv()).await.unwrap().unwrap();
+            let key = tokio::time::timeout(Duration::from_secs(5), received.recv())
+                .await
+                .unwrap()
+                .unwrap();
             assert_eq!(key, expected);
         }
         // Now every delivery fails: three tries, then the dead letters.

@@ -56,7 +56,12 @@ macro_rules! payloads {
     };
 }
 
-payloads!(BusAuctionEvent, BusOrderEvent, BusCatalogEvent, BusUserEvent);
+payloads!(
+    BusAuctionEvent,
+    BusOrderEvent,
+    BusCatalogEvent,
+    BusUserEvent
+);
 
 /// A boxed, sendable future: what the object-safe traits below return.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -119,8 +124,8 @@ impl Envelope {
 
     /// Parses the wire form.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, BusError> {
-        let proto = EventEnvelope::decode(bytes)
-            .map_err(|error| BusError::Malformed(error.to_string()))?;
+        let proto =
+            EventEnvelope::decode(bytes).map_err(|error| BusError::Malformed(error.to_string()))?;
         Self::from_proto(proto)
     }
 
@@ -236,19 +241,20 @@ type ProcessBus = (Weak<Config>, Arc<dyn EventBus>);
 /// `Arc<Config>` (every service mounted by one `run_all` or `run_single`)
 /// gets the same bus.
 pub fn for_process(config: &Arc<Config>) -> Result<Arc<dyn EventBus>, BusError> {
-    let mut buses = BUSES.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut buses = BUSES
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     buses.retain(|(owner, _)| owner.strong_count() > 0);
-    if let Some((_, bus)) = buses
-        .iter()
-        .find(|(owner, _)| owner.upgrade().is_some_and(|owner| Arc::ptr_eq(&owner, config)))
-    {
+    if let Some((_, bus)) = buses.iter().find(|(owner, _)| {
+        owner
+            .upgrade()
+            .is_some_and(|owner| Arc::ptr_eq(&owner, config))
+    }) {
         return Ok(Arc::clone(bus));
     }
     let bus: Arc<dyn EventBus> = match &config.redis.url {
         Some(_) => Arc::new(redis::RedisStreamsBus::new(&config.redis)?),
-        None => Arc::new(in_process::InProcessBus::new(
-            config.redis.max_deliveries,
-        )),
+        None => Arc::new(in_process::InProcessBus::new(config.redis.max_deliveries)),
     };
     buses.push((Arc::downgrade(config), Arc::clone(&bus)));
     Ok(bus)
@@ -270,7 +276,10 @@ mod tests {
         let envelope = Envelope::new("bidding", TOPIC_AUCTION, "a", 1_700_000_000_123, &payload);
         let back = Envelope::from_bytes(&envelope.to_bytes()).unwrap();
         assert_eq!(back, envelope);
-        assert_eq!(back.decode::<auction_proto::v1::BusAuctionEvent>().unwrap(), payload);
+        assert_eq!(
+            back.decode::<auction_proto::v1::BusAuctionEvent>().unwrap(),
+            payload
+        );
         assert!(back.decode::<auction_proto::v1::BusOrderEvent>().is_err());
     }
 }

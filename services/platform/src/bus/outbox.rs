@@ -62,15 +62,18 @@ const ROWS_PER_INSERT: usize = 500;
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX))
+        .map_or(0, |elapsed| {
+            i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
+        })
 }
 
 macro_rules! stage_body {
     ($transaction:expr, $envelopes:expr) => {{
         let created_at_ms = now_ms();
         for chunk in $envelopes.chunks(ROWS_PER_INSERT) {
-            let mut insert =
-                QueryBuilder::new("INSERT INTO event_outbox (event_id, topic, envelope, created_at_ms) ");
+            let mut insert = QueryBuilder::new(
+                "INSERT INTO event_outbox (event_id, topic, envelope, created_at_ms) ",
+            );
             insert.push_values(chunk, |mut row, envelope| {
                 row.push_bind(envelope.event_id.to_string())
                     .push_bind(envelope.topic.clone())
@@ -299,7 +302,11 @@ async fn run(database: Database, bus: Arc<dyn EventBus>, wake: Arc<Notify>, opti
 }
 
 /// Publishes one batch; returns how many rows it published.
-async fn relay_batch(database: &Database, bus: &dyn EventBus, batch_size: u32) -> Result<u64, BusError> {
+async fn relay_batch(
+    database: &Database,
+    bus: &dyn EventBus,
+    batch_size: u32,
+) -> Result<u64, BusError> {
     match database {
         // PostgreSQL: one relay at a time per schema, across processes,
         // through a transaction-scoped advisory lock held while publishing.

@@ -78,7 +78,10 @@ impl RedisStreamsBus {
             client.clone(),
             manager_config(Duration::from_secs(2)),
         )?;
-        let consumer = config.consumer_name.clone().unwrap_or_else(default_consumer_name);
+        let consumer = config
+            .consumer_name
+            .clone()
+            .unwrap_or_else(default_consumer_name);
         Ok(Self {
             client,
             publisher,
@@ -124,7 +127,11 @@ fn default_consumer_name() -> String {
         .chars()
         .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
         .collect();
-    format!("{}-{}", if host.is_empty() { "node" } else { &host }, std::process::id())
+    format!(
+        "{}-{}",
+        if host.is_empty() { "node" } else { &host },
+        std::process::id()
+    )
 }
 
 impl EventBus for RedisStreamsBus {
@@ -220,7 +227,13 @@ impl TopicConsumer {
         let mut next_claim = tokio::time::Instant::now();
         loop {
             let round = self
-                .round(&mut connection, &mut group_ready, &mut own_pending, &mut claim_cursor, &mut next_claim)
+                .round(
+                    &mut connection,
+                    &mut group_ready,
+                    &mut own_pending,
+                    &mut claim_cursor,
+                    &mut next_claim,
+                )
                 .await;
             match round {
                 Ok(()) => {
@@ -342,7 +355,11 @@ impl TopicConsumer {
 
     /// Delivers a redelivered entry unless it has been delivered too often,
     /// in which case it goes to the dead-letter stream.
-    async fn deliver_checked(&self, connection: &mut ConnectionManager, entry: Entry) -> Result<(), RedisError> {
+    async fn deliver_checked(
+        &self,
+        connection: &mut ConnectionManager,
+        entry: Entry,
+    ) -> Result<(), RedisError> {
         let reply: Value = redis::cmd("XPENDING")
             .arg(&self.stream)
             .arg(&self.group)
@@ -382,7 +399,11 @@ impl TopicConsumer {
         self.deliver(connection, entry).await
     }
 
-    async fn deliver(&self, connection: &mut ConnectionManager, entry: Entry) -> Result<(), RedisError> {
+    async fn deliver(
+        &self,
+        connection: &mut ConnectionManager,
+        entry: Entry,
+    ) -> Result<(), RedisError> {
         let envelope = match Envelope::from_bytes(&entry.envelope) {
             Ok(envelope) => envelope,
             Err(error) => {
@@ -474,7 +495,10 @@ fn stream_entries(value: &Value) -> Vec<Entry> {
 /// `XAUTOCLAIM`'s `[next cursor, entries, deleted ids]`.
 fn autoclaim_reply(value: &Value) -> (String, Vec<Entry>) {
     let parts = items(value);
-    let cursor = parts.first().and_then(|cursor| text_of(cursor)).unwrap_or_else(|| "0-0".to_owned());
+    let cursor = parts
+        .first()
+        .and_then(|cursor| text_of(cursor))
+        .unwrap_or_else(|| "0-0".to_owned());
     let claimed = parts
         .get(1)
         .map(|claimed| {

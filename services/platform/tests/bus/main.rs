@@ -64,22 +64,46 @@ impl Handler for Probe {
             if self.hang {
                 std::future::pending::<()>().await;
             }
-            if self.failing { Err("refused".into()) } else { Ok(()) }
+            if self.failing {
+                Err("refused".into())
+            } else {
+                Ok(())
+            }
         })
     }
 }
 
-fn probe(name: &str, failing: bool, hang: bool) -> (Arc<Probe>, mpsc::UnboundedReceiver<(String, String)>) {
+fn probe(
+    name: &str,
+    failing: bool,
+    hang: bool,
+) -> (Arc<Probe>, mpsc::UnboundedReceiver<(String, String)>) {
     let (seen, receiver) = mpsc::unbounded_channel();
-    (Arc::new(Probe { seen, name: name.to_owned(), failing, hang, calls: AtomicU32::new(0) }), receiver)
+    (
+        Arc::new(Probe {
+            seen,
+            name: name.to_owned(),
+            failing,
+            hang,
+            calls: AtomicU32::new(0),
+        }),
+        receiver,
+    )
 }
 
 async fn next(receiver: &mut mpsc::UnboundedReceiver<(String, String)>) -> (String, String) {
-    tokio::time::timeout(WAIT, receiver.recv()).await.expect("a message in time").expect("open")
+    tokio::time::timeout(WAIT, receiver.recv())
+        .await
+        .expect("a message in time")
+        .expect("open")
 }
 
 fn subscription(shutdown: &Shutdown) -> Subscription {
-    Subscription { group: "g".to_owned(), topics: vec!["t".to_owned()], shutdown: shutdown.clone() }
+    Subscription {
+        group: "g".to_owned(),
+        topics: vec!["t".to_owned()],
+        shutdown: shutdown.clone(),
+    }
 }
 
 // Proves a message taken by a consumer that then hangs (a dead process) is
@@ -93,12 +117,18 @@ async fn a_dead_consumers_message_is_reclaimed() {
     let (dead, mut dead_seen) = probe("dead", false, true);
     dead_bus.subscribe(subscription(&shutdown), dead);
     dead_bus.publish(&[envelope("m1")]).await.unwrap();
-    assert_eq!(next(&mut dead_seen).await, ("dead".to_owned(), "m1".to_owned()));
+    assert_eq!(
+        next(&mut dead_seen).await,
+        ("dead".to_owned(), "m1".to_owned())
+    );
     // A live consumer joins the same group and reclaims the stuck message.
     let live_bus = RedisStreamsBus::new(&config("live", &prefix)).unwrap();
     let (live, mut live_seen) = probe("live", false, false);
     live_bus.subscribe(subscription(&shutdown), live);
-    assert_eq!(next(&mut live_seen).await, ("live".to_owned(), "m1".to_owned()));
+    assert_eq!(
+        next(&mut live_seen).await,
+        ("live".to_owned(), "m1".to_owned())
+    );
     // New messages keep flowing to the group.
     live_bus.publish(&[envelope("m2")]).await.unwrap();
     assert_eq!(next(&mut live_seen).await.1, "m2");
@@ -114,7 +144,10 @@ async fn a_poison_message_is_dead_lettered() {
     let shutdown = Shutdown::new();
     let bus = RedisStreamsBus::new(&config("only", &prefix)).unwrap();
     let (failing, mut seen) = probe("only", true, false);
-    bus.subscribe(subscription(&shutdown), Arc::clone(&failing) as Arc<dyn Handler>);
+    bus.subscribe(
+        subscription(&shutdown),
+        Arc::clone(&failing) as Arc<dyn Handler>,
+    );
     let poison = envelope("poison");
     bus.publish(std::slice::from_ref(&poison)).await.unwrap();
     for _ in 0..3 {
@@ -127,10 +160,17 @@ async fn a_poison_message_is_dead_lettered() {
             assert_eq!(dead, vec![poison.clone()]);
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "no dead letter in time");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no dead letter in time"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(failing.calls.load(Ordering::SeqCst), 3, "delivered exactly max_deliveries times");
+    assert_eq!(
+        failing.calls.load(Ordering::SeqCst),
+        3,
+        "delivered exactly max_deliveries times"
+    );
     shutdown.trigger();
 }
 
@@ -139,30 +179,47 @@ async fn relay_publishes_in_order(database: Database) {
     let bus = Arc::new(InProcessBus::new(3));
     let (handler, mut seen) = probe("consumer", false, false);
     bus.subscribe(subscription(&shutdown), handler);
-    let relay = Relay::spawn(database.clone(), bus.clone(), shutdown.clone(), RelayOptions::default());
+    let relay = Relay::spawn(
+        database.clone(),
+        bus.clone(),
+        shutdown.clone(),
+        RelayOptions::default(),
+    );
     let envelopes: Vec<Envelope> = (0..20).map(|index| envelope(&index.to_string())).collect();
     match &database {
         Database::Postgres(pool) => {
             let mut transaction = pool.begin().await.unwrap();
-            outbox::stage(&mut transaction, &envelopes[..10]).await.unwrap();
+            outbox::stage(&mut transaction, &envelopes[..10])
+                .await
+                .unwrap();
             transaction.commit().await.unwrap();
             // A rolled-back transaction publishes nothing.
             let mut transaction = pool.begin().await.unwrap();
-            outbox::stage_postgres(&mut transaction, &[envelope("rolled back")]).await.unwrap();
+            outbox::stage_postgres(&mut transaction, &[envelope("rolled back")])
+                .await
+                .unwrap();
             transaction.rollback().await.unwrap();
             let mut transaction = pool.begin().await.unwrap();
-            outbox::stage(&mut transaction, &envelopes[10..]).await.unwrap();
+            outbox::stage(&mut transaction, &envelopes[10..])
+                .await
+                .unwrap();
             transaction.commit().await.unwrap();
         }
         Database::Sqlite(pool) => {
             let mut transaction = pool.begin().await.unwrap();
-            outbox::stage(&mut transaction, &envelopes[..10]).await.unwrap();
+            outbox::stage(&mut transaction, &envelopes[..10])
+                .await
+                .unwrap();
             transaction.commit().await.unwrap();
             let mut transaction = pool.begin().await.unwrap();
-            outbox::stage_sqlite(&mut transaction, &[envelope("rolled back")]).await.unwrap();
+            outbox::stage_sqlite(&mut transaction, &[envelope("rolled back")])
+                .await
+                .unwrap();
             transaction.rollback().await.unwrap();
             let mut transaction = pool.begin().await.unwrap();
-            outbox::stage(&mut transaction, &envelopes[10..]).await.unwrap();
+            outbox::stage(&mut transaction, &envelopes[10..])
+                .await
+                .unwrap();
             transaction.commit().await.unwrap();
         }
     }
@@ -172,10 +229,16 @@ async fn relay_publishes_in_order(database: Database) {
     }
     let deadline = tokio::time::Instant::now() + WAIT;
     while outbox::unpublished_count(&database).await.unwrap() > 0 {
-        assert!(tokio::time::Instant::now() < deadline, "rows not marked published in time");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "rows not marked published in time"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(seen.try_recv().is_err(), "nothing else (the rolled-back row) was published");
+    assert!(
+        seen.try_recv().is_err(),
+        "nothing else (the rolled-back row) was published"
+    );
     shutdown.trigger();
 }
 
@@ -184,25 +247,42 @@ async fn relay_publishes_in_order(database: Database) {
 #[tokio::test]
 async fn relay_publishes_committed_rows_in_order_sqlite() {
     let dir = tempfile::tempdir().unwrap();
-    let options = sqlx::sqlite::SqliteConnectOptions::new().filename(dir.path().join("outbox.db")).create_if_missing(true);
+    let options = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(dir.path().join("outbox.db"))
+        .create_if_missing(true);
     let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
-    sqlx::raw_sql(outbox::SQLITE_MIGRATION).execute(&pool).await.unwrap();
+    sqlx::raw_sql(outbox::SQLITE_MIGRATION)
+        .execute(&pool)
+        .await
+        .unwrap();
     relay_publishes_in_order(Database::Sqlite(pool)).await;
 }
 
 // Proves the same on PostgreSQL (in a schema of its own).
 #[tokio::test]
 async fn relay_publishes_committed_rows_in_order_postgres() {
-    let url = std::env::var("MESH_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:54329/postgres".to_owned());
+    let url = std::env::var("MESH_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:54329/postgres".to_owned());
     let schema = format!("outbox_{}", uuid::Uuid::now_v7().simple());
-    let admin = sqlx::PgPool::connect(&url).await.expect("the suite's PostgreSQL");
-    sqlx::query(&format!("CREATE SCHEMA \"{schema}\"")).execute(&admin).await.unwrap();
+    let admin = sqlx::PgPool::connect(&url)
+        .await
+        .expect("the suite's PostgreSQL");
+    sqlx::query(&format!("CREATE SCHEMA \"{schema}\""))
+        .execute(&admin)
+        .await
+        .unwrap();
     let options: sqlx::postgres::PgConnectOptions = url.parse().unwrap();
     let pool = sqlx::postgres::PgPoolOptions::new()
         .connect_with(options.options([("search_path", schema.as_str())]))
         .await
         .unwrap();
-    sqlx::raw_sql(outbox::POSTGRES_MIGRATION).execute(&pool).await.unwrap();
+    sqlx::raw_sql(outbox::POSTGRES_MIGRATION)
+        .execute(&pool)
+        .await
+        .unwrap();
     relay_publishes_in_order(Database::Postgres(pool)).await;
-    sqlx::query(&format!("DROP SCHEMA \"{schema}\" CASCADE")).execute(&admin).await.unwrap();
+    sqlx::query(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
+        .execute(&admin)
+        .await
+        .unwrap();
 }

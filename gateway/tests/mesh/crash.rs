@@ -61,7 +61,11 @@ impl Server {
         for _ in 0..200 {
             if let Ok(channel) = endpoint.connect().await {
                 let mut client = BiddingServiceClient::new(channel);
-                if client.get_server_time(pb::GetServerTimeRequest::default()).await.is_ok() {
+                if client
+                    .get_server_time(pb::GetServerTimeRequest::default())
+                    .await
+                    .is_ok()
+                {
                     return client;
                 }
             }
@@ -88,15 +92,28 @@ fn token(keys: &Keys, user_id: Uuid, role: Role) -> String {
         api_key: None,
         second_factor_verified: true,
     };
-    let now_ms = i64::try_from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis()).unwrap();
+    let now_ms = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap();
     keys.issue_access_token(&grant, now_ms).unwrap().token
 }
 
 fn usd(amount: String) -> pb::Money {
-    pb::Money { currency: "USD".to_owned(), amount }
+    pb::Money {
+        currency: "USD".to_owned(),
+        amount,
+    }
 }
 
-async fn create_english(client: &mut BiddingServiceClient<Channel>, admin: &str, seller: Uuid) -> String {
+async fn create_english(
+    client: &mut BiddingServiceClient<Channel>,
+    admin: &str,
+    seller: Uuid,
+) -> String {
     let now = std::time::SystemTime::now();
     let request = pb::CreateAuctionRequest {
         request_id: format!("create-{}", Uuid::now_v7()),
@@ -105,13 +122,17 @@ async fn create_english(client: &mut BiddingServiceClient<Channel>, admin: &str,
         title: "crash test".to_owned(),
         parameters: Some(pb::AuctionParameters {
             format: pb::AuctionFormat::English as i32,
-            format_parameters: Some(pb::auction_parameters::FormatParameters::English(pb::EnglishParameters {
-                starting_price: Some(usd("1.00".to_owned())),
-                ..pb::EnglishParameters::default()
-            })),
+            format_parameters: Some(pb::auction_parameters::FormatParameters::English(
+                pb::EnglishParameters {
+                    starting_price: Some(usd("1.00".to_owned())),
+                    ..pb::EnglishParameters::default()
+                },
+            )),
         }),
         start_time: Some(prost_types::Timestamp::from(now - Duration::from_secs(1))),
-        end_time: Some(prost_types::Timestamp::from(now + Duration::from_secs(3_600))),
+        end_time: Some(prost_types::Timestamp::from(
+            now + Duration::from_secs(3_600),
+        )),
         ..pb::CreateAuctionRequest::default()
     };
     client
@@ -124,9 +145,18 @@ async fn create_english(client: &mut BiddingServiceClient<Channel>, admin: &str,
         .auction_id
 }
 
-fn max_bid(auction_id: &str, request_id: &str, amount: String, token: &str) -> tonic::Request<pb::SetMaxBidRequest> {
+fn max_bid(
+    auction_id: &str,
+    request_id: &str,
+    amount: String,
+    token: &str,
+) -> tonic::Request<pb::SetMaxBidRequest> {
     with_token(
-        pb::SetMaxBidRequest { request_id: request_id.to_owned(), auction_id: auction_id.to_owned(), max_amount: Some(usd(amount)) },
+        pb::SetMaxBidRequest {
+            request_id: request_id.to_owned(),
+            auction_id: auction_id.to_owned(),
+            max_amount: Some(usd(amount)),
+        },
         token,
     )
 }
@@ -137,7 +167,13 @@ fn max_bid(auction_id: &str, request_id: &str, amount: String, token: &str) -> t
 async fn retry_after_kill_9_returns_the_original_answer() {
     let data = tempfile::tempdir().unwrap();
     let data_dir = data.path().to_str().unwrap().to_owned();
-    let arguments = ["dev", "--listen", "127.0.0.1:0", "--data-dir", data_dir.as_str()];
+    let arguments = [
+        "dev",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        data_dir.as_str(),
+    ];
     let server = Server::start(&arguments);
     let mut client = server.client().await;
     let keys = keys(data.path());
@@ -145,7 +181,12 @@ async fn retry_after_kill_9_returns_the_original_answer() {
     let bidder = token(&keys, Uuid::now_v7(), Role::Bidder);
     let auction_id = create_english(&mut client, &admin, Uuid::now_v7()).await;
     let original = client
-        .set_max_bid(max_bid(&auction_id, "bid-before-crash", "42.00".to_owned(), &bidder))
+        .set_max_bid(max_bid(
+            &auction_id,
+            "bid-before-crash",
+            "42.00".to_owned(),
+            &bidder,
+        ))
         .await
         .unwrap()
         .into_inner();
@@ -154,19 +195,30 @@ async fn retry_after_kill_9_returns_the_original_answer() {
     let server = Server::start(&arguments);
     let mut client = server.client().await;
     let replayed = client
-        .set_max_bid(max_bid(&auction_id, "bid-before-crash", "42.00".to_owned(), &bidder))
+        .set_max_bid(max_bid(
+            &auction_id,
+            "bid-before-crash",
+            "42.00".to_owned(),
+            &bidder,
+        ))
         .await
         .unwrap()
         .into_inner();
     assert_eq!(replayed, original, "the original answer, not a second bid");
     let state = client
-        .get_auction_state(pb::GetAuctionStateRequest { auction_id: auction_id.clone() })
+        .get_auction_state(pb::GetAuctionStateRequest {
+            auction_id: auction_id.clone(),
+        })
         .await
         .unwrap()
         .into_inner()
         .state
         .unwrap();
-    assert_eq!(state.sequence, original.state.unwrap().sequence, "nothing was applied twice");
+    assert_eq!(
+        state.sequence,
+        original.state.unwrap().sequence,
+        "nothing was applied twice"
+    );
     server.kill_9();
 }
 
@@ -215,11 +267,22 @@ async fn kill_9_under_load_loses_no_acknowledged_bid() {
             for step in 0..10_000_u32 {
                 let amount = format!("{}.00", 10 + step * 4 + lane);
                 let request_id = format!("lane{lane}-{step}");
-                match client.set_max_bid(max_bid(&auction_id, &request_id, amount.clone(), &token)).await {
+                match client
+                    .set_max_bid(max_bid(&auction_id, &request_id, amount.clone(), &token))
+                    .await
+                {
                     Ok(response) => {
-                        let _ = sender.send(Acknowledged { request_id, token: Arc::clone(&token), amount, answer: Ok(response.into_inner()) });
+                        let _ = sender.send(Acknowledged {
+                            request_id,
+                            token: Arc::clone(&token),
+                            amount,
+                            answer: Ok(response.into_inner()),
+                        });
                     }
-                    Err(status) if status.code() == tonic::Code::FailedPrecondition || status.code() == tonic::Code::InvalidArgument => {
+                    Err(status)
+                        if status.code() == tonic::Code::FailedPrecondition
+                            || status.code() == tonic::Code::InvalidArgument =>
+                    {
                         let _ = sender.send(Acknowledged {
                             request_id,
                             token: Arc::clone(&token),
@@ -237,7 +300,9 @@ async fn kill_9_under_load_loses_no_acknowledged_bid() {
     // Let at least 200 answers come back, then kill it mid-flow.
     let mut answers = Vec::new();
     while answers.len() < 200 {
-        let next = tokio::time::timeout(Duration::from_secs(60), acknowledged.recv()).await.expect("answers keep coming");
+        let next = tokio::time::timeout(Duration::from_secs(60), acknowledged.recv())
+            .await
+            .expect("answers keep coming");
         answers.push(next.expect("bidders are running"));
     }
     server.kill_9();
@@ -247,23 +312,37 @@ async fn kill_9_under_load_loses_no_acknowledged_bid() {
     while let Ok(late) = acknowledged.try_recv() {
         answers.push(late);
     }
-    assert!(answers.iter().any(|answer| answer.answer.is_ok()), "some bids were accepted");
+    assert!(
+        answers.iter().any(|answer| answer.answer.is_ok()),
+        "some bids were accepted"
+    );
 
     let server = Server::start(&arguments);
     let mut client = server.client().await;
     // Every acknowledged answer is durable: the retry gets it back unchanged.
     for answer in &answers {
         let retried = client
-            .set_max_bid(max_bid(&auction_id, &answer.request_id, answer.amount.clone(), &answer.token))
+            .set_max_bid(max_bid(
+                &auction_id,
+                &answer.request_id,
+                answer.amount.clone(),
+                &answer.token,
+            ))
             .await
             .map(tonic::Response::into_inner)
             .map_err(|status| (status.code(), status.message().to_owned()));
-        assert_eq!(retried, answer.answer, "request {} after the restart", answer.request_id);
+        assert_eq!(
+            retried, answer.answer,
+            "request {} after the restart",
+            answer.request_id
+        );
     }
 
     // The outcome: rebuild from the log's commands with the engine itself.
     let state = client
-        .get_auction_state(pb::GetAuctionStateRequest { auction_id: auction_id.clone() })
+        .get_auction_state(pb::GetAuctionStateRequest {
+            auction_id: auction_id.clone(),
+        })
         .await
         .unwrap()
         .into_inner()
@@ -277,11 +356,12 @@ async fn kill_9_under_load_loses_no_acknowledged_bid() {
         .fetch_one(&pool)
         .await
         .unwrap();
-    let events: Vec<String> = sqlx::query_scalar("SELECT event FROM auction_events WHERE auction_id = $1 ORDER BY seq")
-        .bind(Uuid::parse_str(&auction_id).unwrap())
-        .fetch_all(&pool)
-        .await
-        .unwrap();
+    let events: Vec<String> =
+        sqlx::query_scalar("SELECT event FROM auction_events WHERE auction_id = $1 ORDER BY seq")
+            .bind(Uuid::parse_str(&auction_id).unwrap())
+            .fetch_all(&pool)
+            .await
+            .unwrap();
     let spec: auction_engine::AuctionSpec = serde_json::from_str(&spec).unwrap();
     let mut replayed = auction_engine::Auction::new(spec.clone()).unwrap();
     let mut recomputed = auction_engine::Auction::new(spec).unwrap();
@@ -293,29 +373,56 @@ async fn kill_9_under_load_loses_no_acknowledged_bid() {
         // Re-issue each logged bid as a command: the engine must decide the
         // same way from the commands alone.
         match event.kind {
-            auction_engine::EventKind::BidAccepted { request_id, bidder, max_amount, received_at, .. } => {
+            auction_engine::EventKind::BidAccepted {
+                request_id,
+                bidder,
+                max_amount,
+                received_at,
+                ..
+            } => {
                 accepted_in_log += 1;
                 let command = auction_engine::Command {
                     request_id,
                     actor: auction_engine::Actor::bidder(bidder),
                     received_at,
-                    action: auction_engine::Action::SetMaxBid { max_amount, lot: None },
+                    action: auction_engine::Action::SetMaxBid {
+                        max_amount,
+                        lot: None,
+                    },
                 };
                 recomputed.apply(command, event.at, &mut scratch).unwrap();
             }
             _ => {
                 let tick = auction_engine::Command::tick(event.at);
-                if recomputed.next_deadline().is_some_and(|deadline| deadline <= event.at) {
+                if recomputed
+                    .next_deadline()
+                    .is_some_and(|deadline| deadline <= event.at)
+                {
                     recomputed.apply(tick, event.at, &mut scratch).unwrap();
                 }
             }
         }
     }
-    let acknowledged_accepted = answers.iter().filter(|answer| answer.answer.is_ok()).count();
-    assert!(accepted_in_log >= acknowledged_accepted, "{accepted_in_log} accepted in the log, {acknowledged_accepted} acknowledged");
-    assert_eq!(replayed.view(), recomputed.view(), "the engine's outcome from the commands equals the log's");
-    let auction_engine::FormatView::English { price, .. } = replayed.view().format else { panic!("English") };
-    assert_eq!(state.current_price.map(|money| money.amount), price.map(|price| price.amount.to_string()));
+    let acknowledged_accepted = answers
+        .iter()
+        .filter(|answer| answer.answer.is_ok())
+        .count();
+    assert!(
+        accepted_in_log >= acknowledged_accepted,
+        "{accepted_in_log} accepted in the log, {acknowledged_accepted} acknowledged"
+    );
+    assert_eq!(
+        replayed.view(),
+        recomputed.view(),
+        "the engine's outcome from the commands equals the log's"
+    );
+    let auction_engine::FormatView::English { price, .. } = replayed.view().format else {
+        panic!("English")
+    };
+    assert_eq!(
+        state.current_price.map(|money| money.amount),
+        price.map(|price| price.amount.to_string())
+    );
     assert_eq!(state.sequence, replayed.next_seq());
     server.kill_9();
 }

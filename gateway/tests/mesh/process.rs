@@ -153,8 +153,14 @@ async fn serve_with_postgres_redis_and_etcd() {
         .spawn()
         .unwrap();
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let url = line.split_whitespace().find(|word| word.starts_with("http://")).unwrap().to_owned();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .split_whitespace()
+        .find(|word| word.starts_with("http://"))
+        .unwrap()
+        .to_owned();
     let auctiond = Auctiond { child, url };
     assert!(!category_ids(&auctiond.url).await.is_empty());
     let (status, _) = auctiond.terminate();

@@ -298,9 +298,14 @@ async fn demo_auctions_are_running() {
         .unwrap()
         .into_inner()
         .auctions;
-    let formats: std::collections::BTreeSet<i32> = running.iter().map(|auction| auction.format).collect();
+    let formats: std::collections::BTreeSet<i32> =
+        running.iter().map(|auction| auction.format).collect();
     assert!(running.len() >= 4, "{running:?}");
     assert!(formats.len() >= 3, "several formats: {formats:?}");
-    assert!(running.iter().all(|auction| auction.status == auction_proto::v1::AuctionStatus::Open as i32));
+    assert!(
+        running
+            .iter()
+            .all(|auction| auction.status == auction_proto::v1::AuctionStatus::Open as i32)
+    );
     app.stop().await;
 }

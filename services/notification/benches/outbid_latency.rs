@@ -20,13 +20,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use auction_platform::Database;
 use auction_platform::Shutdown;
 use auction_platform::auth::Role;
 use auction_platform::bus::outbox::{self, Relay, RelayOptions};
 use auction_platform::bus::redis::RedisStreamsBus;
 use auction_platform::bus::{self, Envelope, EventBus, TOPIC_AUCTION};
 use auction_platform::config::RedisConfig;
-use auction_platform::Database;
 use auction_proto::v1 as pb;
 use auction_proto::v1::notification_service_client::NotificationServiceClient;
 use auction_testkit::{Backend, RedisServer, spawn_app_with, with_token};
@@ -41,13 +41,18 @@ fn outbid(auction_id: &str, sequence: u64, user: Uuid) -> Envelope {
         auction_id: auction_id.to_owned(),
         sequence,
         title: "Lamp".to_owned(),
-        kind: Some(pb::bus_auction_event::Kind::BidPlaced(pb::BusAuctionBidPlaced {
-            bidder_id: leader.clone(),
-            price: Some(pb::Money { currency: "USD".to_owned(), amount: format!("{sequence}.00") }),
-            leader_id: leader,
-            outbid_user_id: user.to_string(),
-            ..pb::BusAuctionBidPlaced::default()
-        })),
+        kind: Some(pb::bus_auction_event::Kind::BidPlaced(
+            pb::BusAuctionBidPlaced {
+                bidder_id: leader.clone(),
+                price: Some(pb::Money {
+                    currency: "USD".to_owned(),
+                    amount: format!("{sequence}.00"),
+                }),
+                leader_id: leader,
+                outbid_user_id: user.to_string(),
+                ..pb::BusAuctionBidPlaced::default()
+            },
+        )),
         ..pb::BusAuctionEvent::default()
     };
     Envelope::new("bidding", TOPIC_AUCTION, auction_id, 0, &event)
@@ -79,14 +84,27 @@ async fn measure(name: &str, backend: Backend, redis: Option<&RedisServer>) {
         .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
         .synchronous(sqlx::sqlite::SqliteSynchronous::Full);
     let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
-    sqlx::raw_sql(outbox::SQLITE_MIGRATION).execute(&pool).await.unwrap();
-    let relay = Relay::spawn(Database::Sqlite(pool.clone()), bus, shutdown.clone(), RelayOptions::default());
+    sqlx::raw_sql(outbox::SQLITE_MIGRATION)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let relay = Relay::spawn(
+        Database::Sqlite(pool.clone()),
+        bus,
+        shutdown.clone(),
+        RelayOptions::default(),
+    );
 
     let user = Uuid::now_v7();
     let token = app.access_token(user, &[Role::Bidder]);
     let mut client = NotificationServiceClient::new(app.channel().await);
     let mut stream = client
-        .subscribe(with_token(pb::SubscribeRequest { resume_after_sequence: 0 }, &token))
+        .subscribe(with_token(
+            pb::SubscribeRequest {
+                resume_after_sequence: 0,
+            },
+            &token,
+        ))
         .await
         .unwrap()
         .into_inner();
@@ -106,7 +124,10 @@ async fn measure(name: &str, backend: Backend, redis: Option<&RedisServer>) {
                 .expect("a notification within 10 s")
                 .unwrap()
                 .unwrap();
-            if matches!(message.message, Some(pb::subscribe_response::Message::Event(_))) {
+            if matches!(
+                message.message,
+                Some(pb::subscribe_response::Message::Event(_))
+            ) {
                 break;
             }
         }
@@ -115,7 +136,9 @@ async fn measure(name: &str, backend: Backend, redis: Option<&RedisServer>) {
         }
     }
     samples.sort();
-    let at = |quantile: f64| samples[((samples.len() as f64 * quantile) as usize).min(samples.len() - 1)];
+    let at = |quantile: f64| {
+        samples[((samples.len() as f64 * quantile) as usize).min(samples.len() - 1)]
+    };
     println!(
         "{name}: n={} p50={:.2} ms p90={:.2} ms p99={:.2} ms max={:.2} ms",
         samples.len(),
@@ -135,7 +158,10 @@ fn main() {
     if !std::env::args().any(|argument| argument == "--bench") {
         return;
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     runtime.block_on(async {
         let redis = RedisServer::start().await;
         measure("redis+postgres", Backend::Postgres, Some(&redis)).await;

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use auction_platform::Shutdown;
 use auction_platform::bus::{
-    BoxFuture, Envelope, HandleError, Handler, TOPIC_AUCTION, TOPIC_CATALOG, TOPIC_ORDER, TOPIC_USER,
+    BoxFuture, Envelope, HandleError, Handler, TOPIC_AUCTION, TOPIC_CATALOG, TOPIC_ORDER,
+    TOPIC_USER,
 };
 
 use crate::Inner;
@@ -18,7 +19,9 @@ pub const GROUP: &str = "notification";
 
 /// The topics the service consumes.
 pub fn topics() -> Vec<String> {
-    [TOPIC_AUCTION, TOPIC_ORDER, TOPIC_CATALOG, TOPIC_USER].map(str::to_owned).to_vec()
+    [TOPIC_AUCTION, TOPIC_ORDER, TOPIC_CATALOG, TOPIC_USER]
+        .map(str::to_owned)
+        .to_vec()
 }
 
 /// Consumes bus events into notifications.
@@ -40,7 +43,12 @@ impl Handler for Consumer {
             let produced = self
                 .inner
                 .store
-                .consume(&envelope.event_id.to_string(), &envelope.topic, &incoming, crate::now_ms())
+                .consume(
+                    &envelope.event_id.to_string(),
+                    &envelope.topic,
+                    &incoming,
+                    crate::now_ms(),
+                )
                 .await?;
             if let Some(produced) = produced {
                 self.inner.after_commit(&produced);
@@ -77,13 +85,21 @@ pub async fn run_ending_soon(inner: Arc<Inner>, shutdown: Shutdown) {
         match inner.store.auctions_ending(now_ms, 86_400_000).await {
             Ok(auctions) => {
                 for auction in &auctions {
-                    match inner.store.deliver_ending_soon(auction, default_lead_ms, now_ms).await {
+                    match inner
+                        .store
+                        .deliver_ending_soon(auction, default_lead_ms, now_ms)
+                        .await
+                    {
                         Ok(produced) => inner.after_commit(&produced),
-                        Err(error) => tracing::warn!(error = %auction_platform::error::DisplayChain(&error), auction_id = %auction.0, "ending-soon delivery failed"),
+                        Err(error) => {
+                            tracing::warn!(error = %auction_platform::error::DisplayChain(&error), auction_id = %auction.0, "ending-soon delivery failed")
+                        }
                     }
                 }
             }
-            Err(error) => tracing::warn!(error = %auction_platform::error::DisplayChain(&error), "ending-soon scan failed"),
+            Err(error) => {
+                tracing::warn!(error = %auction_platform::error::DisplayChain(&error), "ending-soon scan failed")
+            }
         }
         tokio::select! {
             () = tokio::time::sleep(interval) => {}

@@ -34,11 +34,15 @@ impl Mailer {
             .parse()
             .map_err(|error| format!("notification.smtp.from_address: {error}"))?;
         // Plain SMTP only in this build (see SmtpConfig::tls).
-        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(smtp.host.as_str())
-            .port(smtp.port)
-            .timeout(Some(Duration::from_millis(smtp.timeout_ms)));
+        let mut builder =
+            AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(smtp.host.as_str())
+                .port(smtp.port)
+                .timeout(Some(Duration::from_millis(smtp.timeout_ms)));
         if let (Some(username), Some(password)) = (&smtp.username, &smtp.password) {
-            builder = builder.credentials(Credentials::new(username.clone(), password.expose().to_owned()));
+            builder = builder.credentials(Credentials::new(
+                username.clone(),
+                password.expose().to_owned(),
+            ));
         }
         Ok(Self {
             transport: builder.build(),
@@ -48,7 +52,11 @@ impl Mailer {
 }
 
 /// Subject and text of the e-mail for `notification`.
-pub fn render(notification: &Notification, display_name: &str, web_base_url: &str) -> (String, String) {
+pub fn render(
+    notification: &Notification,
+    display_name: &str,
+    web_base_url: &str,
+) -> (String, String) {
     let greeting = if display_name.is_empty() {
         "Hello,".to_owned()
     } else {
@@ -62,7 +70,9 @@ pub fn render(notification: &Notification, display_name: &str, web_base_url: &st
             | NotificationType::NewAuctionMatchingInterests
             | NotificationType::LiveSessionStarting,
         ) => "Open it to bid:",
-        Ok(NotificationType::Won | NotificationType::Lost | NotificationType::ReserveNotMet) => "See the result:",
+        Ok(NotificationType::Won | NotificationType::Lost | NotificationType::ReserveNotMet) => {
+            "See the result:"
+        }
         Ok(
             NotificationType::OrderCreated
             | NotificationType::PaymentDue
@@ -75,7 +85,11 @@ pub fn render(notification: &Notification, display_name: &str, web_base_url: &st
         ) => "Your order:",
         Ok(NotificationType::Unspecified) | Err(_) => "Details:",
     };
-    let link = format!("{}{}", web_base_url.trim_end_matches('/'), notification.action_path);
+    let link = format!(
+        "{}{}",
+        web_base_url.trim_end_matches('/'),
+        notification.action_path
+    );
     let text = format!(
         "{greeting}\n\n{}\n\n{family} {link}\n\nYou receive this e-mail because of your notification preferences; change them in your account settings.\n",
         notification.body
@@ -119,7 +133,10 @@ async fn send(inner: &Inner, mailer: &Mailer, config: &NotificationConfig, job: 
         if job.email.is_empty() {
             return Err("no e-mail address known for the user".to_owned());
         }
-        let to: Mailbox = job.email.parse().map_err(|error| format!("bad address: {error}"))?;
+        let to: Mailbox = job
+            .email
+            .parse()
+            .map_err(|error| format!("bad address: {error}"))?;
         let (subject, text) = render(&job.notification, &job.display_name, &config.web_base_url);
         let message = Message::builder()
             .from(mailer.from.clone())
@@ -128,7 +145,12 @@ async fn send(inner: &Inner, mailer: &Mailer, config: &NotificationConfig, job: 
             .header(ContentType::TEXT_PLAIN)
             .body(text)
             .map_err(|error| format!("cannot build the message: {error}"))?;
-        mailer.transport.send(message).await.map(|_| ()).map_err(|error| format!("smtp: {error}"))
+        mailer
+            .transport
+            .send(message)
+            .await
+            .map(|_| ())
+            .map_err(|error| format!("smtp: {error}"))
     }
     .await;
     // A missing address is retried too: the user service's contact event
@@ -146,7 +168,11 @@ async fn send(inner: &Inner, mailer: &Mailer, config: &NotificationConfig, job: 
             (next, error)
         }
     };
-    if let Err(error) = inner.store.record_email(&notification_id, now, next_due, &error).await {
+    if let Err(error) = inner
+        .store
+        .record_email(&notification_id, now, next_due, &error)
+        .await
+    {
         tracing::warn!(error = %auction_platform::error::DisplayChain(&error), "e-mail attempt not recorded");
     }
 }

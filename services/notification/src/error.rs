@@ -46,14 +46,17 @@ pub enum NotificationError {
 impl ServiceError for NotificationError {
     fn code(&self) -> Code {
         match self {
-            Self::Validation(_) | Self::RequestIdInvalid | Self::PageTokenInvalid | Self::WebhookUrlInvalid(_) => {
-                Code::InvalidArgument
-            }
+            Self::Validation(_)
+            | Self::RequestIdInvalid
+            | Self::PageTokenInvalid
+            | Self::WebhookUrlInvalid(_) => Code::InvalidArgument,
             Self::IdempotencyKeyReused => Code::AlreadyExists,
             Self::NotificationNotFound(_) | Self::WebhookNotFound(_) => Code::NotFound,
             Self::WebhookLimitReached | Self::StreamLimitReached => Code::ResourceExhausted,
             Self::Database(error) => match error {
-                sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => Code::Unavailable,
+                sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
+                    Code::Unavailable
+                }
                 _ => Code::Internal,
             },
             Self::Corrupt(_) => Code::Internal,

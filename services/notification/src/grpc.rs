@@ -11,14 +11,15 @@ use auction_proto::v1::notification_service_server::NotificationService;
 use auction_proto::v1::{
     DeleteWebhookRequest, DeleteWebhookResponse, GetNotificationPreferencesRequest,
     GetNotificationPreferencesResponse, GetUnreadCountRequest, GetUnreadCountResponse,
-    InboxSnapshot, ListNotificationsRequest, ListNotificationsResponse, ListWebhookDeliveriesRequest,
-    ListWebhookDeliveriesResponse, ListWebhooksRequest, ListWebhooksResponse,
-    MarkNotificationsReadRequest, MarkNotificationsReadResponse, NotificationPreference,
-    NotificationSettings, NotificationType, RegisterWebhookRequest, RegisterWebhookResponse,
-    RotateWebhookSecretRequest, RotateWebhookSecretResponse, SetWebhookEnabledRequest,
-    SetWebhookEnabledResponse, SnapshotReason, StreamHeartbeat, SubscribeRequest, SubscribeResponse,
-    UpdateNotificationPreferencesRequest, UpdateNotificationPreferencesResponse, Webhook,
-    WebhookDelivery, WebhookState, subscribe_response,
+    InboxSnapshot, ListNotificationsRequest, ListNotificationsResponse,
+    ListWebhookDeliveriesRequest, ListWebhookDeliveriesResponse, ListWebhooksRequest,
+    ListWebhooksResponse, MarkNotificationsReadRequest, MarkNotificationsReadResponse,
+    NotificationPreference, NotificationSettings, NotificationType, RegisterWebhookRequest,
+    RegisterWebhookResponse, RotateWebhookSecretRequest, RotateWebhookSecretResponse,
+    SetWebhookEnabledRequest, SetWebhookEnabledResponse, SnapshotReason, StreamHeartbeat,
+    SubscribeRequest, SubscribeResponse, UpdateNotificationPreferencesRequest,
+    UpdateNotificationPreferencesResponse, Webhook, WebhookDelivery, WebhookState,
+    subscribe_response,
 };
 use base64::Engine as _;
 use prost::Message;
@@ -50,15 +51,21 @@ fn user_caller<T>(request: &Request<T>) -> Result<(Caller, String), Status> {
 
 fn valid_request_id(request_id: &str) -> Result<(), NotificationError> {
     let valid = (1..=64).contains(&request_id.len())
-        && request_id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-'));
-    if valid { Ok(()) } else { Err(NotificationError::RequestIdInvalid) }
+        && request_id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-'));
+    if valid {
+        Ok(())
+    } else {
+        Err(NotificationError::RequestIdInvalid)
+    }
 }
 
 fn valid_type(value: i32) -> Result<NotificationType, NotificationError> {
     match NotificationType::try_from(value) {
-        Ok(NotificationType::Unspecified) | Err(_) => {
-            Err(NotificationError::Validation(format!("notification type {value} is not valid")))
-        }
+        Ok(NotificationType::Unspecified) | Err(_) => Err(NotificationError::Validation(format!(
+            "notification type {value} is not valid"
+        ))),
         Ok(notification_type) => Ok(notification_type),
     }
 }
@@ -120,7 +127,9 @@ fn read_page_token(token: &str, filters: &str) -> Result<Option<String>, Notific
     let text = String::from_utf8(bytes).map_err(|_| NotificationError::PageTokenInvalid)?;
     let mut parts = text.splitn(3, '|');
     match (parts.next(), parts.next(), parts.next()) {
-        (Some("v1"), Some(bound), Some(position)) if bound == filters => Ok(Some(position.to_owned())),
+        (Some("v1"), Some(bound), Some(position)) if bound == filters => {
+            Ok(Some(position.to_owned()))
+        }
         _ => Err(NotificationError::PageTokenInvalid),
     }
 }
@@ -142,16 +151,29 @@ impl Service {
         F: std::future::Future<Output = Result<M, NotificationError>>,
     {
         valid_request_id(request_id)?;
-        if let Some((stored_fingerprint, response)) = self.inner.store.outcome(user_id, method, request_id).await? {
+        if let Some((stored_fingerprint, response)) = self
+            .inner
+            .store
+            .outcome(user_id, method, request_id)
+            .await?
+        {
             if stored_fingerprint != fingerprint {
                 return Err(NotificationError::IdempotencyKeyReused);
             }
-            return M::decode(response.as_slice()).map_err(|error| NotificationError::Corrupt(error.to_string()));
+            return M::decode(response.as_slice())
+                .map_err(|error| NotificationError::Corrupt(error.to_string()));
         }
         let response = run.await?;
         self.inner
             .store
-            .remember(user_id, method, request_id, &fingerprint, &response.encode_to_vec(), now_ms())
+            .remember(
+                user_id,
+                method,
+                request_id,
+                &fingerprint,
+                &response.encode_to_vec(),
+                now_ms(),
+            )
             .await?;
         Ok(response)
     }
@@ -161,28 +183,45 @@ impl Service {
         let preferences = plan::ALL_TYPES
             .iter()
             .map(|kind| {
-                let chosen = stored.iter().find(|(stored_type, _)| *stored_type == *kind as i32).map(|(_, channels)| *channels);
+                let chosen = stored
+                    .iter()
+                    .find(|(stored_type, _)| *stored_type == *kind as i32)
+                    .map(|(_, channels)| *channels);
                 NotificationPreference {
                     notification_type: *kind as i32,
                     channels: plan::channels_to_proto(plan::effective_channels(*kind, chosen)),
                 }
             })
             .collect();
-        let lead_ms = settings
-            .ending_soon_lead_ms
-            .unwrap_or_else(|| i64::try_from(self.inner.config.notification.default_ending_soon_lead_ms).unwrap_or(900_000));
+        let lead_ms = settings.ending_soon_lead_ms.unwrap_or_else(|| {
+            i64::try_from(self.inner.config.notification.default_ending_soon_lead_ms)
+                .unwrap_or(900_000)
+        });
         Ok(NotificationSettings {
             preferences,
-            ending_soon_lead: Some(prost_types::Duration { seconds: lead_ms / 1_000, nanos: 0 }),
+            ending_soon_lead: Some(prost_types::Duration {
+                seconds: lead_ms / 1_000,
+                nanos: 0,
+            }),
             interest_keywords: settings.interest_keywords,
         })
     }
 
     /// The caller's live webhook `webhook_id`, if the caller owns it (or is
     /// an admin and `admin_allowed`); NOT_FOUND otherwise.
-    async fn owned_webhook(&self, caller: &Caller, webhook_id: &str, admin_allowed: bool) -> Result<WebhookRow, NotificationError> {
+    async fn owned_webhook(
+        &self,
+        caller: &Caller,
+        webhook_id: &str,
+        admin_allowed: bool,
+    ) -> Result<WebhookRow, NotificationError> {
         let not_found = || NotificationError::WebhookNotFound(webhook_id.to_owned());
-        let row = self.inner.store.webhook(webhook_id).await?.ok_or_else(not_found)?;
+        let row = self
+            .inner
+            .store
+            .webhook(webhook_id)
+            .await?
+            .ok_or_else(not_found)?;
         let owner = row.user_id.parse().map_err(|_| not_found())?;
         if caller.is_user(owner) || (admin_allowed && caller.is_admin()) {
             Ok(row)
@@ -202,7 +241,11 @@ impl NotificationService for Service {
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         let (_, user_id) = user_caller(&request)?;
         let resume_after = request.into_inner().resume_after_sequence;
-        let guard = self.inner.hub.open(&user_id).ok_or(NotificationError::StreamLimitReached)?;
+        let guard = self
+            .inner
+            .hub
+            .open(&user_id)
+            .ok_or(NotificationError::StreamLimitReached)?;
         let (sender, receiver) = mpsc::channel(STREAM_BUFFER);
         let inner = std::sync::Arc::clone(&self.inner);
         tokio::spawn(async move {
@@ -211,7 +254,9 @@ impl NotificationService for Service {
                 let _ = sender.send(Err(status)).await;
             }
         });
-        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(receiver))))
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(receiver),
+        )))
     }
 
     async fn list_notifications(
@@ -229,7 +274,11 @@ impl NotificationService for Service {
         }
         let filters = format!("{}:{:?}", request.unread_only, request.types);
         let before = read_page_token(&request.page_token, &filters)?
-            .map(|position| position.parse::<u64>().map_err(|_| NotificationError::PageTokenInvalid))
+            .map(|position| {
+                position
+                    .parse::<u64>()
+                    .map_err(|_| NotificationError::PageTokenInvalid)
+            })
             .transpose()?;
         let limit = u32::try_from(page_size).unwrap_or(20);
         let notifications = self
@@ -238,11 +287,17 @@ impl NotificationService for Service {
             .list(&user_id, request.unread_only, &request.types, before, limit)
             .await?;
         let next_page_token = match notifications.last() {
-            Some(last) if notifications.len() == limit as usize => page_token(&last.sequence.to_string(), &filters),
+            Some(last) if notifications.len() == limit as usize => {
+                page_token(&last.sequence.to_string(), &filters)
+            }
             _ => String::new(),
         };
         let unread_count = self.inner.store.unread_count(&user_id).await?;
-        Ok(Response::new(ListNotificationsResponse { notifications, next_page_token, unread_count }))
+        Ok(Response::new(ListNotificationsResponse {
+            notifications,
+            next_page_token,
+            unread_count,
+        }))
     }
 
     async fn get_unread_count(
@@ -252,7 +307,10 @@ impl NotificationService for Service {
         let (_, user_id) = user_caller(&request)?;
         let sequence = self.inner.store.head(&user_id).await?;
         let unread_count = self.inner.store.unread_count(&user_id).await?;
-        Ok(Response::new(GetUnreadCountResponse { unread_count, sequence }))
+        Ok(Response::new(GetUnreadCountResponse {
+            unread_count,
+            sequence,
+        }))
     }
 
     async fn mark_notifications_read(
@@ -262,24 +320,44 @@ impl NotificationService for Service {
         let (_, user_id) = user_caller(&request)?;
         let request = request.into_inner();
         if request.notification_ids.is_empty() && request.up_to_sequence == 0 {
-            return Err(NotificationError::Validation("give notification_ids or up_to_sequence".to_owned()).into());
+            return Err(NotificationError::Validation(
+                "give notification_ids or up_to_sequence".to_owned(),
+            )
+            .into());
         }
         if request.notification_ids.len() > 500 {
-            return Err(NotificationError::Validation("at most 500 notification_ids".to_owned()).into());
+            return Err(
+                NotificationError::Validation("at most 500 notification_ids".to_owned()).into(),
+            );
         }
-        let fingerprint = MarkNotificationsReadRequest { request_id: String::new(), ..request.clone() }.encode_to_vec();
+        let fingerprint = MarkNotificationsReadRequest {
+            request_id: String::new(),
+            ..request.clone()
+        }
+        .encode_to_vec();
         let response = self
-            .idempotent(&user_id, "MarkNotificationsRead", &request.request_id, fingerprint, async {
-                let (unread_count, sequence) = self
-                    .inner
-                    .store
-                    .mark_read(&user_id, &request.notification_ids, request.up_to_sequence, now_ms())
-                    .await?;
-                if let Some(sequence) = sequence {
-                    self.inner.hub.notify(&user_id, sequence);
-                }
-                Ok(MarkNotificationsReadResponse { unread_count })
-            })
+            .idempotent(
+                &user_id,
+                "MarkNotificationsRead",
+                &request.request_id,
+                fingerprint,
+                async {
+                    let (unread_count, sequence) = self
+                        .inner
+                        .store
+                        .mark_read(
+                            &user_id,
+                            &request.notification_ids,
+                            request.up_to_sequence,
+                            now_ms(),
+                        )
+                        .await?;
+                    if let Some(sequence) = sequence {
+                        self.inner.hub.notify(&user_id, sequence);
+                    }
+                    Ok(MarkNotificationsReadResponse { unread_count })
+                },
+            )
             .await?;
         Ok(Response::new(response))
     }
@@ -290,7 +368,9 @@ impl NotificationService for Service {
     ) -> Result<Response<GetNotificationPreferencesResponse>, Status> {
         let (_, user_id) = user_caller(&request)?;
         let settings = self.settings(&user_id).await?;
-        Ok(Response::new(GetNotificationPreferencesResponse { settings: Some(settings) }))
+        Ok(Response::new(GetNotificationPreferencesResponse {
+            settings: Some(settings),
+        }))
     }
 
     async fn update_notification_preferences(
@@ -303,12 +383,17 @@ impl NotificationService for Service {
         for preference in &request.preferences {
             let kind = valid_type(preference.notification_type)?;
             if changes.iter().any(|(seen, _)| *seen == kind as i32) {
-                return Err(NotificationError::Validation(format!("{} listed twice", kind.as_str_name())).into());
+                return Err(NotificationError::Validation(format!(
+                    "{} listed twice",
+                    kind.as_str_name()
+                ))
+                .into());
             }
             let mut channels = 0;
             for channel in &preference.channels {
-                channels |= plan::channel_bit(*channel)
-                    .ok_or_else(|| NotificationError::Validation(format!("channel {channel} is not valid")))?;
+                channels |= plan::channel_bit(*channel).ok_or_else(|| {
+                    NotificationError::Validation(format!("channel {channel} is not valid"))
+                })?;
             }
             if plan::in_app_forced(kind) {
                 channels |= plan::IN_APP;
@@ -320,7 +405,10 @@ impl NotificationService for Service {
             Some(lead) => {
                 let ms = lead.seconds.saturating_mul(1_000) + i64::from(lead.nanos) / 1_000_000;
                 if !(60_000..=86_400_000).contains(&ms) {
-                    return Err(NotificationError::Validation("ending_soon_lead must be between 1 minute and 24 hours".to_owned()).into());
+                    return Err(NotificationError::Validation(
+                        "ending_soon_lead must be between 1 minute and 24 hours".to_owned(),
+                    )
+                    .into());
                 }
                 Some(ms)
             }
@@ -329,19 +417,39 @@ impl NotificationService for Service {
             None => None,
             Some(list) => {
                 if list.keywords.len() > 20
-                    || list.keywords.iter().any(|keyword| !(2..=50).contains(&keyword.chars().count()) || keyword.contains('\n'))
+                    || list.keywords.iter().any(|keyword| {
+                        !(2..=50).contains(&keyword.chars().count()) || keyword.contains('\n')
+                    })
                 {
-                    return Err(NotificationError::Validation("at most 20 keywords of 2-50 characters".to_owned()).into());
+                    return Err(NotificationError::Validation(
+                        "at most 20 keywords of 2-50 characters".to_owned(),
+                    )
+                    .into());
                 }
                 Some(list.keywords.clone())
             }
         };
-        let fingerprint = UpdateNotificationPreferencesRequest { request_id: String::new(), ..request.clone() }.encode_to_vec();
+        let fingerprint = UpdateNotificationPreferencesRequest {
+            request_id: String::new(),
+            ..request.clone()
+        }
+        .encode_to_vec();
         let response = self
-            .idempotent(&user_id, "UpdateNotificationPreferences", &request.request_id, fingerprint, async {
-                self.inner.store.update_preferences(&user_id, &changes, lead_ms, keywords.as_deref()).await?;
-                Ok(UpdateNotificationPreferencesResponse { settings: Some(self.settings(&user_id).await?) })
-            })
+            .idempotent(
+                &user_id,
+                "UpdateNotificationPreferences",
+                &request.request_id,
+                fingerprint,
+                async {
+                    self.inner
+                        .store
+                        .update_preferences(&user_id, &changes, lead_ms, keywords.as_deref())
+                        .await?;
+                    Ok(UpdateNotificationPreferencesResponse {
+                        settings: Some(self.settings(&user_id).await?),
+                    })
+                },
+            )
             .await?;
         Ok(Response::new(response))
     }
@@ -353,40 +461,56 @@ impl NotificationService for Service {
         let (_, user_id) = user_caller(&request)?;
         let request = request.into_inner();
         if request.description.chars().count() > 200 {
-            return Err(NotificationError::Validation("description is longer than 200 characters".to_owned()).into());
+            return Err(NotificationError::Validation(
+                "description is longer than 200 characters".to_owned(),
+            )
+            .into());
         }
         let mut types = 0_i64;
         for kind in &request.types {
             types |= 1_i64 << (valid_type(*kind)? as i32);
         }
-        let fingerprint = RegisterWebhookRequest { request_id: String::new(), ..request.clone() }.encode_to_vec();
+        let fingerprint = RegisterWebhookRequest {
+            request_id: String::new(),
+            ..request.clone()
+        }
+        .encode_to_vec();
         let allow_insecure = self.inner.config.notification.allow_insecure_webhook_urls;
         let response = self
-            .idempotent(&user_id, "RegisterWebhook", &request.request_id, fingerprint, async {
-                webhook::validate_url(&request.url, allow_insecure).await?;
-                if self.inner.store.webhooks(&user_id).await?.len() >= MAX_WEBHOOKS_PER_USER {
-                    return Err(NotificationError::WebhookLimitReached);
-                }
-                let now = now_ms();
-                let row = WebhookRow {
-                    webhook_id: uuid::Uuid::now_v7().to_string(),
-                    user_id: user_id.clone(),
-                    url: request.url.clone(),
-                    description: request.description.clone(),
-                    types,
-                    state: WebhookState::Enabled as i32,
-                    consecutive_failures: 0,
-                    secret: webhook::generate_secret(),
-                    previous_secret: None,
-                    previous_secret_expires_ms: None,
-                    created_at_ms: now,
-                    updated_at_ms: now,
-                    last_success_ms: None,
-                    last_failure_ms: None,
-                };
-                self.inner.store.insert_webhook(&row).await?;
-                Ok(RegisterWebhookResponse { webhook: Some(webhook_proto(&row)), signing_secret: row.secret.clone() })
-            })
+            .idempotent(
+                &user_id,
+                "RegisterWebhook",
+                &request.request_id,
+                fingerprint,
+                async {
+                    webhook::validate_url(&request.url, allow_insecure).await?;
+                    if self.inner.store.webhooks(&user_id).await?.len() >= MAX_WEBHOOKS_PER_USER {
+                        return Err(NotificationError::WebhookLimitReached);
+                    }
+                    let now = now_ms();
+                    let row = WebhookRow {
+                        webhook_id: uuid::Uuid::now_v7().to_string(),
+                        user_id: user_id.clone(),
+                        url: request.url.clone(),
+                        description: request.description.clone(),
+                        types,
+                        state: WebhookState::Enabled as i32,
+                        consecutive_failures: 0,
+                        secret: webhook::generate_secret(),
+                        previous_secret: None,
+                        previous_secret_expires_ms: None,
+                        created_at_ms: now,
+                        updated_at_ms: now,
+                        last_success_ms: None,
+                        last_failure_ms: None,
+                    };
+                    self.inner.store.insert_webhook(&row).await?;
+                    Ok(RegisterWebhookResponse {
+                        webhook: Some(webhook_proto(&row)),
+                        signing_secret: row.secret.clone(),
+                    })
+                },
+            )
             .await?;
         Ok(Response::new(response))
     }
@@ -407,8 +531,18 @@ impl NotificationService for Service {
         if !request.page_token.is_empty() {
             return Err(NotificationError::PageTokenInvalid.into());
         }
-        let webhooks = self.inner.store.webhooks(&owner).await?.iter().map(webhook_proto).collect();
-        Ok(Response::new(ListWebhooksResponse { webhooks, next_page_token: String::new() }))
+        let webhooks = self
+            .inner
+            .store
+            .webhooks(&owner)
+            .await?
+            .iter()
+            .map(webhook_proto)
+            .collect();
+        Ok(Response::new(ListWebhooksResponse {
+            webhooks,
+            next_page_token: String::new(),
+        }))
     }
 
     async fn set_webhook_enabled(
@@ -417,15 +551,38 @@ impl NotificationService for Service {
     ) -> Result<Response<SetWebhookEnabledResponse>, Status> {
         let (caller, user_id) = user_caller(&request)?;
         let request = request.into_inner();
-        let fingerprint = SetWebhookEnabledRequest { request_id: String::new(), ..request.clone() }.encode_to_vec();
+        let fingerprint = SetWebhookEnabledRequest {
+            request_id: String::new(),
+            ..request.clone()
+        }
+        .encode_to_vec();
         let response = self
-            .idempotent(&user_id, "SetWebhookEnabled", &request.request_id, fingerprint, async {
-                let row = self.owned_webhook(&caller, &request.webhook_id, true).await?;
-                let state = if request.enabled { WebhookState::Enabled } else { WebhookState::Disabled };
-                self.inner.store.set_webhook_state(&row.webhook_id, state as i32, now_ms()).await?;
-                let row = self.owned_webhook(&caller, &request.webhook_id, true).await?;
-                Ok(SetWebhookEnabledResponse { webhook: Some(webhook_proto(&row)) })
-            })
+            .idempotent(
+                &user_id,
+                "SetWebhookEnabled",
+                &request.request_id,
+                fingerprint,
+                async {
+                    let row = self
+                        .owned_webhook(&caller, &request.webhook_id, true)
+                        .await?;
+                    let state = if request.enabled {
+                        WebhookState::Enabled
+                    } else {
+                        WebhookState::Disabled
+                    };
+                    self.inner
+                        .store
+                        .set_webhook_state(&row.webhook_id, state as i32, now_ms())
+                        .await?;
+                    let row = self
+                        .owned_webhook(&caller, &request.webhook_id, true)
+                        .await?;
+                    Ok(SetWebhookEnabledResponse {
+                        webhook: Some(webhook_proto(&row)),
+                    })
+                },
+            )
             .await?;
         Ok(Response::new(response))
     }
@@ -436,21 +593,38 @@ impl NotificationService for Service {
     ) -> Result<Response<RotateWebhookSecretResponse>, Status> {
         let (caller, user_id) = user_caller(&request)?;
         let request = request.into_inner();
-        let fingerprint = RotateWebhookSecretRequest { request_id: String::new(), ..request.clone() }.encode_to_vec();
+        let fingerprint = RotateWebhookSecretRequest {
+            request_id: String::new(),
+            ..request.clone()
+        }
+        .encode_to_vec();
         let response = self
-            .idempotent(&user_id, "RotateWebhookSecret", &request.request_id, fingerprint, async {
-                let row = self.owned_webhook(&caller, &request.webhook_id, false).await?;
-                let now = now_ms();
-                let secret = webhook::generate_secret();
-                let expires = now + webhook::PREVIOUS_SECRET_VALIDITY_MS;
-                self.inner.store.rotate_secret(&row.webhook_id, &secret, &row.secret, expires, now).await?;
-                let row = self.owned_webhook(&caller, &request.webhook_id, false).await?;
-                Ok(RotateWebhookSecretResponse {
-                    webhook: Some(webhook_proto(&row)),
-                    signing_secret: secret,
-                    previous_secret_expire_time: Some(timestamp_from_ms(expires)),
-                })
-            })
+            .idempotent(
+                &user_id,
+                "RotateWebhookSecret",
+                &request.request_id,
+                fingerprint,
+                async {
+                    let row = self
+                        .owned_webhook(&caller, &request.webhook_id, false)
+                        .await?;
+                    let now = now_ms();
+                    let secret = webhook::generate_secret();
+                    let expires = now + webhook::PREVIOUS_SECRET_VALIDITY_MS;
+                    self.inner
+                        .store
+                        .rotate_secret(&row.webhook_id, &secret, &row.secret, expires, now)
+                        .await?;
+                    let row = self
+                        .owned_webhook(&caller, &request.webhook_id, false)
+                        .await?;
+                    Ok(RotateWebhookSecretResponse {
+                        webhook: Some(webhook_proto(&row)),
+                        signing_secret: secret,
+                        previous_secret_expire_time: Some(timestamp_from_ms(expires)),
+                    })
+                },
+            )
             .await?;
         Ok(Response::new(response))
     }
@@ -461,13 +635,30 @@ impl NotificationService for Service {
     ) -> Result<Response<DeleteWebhookResponse>, Status> {
         let (caller, user_id) = user_caller(&request)?;
         let request = request.into_inner();
-        let fingerprint = DeleteWebhookRequest { request_id: String::new(), ..request.clone() }.encode_to_vec();
+        let fingerprint = DeleteWebhookRequest {
+            request_id: String::new(),
+            ..request.clone()
+        }
+        .encode_to_vec();
         let response = self
-            .idempotent(&user_id, "DeleteWebhook", &request.request_id, fingerprint, async {
-                let row = self.owned_webhook(&caller, &request.webhook_id, true).await?;
-                self.inner.store.delete_webhook(&row.webhook_id, now_ms()).await?;
-                Ok(DeleteWebhookResponse { webhook_id: row.webhook_id })
-            })
+            .idempotent(
+                &user_id,
+                "DeleteWebhook",
+                &request.request_id,
+                fingerprint,
+                async {
+                    let row = self
+                        .owned_webhook(&caller, &request.webhook_id, true)
+                        .await?;
+                    self.inner
+                        .store
+                        .delete_webhook(&row.webhook_id, now_ms())
+                        .await?;
+                    Ok(DeleteWebhookResponse {
+                        webhook_id: row.webhook_id,
+                    })
+                },
+            )
             .await?;
         Ok(Response::new(response))
     }
@@ -478,21 +669,34 @@ impl NotificationService for Service {
     ) -> Result<Response<ListWebhookDeliveriesResponse>, Status> {
         let (caller, _) = user_caller(&request)?;
         let request = request.into_inner();
-        let row = self.owned_webhook(&caller, &request.webhook_id, true).await?;
+        let row = self
+            .owned_webhook(&caller, &request.webhook_id, true)
+            .await?;
         let page_size = match request.page_size {
             0 => 50,
             size => size.clamp(1, 200),
         };
-        let filters = format!("{}:{:?}:{}", request.webhook_id, request.outcomes, request.notification_id);
+        let filters = format!(
+            "{}:{:?}:{}",
+            request.webhook_id, request.outcomes, request.notification_id
+        );
         let before = read_page_token(&request.page_token, &filters)?;
         let limit = u32::try_from(page_size).unwrap_or(50);
         let records = self
             .inner
             .store
-            .deliveries(&row.webhook_id, &request.outcomes, &request.notification_id, before.as_deref(), limit)
+            .deliveries(
+                &row.webhook_id,
+                &request.outcomes,
+                &request.notification_id,
+                before.as_deref(),
+                limit,
+            )
             .await?;
         let next_page_token = match records.last() {
-            Some(last) if records.len() == limit as usize => page_token(&last.delivery_id, &filters),
+            Some(last) if records.len() == limit as usize => {
+                page_token(&last.delivery_id, &filters)
+            }
             _ => String::new(),
         };
         Ok(Response::new(ListWebhookDeliveriesResponse {
@@ -505,7 +709,12 @@ impl NotificationService for Service {
 type StreamSender = mpsc::Sender<Result<SubscribeResponse, Status>>;
 
 async fn send(sender: &StreamSender, message: subscribe_response::Message) -> bool {
-    sender.send(Ok(SubscribeResponse { message: Some(message) })).await.is_ok()
+    sender
+        .send(Ok(SubscribeResponse {
+            message: Some(message),
+        }))
+        .await
+        .is_ok()
 }
 
 fn heartbeat(sequence: u64) -> subscribe_response::Message {
@@ -530,10 +739,19 @@ async fn stream_inbox(
     guard.receiver.borrow_and_update();
     let head = inner.store.head(user_id).await?;
     let mut last = if resume_after == 0 || resume_after > head {
-        let reason = if resume_after == 0 { SnapshotReason::Initial } else { SnapshotReason::ResumeUnknown };
+        let reason = if resume_after == 0 {
+            SnapshotReason::Initial
+        } else {
+            SnapshotReason::ResumeUnknown
+        };
         let recent = inner.store.list(user_id, false, &[], None, 50).await?;
         let unread_count = inner.store.unread_count(user_id).await?;
-        let snapshot = InboxSnapshot { reason: reason as i32, sequence: head, unread_count, recent };
+        let snapshot = InboxSnapshot {
+            reason: reason as i32,
+            sequence: head,
+            unread_count,
+            recent,
+        };
         if !send(sender, subscribe_response::Message::Snapshot(snapshot)).await {
             return Ok(());
         }

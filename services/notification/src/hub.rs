@@ -35,7 +35,9 @@ pub struct StreamGuard {
 
 impl Hub {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
-        self.users.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.users
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Registers a stream of `user_id`; `None` when the user has too many.

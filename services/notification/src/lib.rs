@@ -48,7 +48,9 @@ static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
 pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX))
+        .map_or(0, |elapsed| {
+            i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
+        })
 }
 
 /// What the RPCs, the consumer and the workers share.
@@ -75,7 +77,9 @@ pub struct Service {
 
 impl std::fmt::Debug for Service {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter.debug_struct("NotificationService").finish_non_exhaustive()
+        formatter
+            .debug_struct("NotificationService")
+            .finish_non_exhaustive()
     }
 }
 
@@ -91,7 +95,10 @@ impl MeshService for Service {
     }
 
     async fn build(context: ServiceContext) -> Result<Self, StartError> {
-        let fail = |message: String| StartError::Service { service: "notification", message };
+        let fail = |message: String| StartError::Service {
+            service: "notification",
+            message,
+        };
         let mailer = match &context.config.notification.smtp {
             Some(smtp) => Some(email::Mailer::new(smtp).map_err(fail)?),
             None => None,
@@ -100,27 +107,38 @@ impl MeshService for Service {
             config: Arc::clone(&context.config),
             store: store::Store::new(
                 context.database.clone(),
-                store::StoreSettings { email_enabled: mailer.is_some() },
+                store::StoreSettings {
+                    email_enabled: mailer.is_some(),
+                },
             ),
             hub: hub::Hub::default(),
             wake_webhooks: Notify::new(),
             wake_emails: Notify::new(),
             shutdown: context.shutdown.clone(),
         });
-        let bus: Arc<dyn EventBus> =
-            bus::for_process(&context.config).map_err(|error| fail(format!("event bus: {error}")))?;
+        let bus: Arc<dyn EventBus> = bus::for_process(&context.config)
+            .map_err(|error| fail(format!("event bus: {error}")))?;
         bus.subscribe(
             Subscription {
                 group: consumer::GROUP.to_owned(),
                 topics: consumer::topics(),
                 shutdown: context.shutdown.clone(),
             },
-            Arc::new(consumer::Consumer { inner: Arc::clone(&inner) }),
+            Arc::new(consumer::Consumer {
+                inner: Arc::clone(&inner),
+            }),
         );
-        tokio::spawn(consumer::run_ending_soon(Arc::clone(&inner), context.shutdown.clone()));
+        tokio::spawn(consumer::run_ending_soon(
+            Arc::clone(&inner),
+            context.shutdown.clone(),
+        ));
         tokio::spawn(webhook::run(Arc::clone(&inner), context.shutdown.clone()));
         if let Some(mailer) = mailer {
-            tokio::spawn(email::run(Arc::clone(&inner), mailer, context.shutdown.clone()));
+            tokio::spawn(email::run(
+                Arc::clone(&inner),
+                mailer,
+                context.shutdown.clone(),
+            ));
         }
         Ok(Self { inner })
     }

@@ -187,7 +187,9 @@ fn clip(mut text: String, max_chars: usize) -> String {
 }
 
 fn money_text(money: Option<&Money>) -> String {
-    money.map_or_else(String::new, |money| format!("{} {}", money.amount, money.currency))
+    money.map_or_else(String::new, |money| {
+        format!("{} {}", money.amount, money.currency)
+    })
 }
 
 fn quoted(title: &str) -> String {
@@ -261,7 +263,9 @@ pub fn plan_auction(event: &BusAuctionEvent, audience: &AuctionAudience) -> Vec<
             vec![planned]
         }
         bus_auction_event::Kind::Extended(extended) => {
-            let end_ms = extended.end_time.map_or(0, |time| auction_platform::bus::ms_from_timestamp(&time));
+            let end_ms = extended
+                .end_time
+                .map_or(0, |time| auction_platform::bus::ms_from_timestamp(&time));
             everyone(audience)
                 .into_iter()
                 .map(|user| {
@@ -281,7 +285,11 @@ pub fn plan_auction(event: &BusAuctionEvent, audience: &AuctionAudience) -> Vec<
                 .collect()
         }
         bus_auction_event::Kind::Sold(sold) => {
-            let winners: Vec<&str> = sold.awards.iter().map(|award| award.winner_id.as_str()).collect();
+            let winners: Vec<&str> = sold
+                .awards
+                .iter()
+                .map(|award| award.winner_id.as_str())
+                .collect();
             let mut planned: Vec<Planned> = sold
                 .awards
                 .iter()
@@ -305,15 +313,19 @@ pub fn plan_auction(event: &BusAuctionEvent, audience: &AuctionAudience) -> Vec<
                     .iter()
                     .filter(|bidder| !winners.contains(&bidder.as_str()))
                     .map(|bidder| {
-                        let mut lost = Planned::new(bidder, NotificationType::Lost, format!("lost:{auction_id}"))
-                            .auction(auction_id)
-                            .text(
-                                format!("{} has ended", event.title),
-                                format!(
-                                    "{title} sold for {}; you did not win this time.",
-                                    money_text(sold.final_price.as_ref())
-                                ),
-                            );
+                        let mut lost = Planned::new(
+                            bidder,
+                            NotificationType::Lost,
+                            format!("lost:{auction_id}"),
+                        )
+                        .auction(auction_id)
+                        .text(
+                            format!("{} has ended", event.title),
+                            format!(
+                                "{title} sold for {}; you did not win this time.",
+                                money_text(sold.final_price.as_ref())
+                            ),
+                        );
                         lost.amount.clone_from(&sold.final_price);
                         lost
                     }),
@@ -328,14 +340,23 @@ pub fn plan_auction(event: &BusAuctionEvent, audience: &AuctionAudience) -> Vec<
                 if !unsold.highest_bidder_id.is_empty() {
                     recipients.push(unsold.highest_bidder_id.clone());
                 }
-                planned.extend(recipients.iter().filter(|user| !user.is_empty()).map(|user| {
-                    Planned::new(user, NotificationType::ReserveNotMet, format!("reserve_not_met:{auction_id}"))
-                        .auction(auction_id)
-                        .text(
-                            format!("Reserve not met: {}", event.title),
-                            format!("{title} ended below its reserve price and did not sell."),
-                        )
-                }));
+                planned.extend(
+                    recipients
+                        .iter()
+                        .filter(|user| !user.is_empty())
+                        .map(|user| {
+                            Planned::new(
+                                user,
+                                NotificationType::ReserveNotMet,
+                                format!("reserve_not_met:{auction_id}"),
+                            )
+                            .auction(auction_id)
+                            .text(
+                                format!("Reserve not met: {}", event.title),
+                                format!("{title} ended below its reserve price and did not sell."),
+                            )
+                        }),
+                );
             }
             planned.extend(
                 audience
@@ -378,12 +399,20 @@ pub fn plan_ending_soon(
     end_time: Timestamp,
     price: Option<Money>,
 ) -> Planned {
-    let mut planned = Planned::new(user_id, NotificationType::EndingSoon, format!("ending_soon:{auction_id}"))
-        .auction(auction_id)
-        .text(
-            format!("Ending soon: {title}"),
-            format!("{} ends soon. Current price: {}.", quoted(title), money_text(price.as_ref())),
-        );
+    let mut planned = Planned::new(
+        user_id,
+        NotificationType::EndingSoon,
+        format!("ending_soon:{auction_id}"),
+    )
+    .auction(auction_id)
+    .text(
+        format!("Ending soon: {title}"),
+        format!(
+            "{} ends soon. Current price: {}.",
+            quoted(title),
+            money_text(price.as_ref())
+        ),
+    );
     planned.amount = price;
     planned.deadline_time = Some(end_time);
     planned
@@ -395,8 +424,14 @@ pub fn plan_order(event: &BusOrderEvent, event_id: &str) -> Vec<Planned> {
     let auction_id = event.auction_id.as_str();
     let title = quoted(&event.title);
     let both = [event.buyer_id.as_str(), event.seller_id.as_str()];
-    let make = |user: &str, notification_type: NotificationType, key: String, heading: String, body: String| {
-        Planned::new(user, notification_type, key).order(order_id, auction_id).text(heading, body)
+    let make = |user: &str,
+                notification_type: NotificationType,
+                key: String,
+                heading: String,
+                body: String| {
+        Planned::new(user, notification_type, key)
+            .order(order_id, auction_id)
+            .text(heading, body)
     };
     let Some(kind) = &event.kind else {
         return Vec::new();
@@ -410,7 +445,10 @@ pub fn plan_order(event: &BusOrderEvent, event_id: &str) -> Vec<Planned> {
                     NotificationType::OrderCreated,
                     format!("order_created:{order_id}"),
                     format!("Order created for {}", event.title),
-                    format!("An order for {title} was created; total due {}.", money_text(created.total_due.as_ref())),
+                    format!(
+                        "An order for {title} was created; total due {}.",
+                        money_text(created.total_due.as_ref())
+                    ),
                 );
                 one.amount.clone_from(&created.total_due);
                 one.deadline_time = created.payment_due_time;
@@ -423,7 +461,10 @@ pub fn plan_order(event: &BusOrderEvent, event_id: &str) -> Vec<Planned> {
                 NotificationType::PaymentDue,
                 format!("payment_due:{order_id}"),
                 format!("Payment due for {}", event.title),
-                format!("Please pay {} for {title} before the deadline.", money_text(due.total_due.as_ref())),
+                format!(
+                    "Please pay {} for {title} before the deadline.",
+                    money_text(due.total_due.as_ref())
+                ),
             );
             one.amount.clone_from(&due.total_due);
             one.deadline_time = due.payment_due_time;
@@ -436,7 +477,10 @@ pub fn plan_order(event: &BusOrderEvent, event_id: &str) -> Vec<Planned> {
                     NotificationType::Paid,
                     format!("paid:{order_id}"),
                     format!("Payment received for {}", event.title),
-                    format!("{} for {title} is held in escrow.", money_text(paid.total_paid.as_ref())),
+                    format!(
+                        "{} for {title} is held in escrow.",
+                        money_text(paid.total_paid.as_ref())
+                    ),
                 );
                 one.amount.clone_from(&paid.total_paid);
                 planned.push(one);
@@ -467,7 +511,10 @@ pub fn plan_order(event: &BusOrderEvent, event_id: &str) -> Vec<Planned> {
                 NotificationType::Released,
                 format!("released:{order_id}"),
                 format!("Funds released for {}", event.title),
-                format!("{} for {title} is on its way to you.", money_text(released.seller_proceeds.as_ref())),
+                format!(
+                    "{} for {title} is on its way to you.",
+                    money_text(released.seller_proceeds.as_ref())
+                ),
             );
             seller.amount.clone_from(&released.seller_proceeds);
             planned.extend([buyer, seller]);
@@ -479,7 +526,10 @@ pub fn plan_order(event: &BusOrderEvent, event_id: &str) -> Vec<Planned> {
                     NotificationType::Refunded,
                     format!("refunded:{order_id}:{event_id}"),
                     format!("Refund for {}", event.title),
-                    format!("{} of {title} was refunded.", money_text(refunded.amount.as_ref())),
+                    format!(
+                        "{} of {title} was refunded.",
+                        money_text(refunded.amount.as_ref())
+                    ),
                 );
                 one.amount.clone_from(&refunded.amount);
                 planned.push(one);
@@ -508,7 +558,10 @@ pub fn plan_order(event: &BusOrderEvent, event_id: &str) -> Vec<Planned> {
             .auction(auction_id)
             .text(
                 format!("Second chance: {}", event.title),
-                format!("You may buy {title} at {}.", money_text(offer.price.as_ref())),
+                format!(
+                    "You may buy {title} at {}.",
+                    money_text(offer.price.as_ref())
+                ),
             );
             one.offer_id.clone_from(&offer.offer_id);
             one.amount.clone_from(&offer.price);
@@ -559,20 +612,31 @@ pub fn matches_interests(
     if categories.is_empty() && keywords.is_empty() {
         return false;
     }
-    let category_match = categories.is_empty() || categories.iter().any(|category| category_path.contains(category));
+    let category_match = categories.is_empty()
+        || categories
+            .iter()
+            .any(|category| category_path.contains(category));
     let title = title.to_lowercase();
-    let keyword_match = keywords.is_empty() || keywords.iter().any(|keyword| title.contains(&keyword.to_lowercase()));
+    let keyword_match = keywords.is_empty()
+        || keywords
+            .iter()
+            .any(|keyword| title.contains(&keyword.to_lowercase()));
     category_match && keyword_match
 }
 
 #[cfg(test)]
 mod tests {
-    use auction_proto::v1::{BusAuctionAward, BusAuctionBidPlaced, BusAuctionSold, BusAuctionUnsold};
+    use auction_proto::v1::{
+        BusAuctionAward, BusAuctionBidPlaced, BusAuctionSold, BusAuctionUnsold,
+    };
 
     use super::*;
 
     fn usd(amount: &str) -> Option<Money> {
-        Some(Money { currency: "USD".to_owned(), amount: amount.to_owned() })
+        Some(Money {
+            currency: "USD".to_owned(),
+            amount: amount.to_owned(),
+        })
     }
 
     fn event(kind: bus_auction_event::Kind) -> BusAuctionEvent {
@@ -597,28 +661,55 @@ mod tests {
             price: usd("12.00"),
             ..BusAuctionBidPlaced::default()
         };
-        let planned = plan_auction(&event(bus_auction_event::Kind::BidPlaced(bid.clone())), &AuctionAudience::default());
+        let planned = plan_auction(
+            &event(bus_auction_event::Kind::BidPlaced(bid.clone())),
+            &AuctionAudience::default(),
+        );
         assert_eq!(planned.len(), 1);
         assert_eq!(planned[0].user_id, "alice");
         assert_eq!(planned[0].notification_type, NotificationType::Outbid);
         assert_eq!(planned[0].amount, usd("12.00"));
         assert_eq!(planned[0].dedupe_key, "outbid:a1:4");
-        let first = BusAuctionBidPlaced { outbid_user_id: String::new(), ..bid };
-        assert!(plan_auction(&event(bus_auction_event::Kind::BidPlaced(first)), &AuctionAudience::default()).is_empty());
+        let first = BusAuctionBidPlaced {
+            outbid_user_id: String::new(),
+            ..bid
+        };
+        assert!(
+            plan_auction(
+                &event(bus_auction_event::Kind::BidPlaced(first)),
+                &AuctionAudience::default()
+            )
+            .is_empty()
+        );
     }
 
     // Proves a sale tells the winner WON and every other bidder LOST.
     #[test]
     fn sold_tells_winner_and_losers() {
         let sold = BusAuctionSold {
-            awards: vec![BusAuctionAward { winner_id: "bob".to_owned(), price: usd("20.00"), quantity: 1 }],
+            awards: vec![BusAuctionAward {
+                winner_id: "bob".to_owned(),
+                price: usd("20.00"),
+                quantity: 1,
+            }],
             final_price: usd("20.00"),
         };
-        let audience = AuctionAudience { bidders: vec!["alice".to_owned(), "bob".to_owned()], ..AuctionAudience::default() };
+        let audience = AuctionAudience {
+            bidders: vec!["alice".to_owned(), "bob".to_owned()],
+            ..AuctionAudience::default()
+        };
         let planned = plan_auction(&event(bus_auction_event::Kind::Sold(sold)), &audience);
-        let summary: Vec<(&str, NotificationType)> =
-            planned.iter().map(|one| (one.user_id.as_str(), one.notification_type)).collect();
-        assert_eq!(summary, vec![("bob", NotificationType::Won), ("alice", NotificationType::Lost)]);
+        let summary: Vec<(&str, NotificationType)> = planned
+            .iter()
+            .map(|one| (one.user_id.as_str(), one.notification_type))
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                ("bob", NotificationType::Won),
+                ("alice", NotificationType::Lost)
+            ]
+        );
     }
 
     // Proves reserve-not-met reaches the seller and the highest bidder, and the
@@ -629,10 +720,15 @@ mod tests {
             reason: BusAuctionUnsoldReason::ReserveNotMet as i32,
             highest_bidder_id: "bob".to_owned(),
         };
-        let audience = AuctionAudience { bidders: vec!["alice".to_owned(), "bob".to_owned()], ..AuctionAudience::default() };
+        let audience = AuctionAudience {
+            bidders: vec!["alice".to_owned(), "bob".to_owned()],
+            ..AuctionAudience::default()
+        };
         let planned = plan_auction(&event(bus_auction_event::Kind::Unsold(unsold)), &audience);
-        let summary: Vec<(&str, NotificationType)> =
-            planned.iter().map(|one| (one.user_id.as_str(), one.notification_type)).collect();
+        let summary: Vec<(&str, NotificationType)> = planned
+            .iter()
+            .map(|one| (one.user_id.as_str(), one.notification_type))
+            .collect();
         assert_eq!(
             summary,
             vec![
@@ -647,19 +743,53 @@ mod tests {
     #[test]
     fn interests_match_by_category_and_keyword() {
         let path = vec!["home".to_owned(), "lamps".to_owned()];
-        assert!(matches_interests(&["home".to_owned()], &[], &path, "Brass lamp"));
-        assert!(!matches_interests(&["garden".to_owned()], &[], &path, "Brass lamp"));
-        assert!(matches_interests(&["home".to_owned()], &["BRASS".to_owned()], &path, "Brass lamp"));
-        assert!(!matches_interests(&["home".to_owned()], &["copper".to_owned()], &path, "Brass lamp"));
-        assert!(matches_interests(&[], &["lamp".to_owned()], &path, "Brass lamp"));
+        assert!(matches_interests(
+            &["home".to_owned()],
+            &[],
+            &path,
+            "Brass lamp"
+        ));
+        assert!(!matches_interests(
+            &["garden".to_owned()],
+            &[],
+            &path,
+            "Brass lamp"
+        ));
+        assert!(matches_interests(
+            &["home".to_owned()],
+            &["BRASS".to_owned()],
+            &path,
+            "Brass lamp"
+        ));
+        assert!(!matches_interests(
+            &["home".to_owned()],
+            &["copper".to_owned()],
+            &path,
+            "Brass lamp"
+        ));
+        assert!(matches_interests(
+            &[],
+            &["lamp".to_owned()],
+            &path,
+            "Brass lamp"
+        ));
         assert!(!matches_interests(&[], &[], &path, "Brass lamp"));
     }
 
     // Proves the order and payment types always keep IN_APP.
     #[test]
     fn in_app_is_forced_for_order_types() {
-        assert_eq!(effective_channels(NotificationType::Paid, Some(EMAIL)), EMAIL | IN_APP);
-        assert_eq!(effective_channels(NotificationType::Outbid, Some(EMAIL)), EMAIL);
-        assert_eq!(effective_channels(NotificationType::Outbid, None), IN_APP | EMAIL);
+        assert_eq!(
+            effective_channels(NotificationType::Paid, Some(EMAIL)),
+            EMAIL | IN_APP
+        );
+        assert_eq!(
+            effective_channels(NotificationType::Outbid, Some(EMAIL)),
+            EMAIL
+        );
+        assert_eq!(
+            effective_channels(NotificationType::Outbid, None),
+            IN_APP | EMAIL
+        );
     }
 }

@@ -163,17 +163,24 @@ fn to_u64(value: i64) -> Result<u64, NotificationError> {
 }
 
 fn to_i64(value: u64) -> Result<i64, NotificationError> {
-    i64::try_from(value).map_err(|_| NotificationError::Validation(format!("{value} is out of range")))
+    i64::try_from(value)
+        .map_err(|_| NotificationError::Validation(format!("{value} is out of range")))
 }
 
 fn split_keywords(text: &str) -> Vec<String> {
-    text.split('\n').filter(|keyword| !keyword.is_empty()).map(str::to_owned).collect()
+    text.split('\n')
+        .filter(|keyword| !keyword.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 /// Decodes a stored notification and applies its read state.
-fn decode_notification(bytes: &[u8], read_at_ms: Option<i64>) -> Result<Notification, NotificationError> {
-    let mut notification =
-        Notification::decode(bytes).map_err(|error| NotificationError::Corrupt(error.to_string()))?;
+fn decode_notification(
+    bytes: &[u8],
+    read_at_ms: Option<i64>,
+) -> Result<Notification, NotificationError> {
+    let mut notification = Notification::decode(bytes)
+        .map_err(|error| NotificationError::Corrupt(error.to_string()))?;
     notification.read_time = read_at_ms.map(timestamp_from_ms);
     Ok(notification)
 }
@@ -347,7 +354,9 @@ macro_rules! interested_users {
     ($tx:expr, $path:expr, $title:expr) => {{
         let mut candidates: Vec<String> = Vec::new();
         if !$path.is_empty() {
-            let mut query = QueryBuilder::new("SELECT DISTINCT user_id FROM user_interest_categories WHERE category_id IN (");
+            let mut query = QueryBuilder::new(
+                "SELECT DISTINCT user_id FROM user_interest_categories WHERE category_id IN (",
+            );
             let mut separated = query.separated(", ");
             for category in &$path {
                 separated.push_bind(category.clone());
@@ -355,10 +364,11 @@ macro_rules! interested_users {
             separated.push_unseparated(")");
             candidates = query.build_query_scalar().fetch_all(&mut *$tx).await?;
         }
-        let keyword_users: Vec<String> = QueryBuilder::new("SELECT user_id FROM user_settings WHERE interest_keywords <> ''")
-            .build_query_scalar()
-            .fetch_all(&mut *$tx)
-            .await?;
+        let keyword_users: Vec<String> =
+            QueryBuilder::new("SELECT user_id FROM user_settings WHERE interest_keywords <> ''")
+                .build_query_scalar()
+                .fetch_all(&mut *$tx)
+                .await?;
         for user in keyword_users {
             if !candidates.contains(&user) {
                 candidates.push(user);
@@ -366,17 +376,25 @@ macro_rules! interested_users {
         }
         let mut interested = Vec::new();
         for user in candidates {
-            let categories: Vec<String> = QueryBuilder::new("SELECT category_id FROM user_interest_categories WHERE user_id = ")
-                .push_bind(user.clone())
-                .build_query_scalar()
-                .fetch_all(&mut *$tx)
-                .await?;
-            let keywords: Option<String> = QueryBuilder::new("SELECT interest_keywords FROM user_settings WHERE user_id = ")
-                .push_bind(user.clone())
-                .build_query_scalar()
-                .fetch_optional(&mut *$tx)
-                .await?;
-            if plan::matches_interests(&categories, &split_keywords(&keywords.unwrap_or_default()), &$path, &$title) {
+            let categories: Vec<String> = QueryBuilder::new(
+                "SELECT category_id FROM user_interest_categories WHERE user_id = ",
+            )
+            .push_bind(user.clone())
+            .build_query_scalar()
+            .fetch_all(&mut *$tx)
+            .await?;
+            let keywords: Option<String> =
+                QueryBuilder::new("SELECT interest_keywords FROM user_settings WHERE user_id = ")
+                    .push_bind(user.clone())
+                    .build_query_scalar()
+                    .fetch_optional(&mut *$tx)
+                    .await?;
+            if plan::matches_interests(
+                &categories,
+                &split_keywords(&keywords.unwrap_or_default()),
+                &$path,
+                &$title,
+            ) {
                 interested.push(user);
             }
         }
@@ -387,12 +405,13 @@ macro_rules! interested_users {
 /// The participants of an auction inside a transaction.
 macro_rules! audience_of {
     ($tx:expr, $auction_id:expr) => {{
-        let rows = QueryBuilder::new("SELECT user_id, role FROM auction_participants WHERE auction_id = ")
-            .push_bind($auction_id.to_owned())
-            .push(" ORDER BY user_id")
-            .build()
-            .fetch_all(&mut *$tx)
-            .await?;
+        let rows =
+            QueryBuilder::new("SELECT user_id, role FROM auction_participants WHERE auction_id = ")
+                .push_bind($auction_id.to_owned())
+                .push(" ORDER BY user_id")
+                .build()
+                .fetch_all(&mut *$tx)
+                .await?;
         let mut audience = AuctionAudience::default();
         for row in rows {
             let user: String = row.try_get("user_id")?;
@@ -563,7 +582,12 @@ impl Store {
 
     /// Open auctions ending within `horizon_ms` after `now_ms`: (id, title,
     /// end, price).
-    pub async fn auctions_ending(&self, now_ms: i64, horizon_ms: i64) -> Result<Vec<(String, String, i64, Option<auction_proto::v1::Money>)>, NotificationError> {
+    pub async fn auctions_ending(
+        &self,
+        now_ms: i64,
+        horizon_ms: i64,
+    ) -> Result<Vec<(String, String, i64, Option<auction_proto::v1::Money>)>, NotificationError>
+    {
         let rows = on_pool!(&self.database, pool => {
             QueryBuilder::new("SELECT auction_id, title, end_time_ms, price_currency, price_amount FROM auctions WHERE finished = ")
                 .push_bind(false)
@@ -631,7 +655,12 @@ impl Store {
     }
 
     /// Up to `limit` inbox events after `after`, in order.
-    pub async fn inbox_after(&self, user_id: &str, after: u64, limit: u32) -> Result<Vec<InboxEvent>, NotificationError> {
+    pub async fn inbox_after(
+        &self,
+        user_id: &str,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<InboxEvent>, NotificationError> {
         let after = to_i64(after)?;
         let events: Vec<Vec<u8>> = on_pool!(&self.database, pool => {
             QueryBuilder::new("SELECT event FROM inbox_events WHERE user_id = ")
@@ -646,7 +675,10 @@ impl Store {
         });
         events
             .iter()
-            .map(|bytes| InboxEvent::decode(bytes.as_slice()).map_err(|error| NotificationError::Corrupt(error.to_string())))
+            .map(|bytes| {
+                InboxEvent::decode(bytes.as_slice())
+                    .map_err(|error| NotificationError::Corrupt(error.to_string()))
+            })
             .collect()
     }
 
@@ -702,7 +734,9 @@ impl Store {
                 .map(|row| Ok((row.try_get::<Vec<u8>, _>("notification")?, row.try_get::<Option<i64>, _>("read_at_ms")?)))
                 .collect::<Result<Vec<_>, sqlx::Error>>()?
         });
-        rows.iter().map(|(bytes, read)| decode_notification(bytes, *read)).collect()
+        rows.iter()
+            .map(|(bytes, read)| decode_notification(bytes, *read))
+            .collect()
     }
 
     /// Marks notifications read; appends a NotificationsRead inbox event
@@ -804,7 +838,10 @@ impl Store {
     }
 
     /// Stored channel choices of `user_id`: (type, channels).
-    pub async fn preferences(&self, user_id: &str) -> Result<(Vec<(i32, i64)>, UserSettings), NotificationError> {
+    pub async fn preferences(
+        &self,
+        user_id: &str,
+    ) -> Result<(Vec<(i32, i64)>, UserSettings), NotificationError> {
         on_pool!(&self.database, pool => {
             let rows = QueryBuilder::new("SELECT notification_type, channels FROM preferences WHERE user_id = ")
                 .push_bind(user_id.to_owned())
@@ -884,7 +921,12 @@ impl Store {
     }
 
     /// The remembered answer of (user, method, request id): (fingerprint, response).
-    pub async fn outcome(&self, user_id: &str, method: &str, request_id: &str) -> Result<Option<(Vec<u8>, Vec<u8>)>, NotificationError> {
+    pub async fn outcome(
+        &self,
+        user_id: &str,
+        method: &str,
+        request_id: &str,
+    ) -> Result<Option<(Vec<u8>, Vec<u8>)>, NotificationError> {
         let row = on_pool!(&self.database, pool => {
             QueryBuilder::new("SELECT fingerprint, response FROM request_outcomes WHERE user_id = ")
                 .push_bind(user_id.to_owned())
@@ -902,7 +944,15 @@ impl Store {
     }
 
     /// Remembers an answer; a concurrent identical request that stored first wins.
-    pub async fn remember(&self, user_id: &str, method: &str, request_id: &str, fingerprint: &[u8], response: &[u8], now_ms: i64) -> Result<(), NotificationError> {
+    pub async fn remember(
+        &self,
+        user_id: &str,
+        method: &str,
+        request_id: &str,
+        fingerprint: &[u8],
+        response: &[u8],
+        now_ms: i64,
+    ) -> Result<(), NotificationError> {
         on_pool!(&self.database, pool => {
             QueryBuilder::new("INSERT INTO request_outcomes (user_id, method, request_id, fingerprint, response, created_at_ms) VALUES (")
                 .push_bind(user_id.to_owned())
@@ -991,7 +1041,12 @@ impl Store {
     }
 
     /// Sets a webhook's state (enabling resets its failure counter).
-    pub async fn set_webhook_state(&self, webhook_id: &str, state: i32, now_ms: i64) -> Result<(), NotificationError> {
+    pub async fn set_webhook_state(
+        &self,
+        webhook_id: &str,
+        state: i32,
+        now_ms: i64,
+    ) -> Result<(), NotificationError> {
         let enabled = state == auction_proto::v1::WebhookState::Enabled as i32;
         on_pool!(&self.database, pool => {
             let mut query = QueryBuilder::new("UPDATE webhooks SET state = ");
@@ -1005,7 +1060,14 @@ impl Store {
     }
 
     /// Replaces a webhook's secret; the old one stays valid until `previous_expires_ms`.
-    pub async fn rotate_secret(&self, webhook_id: &str, secret: &str, previous: &str, previous_expires_ms: i64, now_ms: i64) -> Result<(), NotificationError> {
+    pub async fn rotate_secret(
+        &self,
+        webhook_id: &str,
+        secret: &str,
+        previous: &str,
+        previous_expires_ms: i64,
+        now_ms: i64,
+    ) -> Result<(), NotificationError> {
         on_pool!(&self.database, pool => {
             QueryBuilder::new("UPDATE webhooks SET secret = ")
                 .push_bind(secret.to_owned())
@@ -1025,7 +1087,11 @@ impl Store {
     }
 
     /// Deletes a webhook and drops its pending deliveries.
-    pub async fn delete_webhook(&self, webhook_id: &str, now_ms: i64) -> Result<(), NotificationError> {
+    pub async fn delete_webhook(
+        &self,
+        webhook_id: &str,
+        now_ms: i64,
+    ) -> Result<(), NotificationError> {
         on_pool!(&self.database, pool => {
             let mut tx = pool.begin().await?;
             QueryBuilder::new("UPDATE webhooks SET deleted = ")
@@ -1050,7 +1116,11 @@ impl Store {
     /// Deliveries due at `now_ms` (at most `limit`), with their webhook and
     /// notification; jobs of webhooks no longer enabled are returned too, so
     /// the worker can close them as FAILED.
-    pub async fn due_webhook_jobs(&self, now_ms: i64, limit: u32) -> Result<Vec<WebhookJob>, NotificationError> {
+    pub async fn due_webhook_jobs(
+        &self,
+        now_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<WebhookJob>, NotificationError> {
         let rows = on_pool!(&self.database, pool => {
             QueryBuilder::new("SELECT w.*, j.attempt_number, n.notification, n.read_at_ms FROM webhook_jobs j JOIN webhooks w ON w.webhook_id = j.webhook_id JOIN notifications n ON n.notification_id = j.notification_id WHERE j.due_at_ms <= ")
                 .push_bind(now_ms)
@@ -1075,7 +1145,12 @@ impl Store {
     /// Records an attempt; schedules the next one (`next_retry_ms`) or ends
     /// the job; updates the webhook's counters and auto-disables it after
     /// `auto_disable_after` consecutive failures.
-    pub async fn record_attempt(&self, record: &DeliveryRecord, succeeded: bool, auto_disable_after: u32) -> Result<(), NotificationError> {
+    pub async fn record_attempt(
+        &self,
+        record: &DeliveryRecord,
+        succeeded: bool,
+        auto_disable_after: u32,
+    ) -> Result<(), NotificationError> {
         on_pool!(&self.database, pool => {
             let mut tx = pool.begin().await?;
             QueryBuilder::new("INSERT INTO webhook_deliveries (delivery_id, webhook_id, notification_id, notification_type, attempt_number, attempt_time_ms, status_code, error, outcome, next_retry_ms, latency_ms, response_excerpt) VALUES (")
@@ -1218,7 +1293,11 @@ impl Store {
     // ----- e-mail -----
 
     /// E-mails due at `now_ms`.
-    pub async fn due_emails(&self, now_ms: i64, limit: u32) -> Result<Vec<EmailJob>, NotificationError> {
+    pub async fn due_emails(
+        &self,
+        now_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<EmailJob>, NotificationError> {
         let rows = on_pool!(&self.database, pool => {
             QueryBuilder::new("SELECT j.attempts, n.notification, COALESCE(s.email, '') AS email, COALESCE(s.display_name, '') AS display_name FROM email_jobs j JOIN notifications n ON n.notification_id = j.notification_id LEFT JOIN user_settings s ON s.user_id = j.user_id WHERE j.sent_at_ms IS NULL AND j.due_at_ms <= ")
                 .push_bind(now_ms)
@@ -1243,7 +1322,13 @@ impl Store {
 
     /// Records an e-mail attempt: sent (`next_due_ms` None and no error),
     /// retry later, or given up (`next_due_ms` None with an error).
-    pub async fn record_email(&self, notification_id: &str, now_ms: i64, next_due_ms: Option<i64>, error: &str) -> Result<(), NotificationError> {
+    pub async fn record_email(
+        &self,
+        notification_id: &str,
+        now_ms: i64,
+        next_due_ms: Option<i64>,
+        error: &str,
+    ) -> Result<(), NotificationError> {
         on_pool!(&self.database, pool => {
             let mut query = QueryBuilder::new("UPDATE email_jobs SET attempts = attempts + 1, last_error = ");
             query.push_bind(error.to_owned());

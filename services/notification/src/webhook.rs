@@ -35,7 +35,10 @@ const CONCURRENT_DELIVERIES: u32 = 16;
 pub fn generate_secret() -> String {
     let mut bytes = [0_u8; 32];
     rand::thread_rng().fill(&mut bytes);
-    format!("whsec_{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+    format!(
+        "whsec_{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    )
 }
 
 /// Hex HMAC-SHA256 of `"<t>.<body>"` with `secret`.
@@ -94,10 +97,18 @@ pub async fn validate_url(url: &str, allow_insecure: bool) -> Result<(), Notific
 fn is_private(ip: std::net::IpAddr) -> bool {
     match ip {
         std::net::IpAddr::V4(v4) => {
-            v4.is_private() || v4.is_loopback() || v4.is_link_local() || v4.is_unspecified() || v4.is_broadcast() || v4.octets()[0] == 100 && (v4.octets()[1] & 0xc0) == 64
+            v4.is_private()
+                || v4.is_loopback()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.octets()[0] == 100 && (v4.octets()[1] & 0xc0) == 64
         }
         std::net::IpAddr::V6(v6) => {
-            v6.is_loopback() || v6.is_unspecified() || (v6.segments()[0] & 0xfe00) == 0xfc00 || (v6.segments()[0] & 0xffc0) == 0xfe80
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || (v6.segments()[0] & 0xfe00) == 0xfc00
+                || (v6.segments()[0] & 0xffc0) == 0xfe80
         }
     }
 }
@@ -114,7 +125,8 @@ pub fn notification_json(notification: &Notification) -> serde_json::Value {
     text("userId", &notification.user_id);
     text(
         "notificationType",
-        NotificationType::try_from(notification.notification_type).map_or("NOTIFICATION_TYPE_UNSPECIFIED", |kind| kind.as_str_name()),
+        NotificationType::try_from(notification.notification_type)
+            .map_or("NOTIFICATION_TYPE_UNSPECIFIED", |kind| kind.as_str_name()),
     );
     text("title", &notification.title);
     text("body", &notification.body);
@@ -140,13 +152,21 @@ pub fn notification_json(notification: &Notification) -> serde_json::Value {
         }
     }
     if notification.sequence != 0 {
-        object.insert("sequence".to_owned(), serde_json::Value::String(notification.sequence.to_string()));
+        object.insert(
+            "sequence".to_owned(),
+            serde_json::Value::String(notification.sequence.to_string()),
+        );
     }
     serde_json::Value::Object(object)
 }
 
 /// The body of one delivery: the proto3 JSON form of `WebhookPayload`.
-pub fn payload_body(webhook_id: &str, notification: &Notification, attempt_number: i64, send_time_ms: i64) -> Vec<u8> {
+pub fn payload_body(
+    webhook_id: &str,
+    notification: &Notification,
+    attempt_number: i64,
+    send_time_ms: i64,
+) -> Vec<u8> {
     let body = serde_json::json!({
         "webhookId": webhook_id,
         "notification": notification_json(notification),
@@ -170,10 +190,15 @@ pub fn next_delay_ms(delays_ms: &[u64], attempt_number: i64) -> Option<i64> {
 pub async fn run(inner: Arc<Inner>, shutdown: Shutdown) {
     let mut connector = HttpConnector::new();
     connector.set_connect_timeout(Some(Duration::from_secs(5)));
-    let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new()).build(connector);
+    let client: Client<HttpConnector, Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build(connector);
     loop {
         let now = crate::now_ms();
-        let jobs = match inner.store.due_webhook_jobs(now, CONCURRENT_DELIVERIES).await {
+        let jobs = match inner
+            .store
+            .due_webhook_jobs(now, CONCURRENT_DELIVERIES)
+            .await
+        {
             Ok(jobs) => jobs,
             Err(error) => {
                 tracing::warn!(error = %auction_platform::error::DisplayChain(&error), "webhook jobs unreadable");
@@ -214,16 +239,27 @@ async fn attempt(inner: &Inner, client: &Client<HttpConnector, Full<Bytes>>, job
     };
     if job.webhook.state != WebhookState::Enabled as i32 {
         record.error = "webhook not enabled; delivery dropped".to_owned();
-        if let Err(error) = inner.store.record_attempt(&record, false, config.webhook_auto_disable_after_failures).await {
+        if let Err(error) = inner
+            .store
+            .record_attempt(&record, false, config.webhook_auto_disable_after_failures)
+            .await
+        {
             tracing::warn!(error = %auction_platform::error::DisplayChain(&error), "webhook attempt not recorded");
         }
         return;
     }
-    let body = payload_body(&job.webhook.webhook_id, &job.notification, job.attempt_number, attempt_time_ms);
+    let body = payload_body(
+        &job.webhook.webhook_id,
+        &job.notification,
+        job.attempt_number,
+        attempt_time_ms,
+    );
     let timestamp_secs = attempt_time_ms / 1_000;
     let mut secrets = vec![job.webhook.secret.as_str()];
-    if let (Some(previous), Some(expires)) = (&job.webhook.previous_secret, job.webhook.previous_secret_expires_ms)
-        && expires > attempt_time_ms
+    if let (Some(previous), Some(expires)) = (
+        &job.webhook.previous_secret,
+        job.webhook.previous_secret_expires_ms,
+    ) && expires > attempt_time_ms
     {
         secrets.push(previous.as_str());
     }
@@ -231,7 +267,10 @@ async fn attempt(inner: &Inner, client: &Client<HttpConnector, Full<Bytes>>, job
     let request = hyper::Request::post(job.webhook.url.as_str())
         .header("content-type", "application/json")
         .header("auction-webhook-id", job.webhook.webhook_id.as_str())
-        .header("auction-event-id", job.notification.notification_id.as_str())
+        .header(
+            "auction-event-id",
+            job.notification.notification_id.as_str(),
+        )
         .header("auction-delivery-attempt", job.attempt_number.to_string())
         .header("auction-signature", signature)
         .body(Full::new(Bytes::from(body)));
@@ -245,7 +284,12 @@ async fn attempt(inner: &Inner, client: &Client<HttpConnector, Full<Bytes>>, job
         Ok(request) => match tokio::time::timeout(timeout, async {
             let response = client.request(request).await?;
             let status = response.status();
-            let body = response.into_body().collect().await.map(|collected| collected.to_bytes()).unwrap_or_default();
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .map(|collected| collected.to_bytes())
+                .unwrap_or_default();
             Ok::<_, hyper_util::client::legacy::Error>((status, body))
         })
         .await
@@ -256,7 +300,8 @@ async fn attempt(inner: &Inner, client: &Client<HttpConnector, Full<Bytes>>, job
             }
             Ok(Err(error)) => {
                 record.error = if job.webhook.url.starts_with("https://") {
-                    "https delivery needs the TLS build of the webhook client (not enabled yet)".to_owned()
+                    "https delivery needs the TLS build of the webhook client (not enabled yet)"
+                        .to_owned()
                 } else {
                     format!("connection failed: {error}")
                 };
@@ -264,7 +309,8 @@ async fn attempt(inner: &Inner, client: &Client<HttpConnector, Full<Bytes>>, job
             }
             Ok(Ok((status, body))) => {
                 record.status_code = i64::from(status.as_u16());
-                record.response_excerpt = String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned();
+                record.response_excerpt =
+                    String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned();
                 if status.is_success() {
                     true
                 } else {
@@ -282,7 +328,15 @@ async fn attempt(inner: &Inner, client: &Client<HttpConnector, Full<Bytes>>, job
         record.next_retry_ms = Some(crate::now_ms() + delay);
     }
     tracing::debug!(webhook_id = %record.webhook_id, attempt = record.attempt_number, succeeded, "webhook attempt");
-    if let Err(error) = inner.store.record_attempt(&record, succeeded, config.webhook_auto_disable_after_failures).await {
+    if let Err(error) = inner
+        .store
+        .record_attempt(
+            &record,
+            succeeded,
+            config.webhook_auto_disable_after_failures,
+        )
+        .await
+    {
         tracing::warn!(error = %auction_platform::error::DisplayChain(&error), "webhook attempt not recorded");
     }
 }
@@ -317,7 +371,11 @@ mod tests {
     // Proves URL checks: https required in production, private addresses refused.
     #[tokio::test]
     async fn urls_are_checked() {
-        assert!(validate_url("http://example.com/hook", false).await.is_err());
+        assert!(
+            validate_url("http://example.com/hook", false)
+                .await
+                .is_err()
+        );
         assert!(validate_url("https://127.0.0.1/hook", false).await.is_err());
         assert!(validate_url("https://10.1.2.3/hook", false).await.is_err());
         assert!(validate_url("http://127.0.0.1:9/hook", true).await.is_ok());

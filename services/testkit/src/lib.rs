@@ -349,17 +349,30 @@ impl RedisServer {
     async fn launch(&mut self) {
         let child = std::process::Command::new("redis-server")
             .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
-            .args(["--appendonly", "yes", "--appendfsync", "always", "--save", ""])
+            .args([
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
+            ])
             .arg("--dir")
             .arg(self.dir.path())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
-            .unwrap_or_else(|error| panic!("cannot start redis-server (is it installed?): {error}"));
+            .unwrap_or_else(|error| {
+                panic!("cannot start redis-server (is it installed?): {error}")
+            });
         self.child = Some(child);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         while !self.answers_ping().await {
-            assert!(tokio::time::Instant::now() < deadline, "redis-server on port {} did not answer within 10 s", self.port);
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "redis-server on port {} did not answer within 10 s",
+                self.port
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -418,7 +431,9 @@ pub struct SmtpSink {
 impl SmtpSink {
     /// Starts listening on a free port.
     pub async fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the SMTP sink");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the SMTP sink");
         let port = listener.local_addr().expect("address").port();
         let (sender, received) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(async move {
@@ -434,7 +449,10 @@ impl SmtpSink {
 
     /// The next message, or `None` after `timeout`.
     pub async fn next_message(&mut self, timeout: Duration) -> Option<ReceivedMail> {
-        tokio::time::timeout(timeout, self.received.recv()).await.ok().flatten()
+        tokio::time::timeout(timeout, self.received.recv())
+            .await
+            .ok()
+            .flatten()
     }
 }
 
@@ -446,7 +464,11 @@ async fn smtp_session(
     let (reader, mut writer) = stream.into_split();
     let mut lines = BufReader::new(reader);
     writer.write_all(b"220 sink ESMTP\r\n").await?;
-    let mut mail = ReceivedMail { from: String::new(), to: Vec::new(), data: String::new() };
+    let mut mail = ReceivedMail {
+        from: String::new(),
+        to: Vec::new(),
+        data: String::new(),
+    };
     let mut line = String::new();
     loop {
         line.clear();
@@ -461,7 +483,8 @@ async fn smtp_session(
             mail.from = command[10..].trim().trim_matches(['<', '>']).to_owned();
             writer.write_all(b"250 ok\r\n").await?;
         } else if upper.starts_with("RCPT TO:") {
-            mail.to.push(command[8..].trim().trim_matches(['<', '>']).to_owned());
+            mail.to
+                .push(command[8..].trim().trim_matches(['<', '>']).to_owned());
             writer.write_all(b"250 ok\r\n").await?;
         } else if upper == "DATA" {
             writer.write_all(b"354 go on\r\n").await?;
@@ -479,7 +502,11 @@ async fn smtp_session(
             mail.data = data;
             let _ = sender.send(std::mem::replace(
                 &mut mail,
-                ReceivedMail { from: String::new(), to: Vec::new(), data: String::new() },
+                ReceivedMail {
+                    from: String::new(),
+                    to: Vec::new(),
+                    data: String::new(),
+                },
             ));
             writer.write_all(b"250 queued\r\n").await?;
         } else if upper == "QUIT" {

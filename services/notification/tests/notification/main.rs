@@ -25,11 +25,20 @@ use uuid::Uuid;
 const WAIT: Duration = Duration::from_secs(20);
 
 fn now_ms() -> i64 {
-    i64::try_from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis()).unwrap()
+    i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap()
 }
 
 fn usd(amount: &str) -> pb::Money {
-    pb::Money { currency: "USD".to_owned(), amount: amount.to_owned() }
+    pb::Money {
+        currency: "USD".to_owned(),
+        amount: amount.to_owned(),
+    }
 }
 
 /// What the bidding service publishes when `outbid` loses the lead on
@@ -42,14 +51,16 @@ fn outbid(auction_id: &str, sequence: u64, outbid: Uuid, price: &str) -> Envelop
         event_time: Some(bus::timestamp_from_ms(now_ms())),
         seller_id: Uuid::now_v7().to_string(),
         title: "Lamp".to_owned(),
-        kind: Some(pb::bus_auction_event::Kind::BidPlaced(pb::BusAuctionBidPlaced {
-            bidder_id: leader.clone(),
-            price: Some(usd(price)),
-            leader_id: leader,
-            outbid_user_id: outbid.to_string(),
-            reserve_met: true,
-            ..pb::BusAuctionBidPlaced::default()
-        })),
+        kind: Some(pb::bus_auction_event::Kind::BidPlaced(
+            pb::BusAuctionBidPlaced {
+                bidder_id: leader.clone(),
+                price: Some(usd(price)),
+                leader_id: leader,
+                outbid_user_id: outbid.to_string(),
+                reserve_met: true,
+                ..pb::BusAuctionBidPlaced::default()
+            },
+        )),
     };
     Envelope::new("bidding", TOPIC_AUCTION, auction_id, now_ms(), &event)
 }
@@ -61,7 +72,11 @@ fn sold(auction_id: &str, winner: Uuid) -> Envelope {
         seller_id: Uuid::now_v7().to_string(),
         title: "Lamp".to_owned(),
         kind: Some(pb::bus_auction_event::Kind::Sold(pb::BusAuctionSold {
-            awards: vec![pb::BusAuctionAward { winner_id: winner.to_string(), price: Some(usd("99.00")), quantity: 1 }],
+            awards: vec![pb::BusAuctionAward {
+                winner_id: winner.to_string(),
+                price: Some(usd("99.00")),
+                quantity: 1,
+            }],
             final_price: Some(usd("99.00")),
         })),
         ..pb::BusAuctionEvent::default()
@@ -78,7 +93,12 @@ type Stream = tonic::Streaming<pb::SubscribeResponse>;
 async fn subscribe(app: &TestApp, token: &str, resume_after_sequence: u64) -> Stream {
     client(app)
         .await
-        .subscribe(with_token(pb::SubscribeRequest { resume_after_sequence }, token))
+        .subscribe(with_token(
+            pb::SubscribeRequest {
+                resume_after_sequence,
+            },
+            token,
+        ))
         .await
         .expect("subscribe")
         .into_inner()
@@ -130,22 +150,36 @@ impl Producer {
             .filename(dir.path().join("producer.db"))
             .create_if_missing(true);
         let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
-        sqlx::raw_sql(outbox::SQLITE_MIGRATION).execute(&pool).await.unwrap();
+        sqlx::raw_sql(outbox::SQLITE_MIGRATION)
+            .execute(&pool)
+            .await
+            .unwrap();
         let database = Database::Sqlite(pool.clone());
         let relay = Relay::spawn(
             database.clone(),
             bus,
             shutdown,
-            RelayOptions { poll_interval: Duration::from_millis(50), max_backoff: Duration::from_millis(200), ..RelayOptions::default() },
+            RelayOptions {
+                poll_interval: Duration::from_millis(50),
+                max_backoff: Duration::from_millis(200),
+                ..RelayOptions::default()
+            },
         );
-        Self { pool, relay, database, _dir: dir }
+        Self {
+            pool,
+            relay,
+            database,
+            _dir: dir,
+        }
     }
 
     /// Commits `envelope` in the producer's outbox (with a state change of
     /// its own it would make in the same transaction), then wakes the relay.
     async fn produce(&self, envelope: &Envelope) {
         let mut transaction = self.pool.begin().await.unwrap();
-        outbox::stage(&mut transaction, std::slice::from_ref(envelope)).await.unwrap();
+        outbox::stage(&mut transaction, std::slice::from_ref(envelope))
+            .await
+            .unwrap();
         transaction.commit().await.unwrap();
         self.relay.wake();
     }
@@ -169,7 +203,8 @@ async fn redis_outage_loses_no_event(backend: Backend) {
     let user = Uuid::now_v7();
     let token = app.access_token(user, &[Role::Bidder]);
     let mut stream = subscribe(&app, &token, 0).await;
-    let pb::subscribe_response::Message::Snapshot(snapshot) = next_message(&mut stream).await else {
+    let pb::subscribe_response::Message::Snapshot(snapshot) = next_message(&mut stream).await
+    else {
         panic!("a fresh stream starts with a snapshot");
     };
     assert_eq!(snapshot.sequence, 0);
@@ -193,7 +228,10 @@ async fn redis_outage_loses_no_event(backend: Backend) {
         producer.produce(&envelope).await;
         produced.push(envelope);
     }
-    assert!(outbox::unpublished_count(&producer.database).await.unwrap() > 0, "the outbox holds what Redis could not take");
+    assert!(
+        outbox::unpublished_count(&producer.database).await.unwrap() > 0,
+        "the outbox holds what Redis could not take"
+    );
     redis.restart().await;
     for sequence in 11..=15 {
         let envelope = outbid(&auction, sequence, user, &format!("{sequence}.00"));
@@ -208,7 +246,10 @@ async fn redis_outage_loses_no_event(backend: Backend) {
     producer_bus.publish(&[produced[7].clone()]).await.unwrap();
     producer.produce(&sold(&auction, user)).await;
     let marker = next_event(&mut stream).await;
-    assert_eq!(notification_of(&marker).notification_type, pb::NotificationType::Won as i32);
+    assert_eq!(
+        notification_of(&marker).notification_type,
+        pb::NotificationType::Won as i32
+    );
 
     // Every event exactly once, in a gap-free per-user sequence.
     let sequences: Vec<u64> = received.iter().map(|event| event.sequence).collect();
@@ -218,17 +259,29 @@ async fn redis_outage_loses_no_event(backend: Backend) {
         .map(|event| notification_of(event).amount.clone().unwrap().amount)
         .collect();
     amounts.sort_by_key(|amount| amount.trim_end_matches(".00").parse::<u32>().unwrap());
-    assert_eq!(amounts, (1..=15).map(|n| format!("{n}.00")).collect::<Vec<_>>());
+    assert_eq!(
+        amounts,
+        (1..=15).map(|n| format!("{n}.00")).collect::<Vec<_>>()
+    );
     assert_eq!(marker.sequence, 16);
     let listed = client(&app)
         .await
-        .list_notifications(with_token(pb::ListNotificationsRequest { page_size: 100, ..Default::default() }, &token))
+        .list_notifications(with_token(
+            pb::ListNotificationsRequest {
+                page_size: 100,
+                ..Default::default()
+            },
+            &token,
+        ))
         .await
         .unwrap()
         .into_inner();
     assert_eq!(listed.notifications.len(), 16);
     assert_eq!(listed.unread_count, 16);
-    assert_eq!(outbox::unpublished_count(&producer.database).await.unwrap(), 0);
+    assert_eq!(
+        outbox::unpublished_count(&producer.database).await.unwrap(),
+        0
+    );
     shutdown.trigger();
     app.stop().await;
 }
@@ -255,17 +308,28 @@ async fn stream_resume_preferences_and_read_state(backend: Backend) {
     let mut notifications = client(&app).await;
     let auction = Uuid::now_v7().to_string();
     let mut stream = subscribe(&app, &token, 0).await;
-    assert!(matches!(next_message(&mut stream).await, pb::subscribe_response::Message::Snapshot(_)));
-    bus.publish(&[outbid(&auction, 1, user, "1.00"), outbid(&auction, 2, user, "2.00"), outbid(&auction, 3, user, "3.00")])
-        .await
-        .unwrap();
+    assert!(matches!(
+        next_message(&mut stream).await,
+        pb::subscribe_response::Message::Snapshot(_)
+    ));
+    bus.publish(&[
+        outbid(&auction, 1, user, "1.00"),
+        outbid(&auction, 2, user, "2.00"),
+        outbid(&auction, 3, user, "3.00"),
+    ])
+    .await
+    .unwrap();
     for expected in 1..=3 {
         assert_eq!(next_event(&mut stream).await.sequence, expected);
     }
     // Mark read up to 2: the count drops and every stream hears of it.
     let marked = notifications
         .mark_notifications_read(with_token(
-            pb::MarkNotificationsReadRequest { request_id: "mark-1".to_owned(), up_to_sequence: 2, ..Default::default() },
+            pb::MarkNotificationsReadRequest {
+                request_id: "mark-1".to_owned(),
+                up_to_sequence: 2,
+                ..Default::default()
+            },
             &token,
         ))
         .await
@@ -274,11 +338,21 @@ async fn stream_resume_preferences_and_read_state(backend: Backend) {
     assert_eq!(marked.unread_count, 1);
     let read = next_event(&mut stream).await;
     assert_eq!(read.sequence, 4);
-    assert!(matches!(read.kind, Some(pb::inbox_event::Kind::NotificationsRead(ref change)) if change.unread_count == 1));
+    assert!(
+        matches!(read.kind, Some(pb::inbox_event::Kind::NotificationsRead(ref change)) if change.unread_count == 1)
+    );
     // Resume after 2: a heartbeat, then exactly 3 and 4.
     let mut resumed = subscribe(&app, &token, 2).await;
-    let first = tokio::time::timeout(WAIT, resumed.message()).await.unwrap().unwrap().unwrap().message.unwrap();
-    assert!(matches!(first, pb::subscribe_response::Message::Heartbeat(ref beat) if beat.latest_sequence == 4));
+    let first = tokio::time::timeout(WAIT, resumed.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap()
+        .message
+        .unwrap();
+    assert!(
+        matches!(first, pb::subscribe_response::Message::Heartbeat(ref beat) if beat.latest_sequence == 4)
+    );
     assert_eq!(next_event(&mut resumed).await.sequence, 3);
     assert_eq!(next_event(&mut resumed).await.sequence, 4);
     let count = notifications
@@ -297,8 +371,13 @@ async fn stream_resume_preferences_and_read_state(backend: Backend) {
                     notification_type: pb::NotificationType::Outbid as i32,
                     channels: vec![pb::NotificationChannel::Email as i32],
                 }],
-                ending_soon_lead: Some(prost_types::Duration { seconds: 120, nanos: 0 }),
-                interest_keywords: Some(pb::InterestKeywords { keywords: vec!["lamp".to_owned()] }),
+                ending_soon_lead: Some(prost_types::Duration {
+                    seconds: 120,
+                    nanos: 0,
+                }),
+                interest_keywords: Some(pb::InterestKeywords {
+                    keywords: vec!["lamp".to_owned()],
+                }),
             },
             &token,
         ))
@@ -309,14 +388,23 @@ async fn stream_resume_preferences_and_read_state(backend: Backend) {
         .unwrap();
     assert_eq!(updated.ending_soon_lead.unwrap().seconds, 120);
     assert_eq!(updated.interest_keywords, vec!["lamp".to_owned()]);
-    bus.publish(&[outbid(&auction, 4, user, "4.00"), sold(&auction, user)]).await.unwrap();
+    bus.publish(&[outbid(&auction, 4, user, "4.00"), sold(&auction, user)])
+        .await
+        .unwrap();
     let next = next_event(&mut stream).await;
     assert_eq!(next.sequence, 5);
-    assert_eq!(notification_of(&next).notification_type, pb::NotificationType::Won as i32);
+    assert_eq!(
+        notification_of(&next).notification_type,
+        pb::NotificationType::Won as i32
+    );
     // The same request id with other content is refused.
     let reused = notifications
         .mark_notifications_read(with_token(
-            pb::MarkNotificationsReadRequest { request_id: "mark-1".to_owned(), up_to_sequence: 3, ..Default::default() },
+            pb::MarkNotificationsReadRequest {
+                request_id: "mark-1".to_owned(),
+                up_to_sequence: 3,
+                ..Default::default()
+            },
             &token,
         ))
         .await
@@ -330,7 +418,10 @@ async fn stream_resume_preferences_and_read_state(backend: Backend) {
         .unwrap()
         .into_inner();
     assert!(theirs.notifications.is_empty());
-    let anonymous = notifications.list_notifications(pb::ListNotificationsRequest::default()).await.unwrap_err();
+    let anonymous = notifications
+        .list_notifications(pb::ListNotificationsRequest::default())
+        .await
+        .unwrap_err();
     assert_eq!(anonymous.code(), Code::Unauthenticated);
     app.stop().await;
 }
@@ -359,7 +450,9 @@ struct Delivery {
 
 /// An HTTP endpoint that answers 500 to its first `failures` requests and
 /// 204 afterwards, reporting every request.
-async fn webhook_receiver(failures: usize) -> (u16, tokio::sync::mpsc::UnboundedReceiver<Delivery>) {
+async fn webhook_receiver(
+    failures: usize,
+) -> (u16, tokio::sync::mpsc::UnboundedReceiver<Delivery>) {
     use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -388,7 +481,9 @@ async fn webhook_receiver(failures: usize) -> (u16, tokio::sync::mpsc::Unbounded
                         let (name, value) = header.split_once(':').unwrap();
                         headers.insert(name.trim().to_ascii_lowercase(), value.trim().to_owned());
                     }
-                    let length: usize = headers.get("content-length").map_or(0, |value| value.parse().unwrap());
+                    let length: usize = headers
+                        .get("content-length")
+                        .map_or(0, |value| value.parse().unwrap());
                     let mut body = vec![0_u8; length];
                     reader.read_exact(&mut body).await.unwrap();
                     let count = served.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -418,7 +513,9 @@ fn signature_is_valid(delivery: &Delivery, secret: &str) -> bool {
             _ => return false,
         }
     }
-    let Some(timestamp) = timestamp else { return false };
+    let Some(timestamp) = timestamp else {
+        return false;
+    };
     let age_secs = now_ms() / 1_000 - timestamp.parse::<i64>().unwrap();
     if !(0..300).contains(&age_secs) {
         return false;
@@ -431,8 +528,13 @@ fn signature_is_valid(delivery: &Delivery, secret: &str) -> bool {
     signatures.contains(&expected)
 }
 
-async fn next_delivery(deliveries: &mut tokio::sync::mpsc::UnboundedReceiver<Delivery>) -> Delivery {
-    tokio::time::timeout(WAIT, deliveries.recv()).await.expect("a delivery within the timeout").expect("receiver open")
+async fn next_delivery(
+    deliveries: &mut tokio::sync::mpsc::UnboundedReceiver<Delivery>,
+) -> Delivery {
+    tokio::time::timeout(WAIT, deliveries.recv())
+        .await
+        .expect("a delivery within the timeout")
+        .expect("receiver open")
 }
 
 async fn webhook_retries_until_delivered(backend: Backend) {
@@ -476,18 +578,33 @@ async fn webhook_retries_until_delivered(backend: Backend) {
     };
     let event_id = attempts[0].headers["auction-event-id"].clone();
     for (index, attempt) in attempts.iter().enumerate() {
-        assert_eq!(attempt.headers["auction-event-id"], event_id, "the same event id on every retry");
-        assert_eq!(attempt.headers["auction-delivery-attempt"], (index + 1).to_string());
+        assert_eq!(
+            attempt.headers["auction-event-id"], event_id,
+            "the same event id on every retry"
+        );
+        assert_eq!(
+            attempt.headers["auction-delivery-attempt"],
+            (index + 1).to_string()
+        );
         assert_eq!(attempt.headers["auction-webhook-id"], webhook.webhook_id);
-        assert!(signature_is_valid(attempt, &secret), "attempt {} is signed", index + 1);
+        assert!(
+            signature_is_valid(attempt, &secret),
+            "attempt {} is signed",
+            index + 1
+        );
         let body: serde_json::Value = serde_json::from_slice(&attempt.body).unwrap();
         assert_eq!(body["notification"]["notificationId"], event_id.as_str());
-        assert_eq!(body["notification"]["notificationType"], "NOTIFICATION_TYPE_OUTBID");
+        assert_eq!(
+            body["notification"]["notificationType"],
+            "NOTIFICATION_TYPE_OUTBID"
+        );
         assert_eq!(body["attemptNumber"], index + 1);
     }
     // The same bus event again (a redelivery) and then a new one: the next
     // request carries the new event's id, so each id was delivered once.
-    bus.publish(&[first, outbid(&auction, 2, owner, "6.00")]).await.unwrap();
+    bus.publish(&[first, outbid(&auction, 2, owner, "6.00")])
+        .await
+        .unwrap();
     let next = next_delivery(&mut deliveries).await;
     assert_ne!(next.headers["auction-event-id"], event_id);
     assert_eq!(next.headers["auction-delivery-attempt"], "1");
@@ -507,9 +624,20 @@ async fn webhook_retries_until_delivered(backend: Backend) {
         .unwrap()
         .into_inner()
         .deliveries;
-    let outcomes: Vec<(u32, i32)> = log.iter().map(|delivery| (delivery.attempt_number, delivery.outcome)).collect();
+    let outcomes: Vec<(u32, i32)> = log
+        .iter()
+        .map(|delivery| (delivery.attempt_number, delivery.outcome))
+        .collect();
     let retrying = pb::DeliveryOutcome::Retrying as i32;
-    assert_eq!(outcomes, vec![(4, pb::DeliveryOutcome::Succeeded as i32), (3, retrying), (2, retrying), (1, retrying)]);
+    assert_eq!(
+        outcomes,
+        vec![
+            (4, pb::DeliveryOutcome::Succeeded as i32),
+            (3, retrying),
+            (2, retrying),
+            (1, retrying)
+        ]
+    );
     assert_eq!(log[1].status_code, 500);
     assert!(log[1].next_retry_time.is_some());
 
@@ -517,7 +645,11 @@ async fn webhook_retries_until_delivered(backend: Backend) {
     let stranger = app.access_token(Uuid::now_v7(), &[Role::Bidder]);
     let refused = notifications
         .set_webhook_enabled(with_token(
-            pb::SetWebhookEnabledRequest { request_id: "x".to_owned(), webhook_id: webhook.webhook_id.clone(), enabled: false },
+            pb::SetWebhookEnabledRequest {
+                request_id: "x".to_owned(),
+                webhook_id: webhook.webhook_id.clone(),
+                enabled: false,
+            },
             &stranger,
         ))
         .await
@@ -542,7 +674,10 @@ async fn webhook_retries_until_delivered(backend: Backend) {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(replay.signing_secret, secret, "an idempotent replay returns the same secret");
+    assert_eq!(
+        replay.signing_secret, secret,
+        "an idempotent replay returns the same secret"
+    );
     app.stop().await;
 }
 
@@ -586,17 +721,36 @@ async fn email_reaches_the_smtp_sink() {
     let contact = pb::BusUserEvent {
         user_id: user.to_string(),
         event_time: None,
-        kind: Some(pb::bus_user_event::Kind::ContactChanged(pb::BusUserContactChanged {
-            email: "carol@example.test".to_owned(),
-            display_name: "Carol".to_owned(),
-        })),
+        kind: Some(pb::bus_user_event::Kind::ContactChanged(
+            pb::BusUserContactChanged {
+                email: "carol@example.test".to_owned(),
+                display_name: "Carol".to_owned(),
+            },
+        )),
     };
-    bus.publish(&[Envelope::new("user", TOPIC_USER, user.to_string(), now_ms(), &contact)]).await.unwrap();
-    bus.publish(&[outbid(&Uuid::now_v7().to_string(), 1, user, "7.50")]).await.unwrap();
-    let mail = sink.next_message(WAIT).await.expect("an e-mail within the timeout");
+    bus.publish(&[Envelope::new(
+        "user",
+        TOPIC_USER,
+        user.to_string(),
+        now_ms(),
+        &contact,
+    )])
+    .await
+    .unwrap();
+    bus.publish(&[outbid(&Uuid::now_v7().to_string(), 1, user, "7.50")])
+        .await
+        .unwrap();
+    let mail = sink
+        .next_message(WAIT)
+        .await
+        .expect("an e-mail within the timeout");
     assert_eq!(mail.to, vec!["carol@example.test".to_owned()]);
     assert_eq!(mail.from, "no-reply@auction.test");
-    assert!(mail.data.contains("Subject: You have been outbid on Lamp"), "{}", mail.data);
+    assert!(
+        mail.data.contains("Subject: You have been outbid on Lamp"),
+        "{}",
+        mail.data
+    );
     assert!(mail.data.contains("Hello Carol"), "{}", mail.data);
     app.stop().await;
 }

@@ -174,12 +174,7 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now(&self) -> Timestamp {
-        let unix_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |elapsed| {
-                i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
-            });
-        Timestamp::from_unix_ms(unix_ms)
+        Timestamp::from_unix_ms(auction_platform::now_ms())
     }
 }
 
@@ -830,9 +825,9 @@ impl Worker {
         }
     }
 
-    /// Hands the batch's creations and events to the market feed, in
-    /// commit order.
-    fn publish_market(&self, created: &[Uuid], published: &[(Uuid, Vec<Event>)]) {
+    /// Hands a commit to the market feed and to the auctions' watchers,
+    /// computing each auction's view once.
+    fn publish(&self, created: &[Uuid], published: Vec<(Uuid, Vec<Event>)>) {
         let now = self.clock.now();
         let mut items = Vec::new();
         for auction_id in created {
@@ -850,15 +845,28 @@ impl Worker {
             }
         }
         for (auction_id, events) in published {
-            if let Some(live) = self.auctions.get(auction_id) {
-                let state =
-                    crate::convert::state(*auction_id, &live.auction.view(), &live.metadata, now);
+            let Some(live) = self.auctions.get(&auction_id) else {
+                continue;
+            };
+            let view = live.auction.view();
+            // The wire state is built only when the feed has something to say.
+            if events
+                .iter()
+                .any(|event| market::event_type(&event.kind).is_some())
+            {
+                let state = crate::convert::state(auction_id, &view, &live.metadata, now);
                 items.extend(market::items(
-                    events,
+                    &events,
                     &state,
                     &live.metadata.category_path_ids,
                 ));
             }
+            self.hub.publish(Published {
+                auction_id,
+                events,
+                view,
+                metadata: Arc::clone(&live.metadata),
+            });
         }
         self.market.publish(items);
     }
@@ -888,17 +896,7 @@ impl Worker {
                 for (reply, result) in replies {
                     let _ = reply.send(result);
                 }
-                self.publish_market(&created, &published);
-                for (auction_id, events) in published {
-                    if let Some(live) = self.auctions.get(&auction_id) {
-                        self.hub.publish(Published {
-                            auction_id,
-                            events,
-                            view: live.auction.view(),
-                            metadata: Arc::clone(&live.metadata),
-                        });
-                    }
-                }
+                self.publish(&created, published);
                 true
             }
             Err(error) => {

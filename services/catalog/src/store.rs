@@ -83,14 +83,7 @@ pub struct Item {
     pub updated_at_ms: i64,
 }
 
-/// Milliseconds since the Unix epoch, for `*_at_ms` columns.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| {
-            i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
-        })
-}
+pub use auction_platform::now_ms;
 
 /// Every category, parents before children (ordered by path).
 pub async fn list_categories(database: &Database) -> Result<Vec<Category>, StoreError> {

@@ -170,14 +170,7 @@ pub fn usd(cents: u64) -> pb::Money {
     }
 }
 
-/// Wall-clock milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| {
-            i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
-        })
-}
+pub use auction_platform::now_ms;
 
 /// Wall-clock microseconds since the Unix epoch.
 pub fn now_us() -> i64 {

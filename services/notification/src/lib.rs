@@ -44,14 +44,7 @@ pub use consumer::GROUP as CONSUMER_GROUP;
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
 
-/// Milliseconds since the Unix epoch (the server clock is the authority).
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| {
-            i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
-        })
-}
+pub(crate) use auction_platform::now_ms;
 
 /// What the RPCs, the consumer and the workers share.
 pub struct Inner {

@@ -34,3 +34,13 @@ pub use database::{Database, Migrations};
 pub use error::{ServiceError, to_status, unimplemented};
 pub use service::{MeshService, ServiceContext, StartError, mount, run_single, service_main};
 pub use shutdown::Shutdown;
+
+/// Milliseconds since the Unix epoch by the system clock (for `*_at_ms`
+/// columns and deadlines; the server's clock is the authority).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
+        })
+}

@@ -50,14 +50,7 @@ pub struct NewUser {
     pub roles: Vec<String>,
 }
 
-/// Milliseconds since the Unix epoch, for `*_at_ms` columns.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| {
-            i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
-        })
-}
+pub use auction_platform::now_ms;
 
 /// Hashes a password into an argon2id PHC string with a random salt.
 pub fn hash_password(password: &str) -> Result<String, StoreError> {

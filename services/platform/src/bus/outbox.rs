@@ -59,13 +59,7 @@ CREATE INDEX event_outbox_unpublished ON event_outbox (position) WHERE published
 /// Rows per multi-row INSERT (four parameters each).
 const ROWS_PER_INSERT: usize = 500;
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| {
-            i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
-        })
-}
+use crate::now_ms;
 
 macro_rules! stage_body {
     ($transaction:expr, $envelopes:expr) => {{

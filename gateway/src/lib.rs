@@ -37,6 +37,7 @@ async fn mount_or_forward<S: MeshService>(
     config: &Arc<Config>,
     shutdown: &Shutdown,
     keys: &Arc<Keys>,
+    local_address: Option<std::net::SocketAddr>,
     routes: &mut RoutesBuilder,
     forwarded: &mut Vec<(&'static str, Vec<String>)>,
     local: &mut Vec<&'static str>,
@@ -46,7 +47,9 @@ async fn mount_or_forward<S: MeshService>(
         return Ok(None);
     }
     local.push(S::NAME);
-    Ok(Some(mount::<S>(config, shutdown, keys, routes).await?))
+    Ok(Some(
+        mount::<S>(config, shutdown, keys, local_address, routes).await?,
+    ))
 }
 
 /// Runs every service in this process (or forwards those configured under
@@ -59,6 +62,7 @@ pub async fn run_all(
 ) -> Result<(), StartError> {
     auction_platform::backends::check(&config).await?;
     let keys = Arc::new(Keys::load(&config)?);
+    let local_address = listener.local_addr().ok();
     let mut routes = RoutesBuilder::default();
     let mut forwarded = Vec::new();
     let mut local = Vec::new();
@@ -67,6 +71,7 @@ pub async fn run_all(
         &config,
         &shutdown,
         &keys,
+        local_address,
         &mut routes,
         &mut forwarded,
         &mut local,
@@ -77,6 +82,7 @@ pub async fn run_all(
             &config,
             &shutdown,
             &keys,
+            local_address,
             &mut routes,
             &mut forwarded,
             &mut local,
@@ -86,6 +92,7 @@ pub async fn run_all(
             &config,
             &shutdown,
             &keys,
+            local_address,
             &mut routes,
             &mut forwarded,
             &mut local,
@@ -95,6 +102,7 @@ pub async fn run_all(
             &config,
             &shutdown,
             &keys,
+            local_address,
             &mut routes,
             &mut forwarded,
             &mut local,
@@ -104,6 +112,7 @@ pub async fn run_all(
             &config,
             &shutdown,
             &keys,
+            local_address,
             &mut routes,
             &mut forwarded,
             &mut local,
@@ -117,6 +126,7 @@ pub async fn run_all(
                 database: database.clone(),
                 shutdown: shutdown.clone(),
                 keys: Arc::clone(&keys),
+                local_address,
             })
             .await?,
         ),

@@ -129,10 +129,11 @@ async fn serve_config(dir: &std::path::Path, redis_url: &str) -> std::path::Path
         "[server]\nlisten_address = \"127.0.0.1:0\"\n\
          [storage]\npostgres_url = \"{postgres_url}\"\n\
          [redis]\nurl = \"{redis_url}\"\n\
-         [etcd]\nendpoints = [{endpoints}]\n\
+         [etcd]\nendpoints = [{endpoints}]\nkey_prefix = \"/test/{prefix}\"\n\
          [auth]\nsigning_key_file = \"{}\"\nservice_key_file = \"{}\"\n",
         signing_key.display(),
-        service_key.display()
+        service_key.display(),
+        prefix = uuid::Uuid::now_v7().simple(),
     );
     let path = dir.join("auctiond.toml");
     std::fs::write(&path, text).unwrap();

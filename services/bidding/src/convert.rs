@@ -415,6 +415,14 @@ pub fn bidder(user: UserId) -> pb::BidderRef {
     }
 }
 
+/// The bidder `state.leader` refers to in `view`, if any.
+pub fn leading_user(view: &AuctionView) -> Option<UserId> {
+    match &view.format {
+        FormatView::English { leader, .. } => *leader,
+        _ => None,
+    }
+}
+
 /// The wire state of an auction.
 pub fn state(
     auction_id: Uuid,

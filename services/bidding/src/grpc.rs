@@ -28,13 +28,30 @@ use crate::Service;
 type ResponseStream<T> =
     std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> + Send + 'static>>;
 
+/// Serves a unary call about one auction here, or forwards it to the
+/// leader of the auction's shard.
+macro_rules! routed {
+    ($self:ident, $request:ident, $method:ident, $auction_id:expr) => {{
+        let auction_id: String = $auction_id;
+        match $self.bidding.forward_target(&$request, &auction_id)? {
+            Some(mut leader) => leader.$method($self.bidding.forwarded($request)).await,
+            None => $self.bidding.$method($request).await,
+        }
+    }};
+}
+
 #[tonic::async_trait]
 impl BiddingService for Service {
     async fn create_auction(
         &self,
         request: Request<CreateAuctionRequest>,
     ) -> Result<Response<CreateAuctionResponse>, Status> {
-        self.bidding.create_auction(request).await
+        let auction_id = auction_platform::auth::caller(&request)
+            .ok()
+            .and_then(|caller| crate::rpc::created_auction_id(&caller, request.get_ref()).ok())
+            .map(|id| id.to_string())
+            .unwrap_or_default();
+        routed!(self, request, create_auction, auction_id)
     }
 
     async fn update_auction(
@@ -48,14 +65,24 @@ impl BiddingService for Service {
         &self,
         request: Request<CancelAuctionRequest>,
     ) -> Result<Response<CancelAuctionResponse>, Status> {
-        self.bidding.cancel_auction(request).await
+        routed!(
+            self,
+            request,
+            cancel_auction,
+            request.get_ref().auction_id.clone()
+        )
     }
 
     async fn get_auction_state(
         &self,
         request: Request<GetAuctionStateRequest>,
     ) -> Result<Response<GetAuctionStateResponse>, Status> {
-        self.bidding.get_auction_state(request).await
+        routed!(
+            self,
+            request,
+            get_auction_state,
+            request.get_ref().auction_id.clone()
+        )
     }
 
     async fn list_auctions(
@@ -83,42 +110,72 @@ impl BiddingService for Service {
         &self,
         request: Request<PlaceBidRequest>,
     ) -> Result<Response<PlaceBidResponse>, Status> {
-        self.bidding.place_bid(request).await
+        routed!(
+            self,
+            request,
+            place_bid,
+            request.get_ref().auction_id.clone()
+        )
     }
 
     async fn set_max_bid(
         &self,
         request: Request<SetMaxBidRequest>,
     ) -> Result<Response<SetMaxBidResponse>, Status> {
-        self.bidding.set_max_bid(request).await
+        routed!(
+            self,
+            request,
+            set_max_bid,
+            request.get_ref().auction_id.clone()
+        )
     }
 
     async fn place_sealed_bid(
         &self,
         request: Request<PlaceSealedBidRequest>,
     ) -> Result<Response<PlaceSealedBidResponse>, Status> {
-        self.bidding.place_sealed_bid(request).await
+        routed!(
+            self,
+            request,
+            place_sealed_bid,
+            request.get_ref().auction_id.clone()
+        )
     }
 
     async fn withdraw_sealed_bid(
         &self,
         request: Request<WithdrawSealedBidRequest>,
     ) -> Result<Response<WithdrawSealedBidResponse>, Status> {
-        self.bidding.withdraw_sealed_bid(request).await
+        routed!(
+            self,
+            request,
+            withdraw_sealed_bid,
+            request.get_ref().auction_id.clone()
+        )
     }
 
     async fn accept_dutch_price(
         &self,
         request: Request<AcceptDutchPriceRequest>,
     ) -> Result<Response<AcceptDutchPriceResponse>, Status> {
-        self.bidding.accept_dutch_price(request).await
+        routed!(
+            self,
+            request,
+            accept_dutch_price,
+            request.get_ref().auction_id.clone()
+        )
     }
 
     async fn buy_it_now(
         &self,
         request: Request<BuyItNowRequest>,
     ) -> Result<Response<BuyItNowResponse>, Status> {
-        self.bidding.buy_it_now(request).await
+        routed!(
+            self,
+            request,
+            buy_it_now,
+            request.get_ref().auction_id.clone()
+        )
     }
 
     async fn place_absentee_bid(
@@ -180,7 +237,12 @@ impl BiddingService for Service {
         &self,
         request: Request<RetractBidRequest>,
     ) -> Result<Response<RetractBidResponse>, Status> {
-        self.bidding.retract_bid(request).await
+        routed!(
+            self,
+            request,
+            retract_bid,
+            request.get_ref().auction_id.clone()
+        )
     }
 
     async fn get_server_time(
@@ -195,6 +257,18 @@ impl BiddingService for Service {
         &self,
         request: Request<WatchAuctionRequest>,
     ) -> Result<Response<Self::WatchAuctionStream>, Status> {
+        let auction_id = request.get_ref().auction_id.clone();
+        if let Some(mut leader) = self.bidding.forward_target(&request, &auction_id)? {
+            // The leader's hub has the live events; a stream that breaks
+            // when leadership moves is resumed by the client after its last
+            // sequence, from the log, on whichever node it reaches.
+            let (metadata, stream, extensions) = leader
+                .watch_auction(self.bidding.forwarded(request))
+                .await?
+                .into_parts();
+            let stream: Self::WatchAuctionStream = Box::pin(stream);
+            return Ok(Response::from_parts(metadata, stream, extensions));
+        }
         let stream = self.bidding.watch_auction(request).await?;
         Ok(Response::new(Box::pin(stream)))
     }

@@ -3,11 +3,14 @@
 //! A library (mounted by `auctiond` next to the other services, or alone by
 //! this crate's own binary) implementing [`auction_platform::MeshService`].
 //!
-//! - `grpc`: the `auction.v1.BiddingService` implementation.
+//! - `grpc`: the `auction.v1.BiddingService` implementation; in a cluster it
+//!   forwards a command for a shard led elsewhere to that shard's leader.
+//! - `cluster`: shard leadership through etcd and the routing table.
 //!
 //! Migrations: `migrations/postgres` and `migrations/sqlite`.
 
 pub mod bus_events;
+pub mod cluster;
 pub mod convert;
 pub mod demo;
 pub mod error;
@@ -16,6 +19,7 @@ pub mod history;
 pub mod hub;
 pub mod log;
 pub mod market;
+pub mod routing;
 pub mod rpc;
 pub mod shard;
 
@@ -30,7 +34,8 @@ static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
 /// The bidding service.
 #[derive(Debug, Clone)]
 pub struct Service {
-    /// The shards, the log, the fan-out and the clock the RPCs share.
+    /// The shards, the log, the fan-out, the clock and the cluster the
+    /// RPCs share.
     bidding: rpc::Bidding,
 }
 
@@ -64,21 +69,38 @@ impl MeshService for Service {
             context.shutdown.clone(),
             auction_platform::bus::outbox::RelayOptions::default(),
         ));
-        let shards = shard::start(
-            context.config.bidding.shard_count,
-            log.clone(),
-            std::sync::Arc::clone(&hub),
-            std::sync::Arc::clone(&market),
+        let shard_context = shard::ShardContext {
+            log: log.clone(),
+            hub: std::sync::Arc::clone(&hub),
+            market: std::sync::Arc::clone(&market),
             relay,
-            std::sync::Arc::clone(&clock),
-            context.shutdown.clone(),
-        )
-        .await
-        .map_err(|error| StartError::Service {
-            service: Self::NAME,
-            message: auction_platform::error::DisplayChain(&error).to_string(),
-        })?;
-        if context.config.demo.seed_on_first_start {
+            clock: std::sync::Arc::clone(&clock),
+            shutdown: context.shutdown.clone(),
+            node: cluster::node_id(&context.config),
+        };
+        let (shards, cluster) = if context.config.etcd.endpoints.is_empty() {
+            let (shards, terms) =
+                shard::start_single_node(&shard_context, context.config.bidding.shard_count)
+                    .await
+                    .map_err(|error| StartError::Service {
+                        service: Self::NAME,
+                        message: auction_platform::error::DisplayChain(&error).to_string(),
+                    })?;
+            // Single-node terms last as long as the process.
+            drop(terms);
+            (shards, None)
+        } else {
+            let shards = shard::Shards::new(context.config.bidding.shard_count);
+            let cluster = cluster::Cluster::start(
+                &context.config,
+                context.local_address,
+                shard_context,
+                shards.clone(),
+            )
+            .await?;
+            (shards, Some(cluster))
+        };
+        if context.config.demo.seed_on_first_start && cluster.is_none() {
             demo::seed(&shards, &log, clock.as_ref())
                 .await
                 .map_err(|error| StartError::Service {
@@ -88,6 +110,7 @@ impl MeshService for Service {
         }
         Ok(Self {
             bidding: rpc::Bidding {
+                cluster,
                 shards,
                 log,
                 hub,

@@ -27,6 +27,16 @@ pub enum LogError {
         /// The epoch that has appended since.
         current: u64,
     },
+    /// Another node already began a term under this epoch.
+    #[error("shard {shard}: epoch {epoch} was already claimed by node {node}")]
+    EpochClaimed {
+        /// The shard.
+        shard: u32,
+        /// The epoch.
+        epoch: u64,
+        /// The node that claimed it first.
+        node: String,
+    },
     /// The database failed.
     #[error("bidding log")]
     Database(#[from] sqlx::Error),
@@ -444,6 +454,72 @@ impl Log {
                 .await?
         });
         Ok(ids)
+    }
+
+    /// Begins a term: raises the shard's fence to `epoch` (refused with
+    /// [`LogError::Fenced`] when a higher epoch holds it) and records which
+    /// node leads under it. A new leader calls this *before* it reads the
+    /// log, so nothing a deposed leader might still try to append can land
+    /// after that read.
+    pub async fn begin_term(
+        &self,
+        shard: u32,
+        epoch: u64,
+        node: &str,
+        now_ms: i64,
+    ) -> Result<(), LogError> {
+        let epoch_value = to_i64(epoch, "epoch")?;
+        let shard_value = i64::from(shard);
+        let _turn = match &self.database {
+            Database::Sqlite(_) => Some(self.sqlite_writer.lock().await),
+            Database::Postgres(_) => None,
+        };
+        on_pool!(&self.database, pool => {
+            let mut transaction = pool.begin().await?;
+            let raised: Option<i64> = QueryBuilder::new("INSERT INTO shard_epochs (shard, epoch) VALUES (")
+                .push_bind(shard_value)
+                .push(", ")
+                .push_bind(epoch_value)
+                .push(") ON CONFLICT (shard) DO UPDATE SET epoch = excluded.epoch WHERE shard_epochs.epoch <= excluded.epoch RETURNING epoch")
+                .build_query_scalar()
+                .fetch_optional(&mut *transaction)
+                .await?;
+            if raised != Some(epoch_value) {
+                let current: i64 = QueryBuilder::new("SELECT epoch FROM shard_epochs WHERE shard = ")
+                    .push_bind(shard_value)
+                    .build_query_scalar()
+                    .fetch_one(&mut *transaction)
+                    .await?;
+                transaction.rollback().await?;
+                return Err(LogError::Fenced { shard, epoch, current: to_u64(current, "epoch")? });
+            }
+            let inserted = QueryBuilder::new("INSERT INTO shard_terms (shard, epoch, node, started_at_ms) VALUES (")
+                .push_bind(shard_value)
+                .push(", ")
+                .push_bind(epoch_value)
+                .push(", ")
+                .push_bind(node)
+                .push(", ")
+                .push_bind(now_ms)
+                .push(") ON CONFLICT (shard, epoch) DO NOTHING")
+                .build()
+                .execute(&mut *transaction)
+                .await?
+                .rows_affected();
+            if inserted == 0 {
+                let claimed: String = QueryBuilder::new("SELECT node FROM shard_terms WHERE shard = ")
+                    .push_bind(shard_value)
+                    .push(" AND epoch = ")
+                    .push_bind(epoch_value)
+                    .build_query_scalar()
+                    .fetch_one(&mut *transaction)
+                    .await?;
+                transaction.rollback().await?;
+                return Err(LogError::EpochClaimed { shard, epoch, node: claimed });
+            }
+            transaction.commit().await?;
+        });
+        Ok(())
     }
 
     /// The highest epoch that has appended to `shard` (0 when none has).

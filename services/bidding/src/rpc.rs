@@ -21,6 +21,24 @@ use crate::hub::{Hub, Published};
 use crate::log::Log;
 use crate::shard::{self, Clock, IdempotencyKey, Metadata, Receipt, Shards};
 
+/// The id of the auction a `CreateAuction` names: its own, or (when empty)
+/// one derived from the caller and the request id, so a retry names the
+/// same auction (and lands on the same shard).
+pub fn created_auction_id(
+    caller: &Caller,
+    request: &pb::CreateAuctionRequest,
+) -> Result<Uuid, Status> {
+    let request_id = convert::request_id(&request.request_id).map_err(refused)?;
+    if request.auction_id.is_empty() {
+        Ok(Uuid::new_v5(
+            &Uuid::NAMESPACE_OID,
+            format!("{}:{request_id}", caller.user_id).as_bytes(),
+        ))
+    } else {
+        convert::uuid("auction_id", &request.auction_id).map_err(refused)
+    }
+}
+
 /// What the RPCs share.
 #[derive(Debug, Clone)]
 pub struct Bidding {
@@ -36,6 +54,9 @@ pub struct Bidding {
     pub clock: Arc<dyn Clock>,
     /// Ends streams on shutdown.
     pub shutdown: auction_platform::Shutdown,
+    /// Shard leadership and routing in a cluster (etcd); `None` on a single
+    /// node, which leads every shard.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 /// Events replayed from the log per query when a stream resumes.
@@ -67,6 +88,39 @@ impl Bidding {
             Ok(result) => result.map_err(Status::from),
             Err(_) => Err(BiddingError::ShuttingDown.into()),
         }
+    }
+
+    /// An auction's public state from its shard: here, or from the shard's
+    /// leader in a cluster.
+    async fn public_state(&self, auction_id: Uuid) -> Result<pb::AuctionState, Status> {
+        let shard = Shards::shard_of(auction_id, self.shards.count());
+        if let Some(cluster) = &self.cluster
+            && !self.shards.leads(shard)
+            && let Some(leader) = cluster.leader(shard)
+            && leader.node != cluster.node()
+            && let Some(mut client) = cluster.client(&leader.url)
+        {
+            let mut request = Request::new(pb::GetAuctionStateRequest {
+                auction_id: auction_id.to_string(),
+            });
+            if let Ok(node) = cluster.node().parse() {
+                request
+                    .metadata_mut()
+                    .insert(crate::routing::FORWARDED_HEADER, node);
+            }
+            let response = client.get_auction_state(request).await?.into_inner();
+            return response.state.ok_or_else(|| {
+                BiddingError::Internal("the leader sent no state".to_owned()).into()
+            });
+        }
+        let receipt = self
+            .ask(auction_id, |reply| shard::Request::Read {
+                auction_id,
+                viewer: None,
+                reply,
+            })
+            .await?;
+        Ok(convert::receipt_state(&receipt).0)
     }
 
     /// Applies a bidder's action.
@@ -127,15 +181,7 @@ impl Bidding {
         caller.require_service_or_admin()?;
         let request = request.into_inner();
         let request_id = convert::request_id(&request.request_id).map_err(refused)?;
-        let auction_id = if request.auction_id.is_empty() {
-            // A retry must name the same auction: derive it from the key.
-            Uuid::new_v5(
-                &Uuid::NAMESPACE_OID,
-                format!("{}:{request_id}", caller.user_id).as_bytes(),
-            )
-        } else {
-            convert::uuid("auction_id", &request.auction_id).map_err(refused)?
-        };
+        let auction_id = created_auction_id(&caller, &request)?;
         let seller = convert::uuid("seller_id", &request.seller_id).map_err(refused)?;
         let (spec, original_end_ms) =
             convert::spec(&request, auction_id, seller).map_err(refused)?;
@@ -175,7 +221,10 @@ impl Bidding {
         &self,
         request: Request<pb::GetAuctionStateRequest>,
     ) -> Result<Response<pb::GetAuctionStateResponse>, Status> {
-        let viewer = auth::optional_caller(&request).map(|caller| convert::user_id(caller.user_id));
+        let caller = auth::optional_caller(&request);
+        let viewer = caller
+            .as_ref()
+            .map(|caller| convert::user_id(caller.user_id));
         let auction_id =
             convert::uuid("auction_id", &request.get_ref().auction_id).map_err(refused)?;
         let receipt = self
@@ -185,7 +234,20 @@ impl Bidding {
                 reply,
             })
             .await?;
-        let (state, viewer) = convert::receipt_state(&receipt);
+        let (mut state, viewer) = convert::receipt_state(&receipt);
+        // Admins, services and the seller see who leads (the contract's
+        // BidderRef.user_id rule); everyone else sees the handle only.
+        let discloses = caller.as_ref().is_some_and(|caller| {
+            caller.is_admin()
+                || caller.is_service()
+                || caller.user_id.to_string() == receipt.metadata.seller_id
+        });
+        if discloses
+            && let Some(leader) = state.leader.as_mut()
+            && let Some(user) = convert::leading_user(&receipt.view)
+        {
+            leader.user_id = Uuid::from_u128(user.0).to_string();
+        }
         Ok(Response::new(pb::GetAuctionStateResponse {
             state: Some(state),
             viewer,
@@ -605,18 +667,11 @@ impl Bidding {
             for auction_id in ids {
                 last_seen = Some(auction_id);
                 cursor = Some(auction_id);
-                let receipt = self
-                    .ask(auction_id, |reply| shard::Request::Read {
-                        auction_id,
-                        viewer: None,
-                        reply,
-                    })
-                    .await?;
-                let (state, _) = convert::receipt_state(&receipt);
+                let state = self.public_state(auction_id).await?;
                 let formats_match =
                     request.formats.is_empty() || request.formats.contains(&state.format);
-                let category_match = request.category_id.is_empty()
-                    || receipt.metadata.category_id == request.category_id;
+                let category_match =
+                    request.category_id.is_empty() || state.category_id == request.category_id;
                 if wanted.contains(&state.status) && formats_match && category_match {
                     auctions.push(state);
                 }

@@ -11,7 +11,7 @@
 //! newer epoch appended), the shard stops: it is no longer the leader.
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use auction_engine::{
@@ -161,6 +161,16 @@ pub enum Request {
     },
 }
 
+impl Request {
+    fn into_reply(self) -> Reply {
+        match self {
+            Self::Create { reply, .. } | Self::Apply { reply, .. } | Self::Read { reply, .. } => {
+                reply
+            }
+        }
+    }
+}
+
 /// Where time comes from: the system clock in production, a manual one in
 /// tests.
 pub trait Clock: Send + Sync + std::fmt::Debug + 'static {
@@ -178,13 +188,24 @@ impl Clock for SystemClock {
     }
 }
 
-/// The senders of every shard of this node.
+/// The shards this node leads: a sender per shard while it leads it.
+///
+/// A slot is filled when a term begins on this node and emptied when it
+/// ends; a command for an empty slot is answered NOT_LEADER (the gRPC layer
+/// forwards it to the leader first when one is known).
 #[derive(Debug, Clone)]
 pub struct Shards {
-    senders: Arc<Vec<mpsc::Sender<Request>>>,
+    slots: Arc<Vec<RwLock<Option<mpsc::Sender<Request>>>>>,
 }
 
 impl Shards {
+    /// `count` shards, none led yet.
+    pub fn new(count: u32) -> Self {
+        Self {
+            slots: Arc::new((0..count.max(1)).map(|_| RwLock::new(None)).collect()),
+        }
+    }
+
     /// The shard an auction belongs to: a fixed hash of its id.
     pub fn shard_of(auction_id: Uuid, shard_count: u32) -> u32 {
         // UUIDv7's low bits are random: a fair spread.
@@ -195,10 +216,15 @@ impl Shards {
     /// Queues a request on the auction's shard; a full queue answers
     /// RESOURCE_EXHAUSTED with a retry hint instead of growing memory.
     pub fn send(&self, auction_id: Uuid, request: Request) -> Result<(), BiddingError> {
-        let count = u32::try_from(self.senders.len()).unwrap_or(u32::MAX);
-        let shard = Self::shard_of(auction_id, count);
-        let Some(sender) = self.senders.get(shard as usize) else {
+        let shard = Self::shard_of(auction_id, self.count());
+        let Some(slot) = self.slots.get(shard as usize) else {
             return Err(BiddingError::Internal(format!("no shard {shard}")));
+        };
+        let slot = slot
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(sender) = slot.as_ref() else {
+            return Err(BiddingError::NotLeader { shard });
         };
         match sender.try_send(request) {
             Ok(()) => Ok(()),
@@ -210,53 +236,167 @@ impl Shards {
         }
     }
 
+    /// Whether this node is serving `shard` now (its writer is running).
+    pub fn leads(&self, shard: u32) -> bool {
+        self.slots.get(shard as usize).is_some_and(|slot| {
+            slot.read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .as_ref()
+                .is_some_and(|sender| !sender.is_closed())
+        })
+    }
+
     /// How many shards.
     pub fn count(&self) -> u32 {
-        u32::try_from(self.senders.len()).unwrap_or(u32::MAX)
+        u32::try_from(self.slots.len()).unwrap_or(u32::MAX)
+    }
+
+    fn install(&self, shard: u32, sender: mpsc::Sender<Request>) {
+        if let Some(slot) = self.slots.get(shard as usize) {
+            *slot
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(sender);
+        }
+    }
+
+    fn vacate(&self, shard: u32) {
+        if let Some(slot) = self.slots.get(shard as usize) {
+            *slot
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+        }
     }
 }
 
-/// Starts `shard_count` shard tasks, each recovering its live auctions from
-/// the log before it serves; returns once every shard has recovered.
-pub async fn start(
-    shard_count: u32,
-    log: Log,
-    hub: Arc<Hub>,
-    market: Arc<MarketFeed>,
-    relay: Arc<auction_platform::bus::outbox::Relay>,
-    clock: Arc<dyn Clock>,
-    shutdown: Shutdown,
-) -> Result<Shards, BiddingError> {
-    let mut senders = Vec::with_capacity(shard_count as usize);
-    for shard in 0..shard_count {
-        // Single-node leadership: each start is a new term, fencing out any
-        // earlier process that might still be writing.
-        let epoch = log
-            .current_epoch(shard)
+/// What every shard writer of this node shares.
+#[derive(Clone)]
+pub struct ShardContext {
+    /// The log.
+    pub log: Log,
+    /// Live fan-out to watchers on this node.
+    pub hub: Arc<Hub>,
+    /// The partners' market feed of this node.
+    pub market: Arc<MarketFeed>,
+    /// Woken after each commit that staged bus events.
+    pub relay: Arc<auction_platform::bus::outbox::Relay>,
+    /// Time.
+    pub clock: Arc<dyn Clock>,
+    /// Process shutdown: writers drain their queues and stop.
+    pub shutdown: Shutdown,
+    /// This node's name, recorded with each term it begins.
+    pub node: String,
+}
+
+/// A term of a shard led by this node: its writer runs until [`Term::end`].
+#[derive(Debug)]
+pub struct Term {
+    shard: u32,
+    epoch: u64,
+    stop: Shutdown,
+    writer: tokio::task::JoinHandle<()>,
+}
+
+impl Term {
+    /// Begins a term of `shard` under `epoch`: raises the log's fence to the
+    /// epoch first (so a deposed leader can no longer append), then loads
+    /// the shard's live auctions from the log, re-arms their timers, and
+    /// starts serving.
+    pub async fn begin(
+        context: &ShardContext,
+        shards: &Shards,
+        shard: u32,
+        epoch: u64,
+    ) -> Result<Self, BiddingError> {
+        context
+            .log
+            .begin_term(shard, epoch, &context.node, context.clock.now().unix_ms())
             .await
-            .map_err(BiddingError::Unavailable)?
-            + 1;
+            .map_err(BiddingError::Unavailable)?;
         let (sender, receiver) = mpsc::channel(QUEUE_CAPACITY);
         let mut worker = Worker {
             shard,
             epoch,
-            log: log.clone(),
-            hub: Arc::clone(&hub),
-            market: Arc::clone(&market),
-            relay: Arc::clone(&relay),
-            clock: Arc::clone(&clock),
+            log: context.log.clone(),
+            hub: Arc::clone(&context.hub),
+            market: Arc::clone(&context.market),
+            relay: Arc::clone(&context.relay),
+            clock: Arc::clone(&context.clock),
             auctions: HashMap::new(),
             timers: BTreeSet::new(),
             outcomes: HashMap::new(),
             outcome_order: VecDeque::new(),
         };
         worker.recover().await?;
-        tokio::spawn(worker.run(receiver, shutdown.clone()));
-        senders.push(sender);
+        let stop = Shutdown::new();
+        let writer = tokio::spawn(worker.run(receiver, context.shutdown.clone(), stop.clone()));
+        shards.install(shard, sender);
+        Ok(Self {
+            shard,
+            epoch,
+            stop,
+            writer,
+        })
     }
-    Ok(Shards {
-        senders: Arc::new(senders),
-    })
+
+    /// The shard.
+    pub fn shard(&self) -> u32 {
+        self.shard
+    }
+
+    /// The term's epoch.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Whether the writer is still running (it stops by itself when the
+    /// log fences it out).
+    pub fn is_running(&self) -> bool {
+        !self.writer.is_finished()
+    }
+
+    /// Stops serving the shard at once: new commands are refused, queued
+    /// ones are answered NOT_LEADER unapplied, a batch being committed
+    /// finishes (the log decides whether it lands), then the writer exits.
+    pub async fn end(self, shards: &Shards) {
+        shards.vacate(self.shard);
+        self.stop.trigger();
+        let _ = self.writer.await;
+    }
+
+    /// Process shutdown: the writer drains what is queued (it stops on the
+    /// process's shutdown signal); this waits for it.
+    pub async fn finish(self, shards: &Shards) {
+        let _ = self.writer.await;
+        shards.vacate(self.shard);
+    }
+
+    /// Like [`Term::end`] without waiting for the writer to exit.
+    pub fn abandon(self, shards: &Shards) {
+        shards.vacate(self.shard);
+        self.stop.trigger();
+    }
+}
+
+/// Single-node leadership (no etcd): this node leads every shard, each
+/// under the epoch after the highest the log has seen, which fences out
+/// any earlier process that might still be writing. Returns once every
+/// shard has recovered.
+pub async fn start_single_node(
+    context: &ShardContext,
+    shard_count: u32,
+) -> Result<(Shards, Vec<Term>), BiddingError> {
+    let shards = Shards::new(shard_count);
+    let mut terms = Vec::with_capacity(shard_count as usize);
+    for shard in 0..shard_count {
+        let epoch = context
+            .log
+            .current_epoch(shard)
+            .await
+            .map_err(BiddingError::Unavailable)?
+            + 1;
+        terms.push(Term::begin(context, &shards, shard, epoch).await?);
+    }
+    Ok((shards, terms))
 }
 
 /// An auction in memory.
@@ -373,7 +513,12 @@ impl Worker {
         Ok(true)
     }
 
-    async fn run(mut self, mut receiver: mpsc::Receiver<Request>, shutdown: Shutdown) {
+    async fn run(
+        mut self,
+        mut receiver: mpsc::Receiver<Request>,
+        shutdown: Shutdown,
+        stop: Shutdown,
+    ) {
         let mut requests = Vec::with_capacity(MAX_BATCH);
         loop {
             let next_timer = self.timers.first().map(|(deadline, _)| *deadline);
@@ -398,6 +543,16 @@ impl Worker {
                     if !requests.is_empty() {
                         self.process(std::mem::take(&mut requests)).await;
                     }
+                    return;
+                }
+                () = stop.wait() => {
+                    // The term ended (released or lost): nothing queued is
+                    // applied; callers retry on the new leader.
+                    receiver.close();
+                    while let Some(request) = receiver.recv().await {
+                        let _ = request.into_reply().send(Err(BiddingError::NotLeader { shard: self.shard }));
+                    }
+                    tracing::info!(shard = self.shard, epoch = self.epoch, "term ended");
                     return;
                 }
                 received = receiver.recv() => {
@@ -432,14 +587,12 @@ impl Worker {
         if let Err(error) = self.prefetch_outcomes(&requests).await {
             // Without the outcomes we cannot tell a retry from a new request.
             for request in requests {
-                let reply = match request {
-                    Request::Create { reply, .. }
-                    | Request::Apply { reply, .. }
-                    | Request::Read { reply, .. } => reply,
-                };
-                let _ = reply.send(Err(BiddingError::Unavailable(LogError::Corrupt(
-                    error.to_string(),
-                ))));
+                let _ =
+                    request
+                        .into_reply()
+                        .send(Err(BiddingError::Unavailable(LogError::Corrupt(
+                            error.to_string(),
+                        ))));
             }
             return self.commit(pending).await;
         }

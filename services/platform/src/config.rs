@@ -248,8 +248,12 @@ pub struct EtcdConfig {
     /// leadership without etcd.
     pub endpoints: Vec<String>,
     /// The lease of a shard leader: it steps down when it cannot renew
-    /// within this time.
+    /// within this time. etcd counts leases in whole seconds (and enforces
+    /// its own minimum, about 2 s), so this is rounded up.
     pub lease_ttl_ms: u64,
+    /// The key prefix under which bidding nodes register and shard leaders
+    /// are elected (one cluster per prefix).
+    pub key_prefix: String,
 }
 
 /// Bidding shards.
@@ -261,6 +265,13 @@ pub struct BiddingConfig {
     /// How many commits a `WatchAuction` stream may fall behind before it
     /// is resynced with a snapshot (bounds memory per watched auction).
     pub watcher_buffer_batches: u32,
+    /// This node's name in the cluster (etcd); a random one when absent.
+    pub node_id: Option<String>,
+    /// The URL other bidding nodes and gateways use to reach this node's
+    /// gRPC listener, such as `http://10.0.0.5:50051`. With etcd it is
+    /// required unless the listen address names a concrete IP (then
+    /// `http://<bound address>` is used).
+    pub advertise_url: Option<String>,
 }
 
 /// Demo data.
@@ -392,10 +403,13 @@ impl Config {
             etcd: EtcdConfig {
                 endpoints: Vec::new(),
                 lease_ttl_ms: 3_000,
+                key_prefix: "/auction/bidding".to_owned(),
             },
             bidding: BiddingConfig {
                 shard_count: 64,
                 watcher_buffer_batches: 256,
+                node_id: None,
+                advertise_url: None,
             },
             demo: DemoConfig {
                 seed_on_first_start: true,
@@ -529,6 +543,31 @@ impl Config {
             return Err(invalid(
                 "etcd.lease_ttl_ms",
                 "must be between 500 and 60000 milliseconds",
+            ));
+        }
+        if !self.etcd.key_prefix.starts_with('/') || self.etcd.key_prefix.ends_with('/') {
+            return Err(invalid(
+                "etcd.key_prefix",
+                "must start with `/` and not end with one",
+            ));
+        }
+        if let Some(url) = &self.bidding.advertise_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(invalid(
+                "bidding.advertise_url",
+                format!("`{url}` must start with http:// or https://"),
+            ));
+        }
+        if self
+            .bidding
+            .node_id
+            .as_deref()
+            .is_some_and(|id| id.is_empty() || id.len() > 128 || id.contains('/'))
+        {
+            return Err(invalid(
+                "bidding.node_id",
+                "must be 1 to 128 characters without `/`",
             ));
         }
         if self.bidding.shard_count == 0 || self.bidding.shard_count > 4_096 {

@@ -30,6 +30,10 @@ pub struct ServiceContext {
     /// The process's token keys: the user service signs with them, every
     /// service can mint service tokens for its own outgoing calls.
     pub keys: Arc<Keys>,
+    /// The address the process's listener actually bound (port 0 resolved),
+    /// for services that tell peers where they are (bidding nodes in a
+    /// cluster); `None` when built without a listener.
+    pub local_address: Option<std::net::SocketAddr>,
 }
 
 /// A service of the mesh.
@@ -94,6 +98,7 @@ pub async fn mount<S: MeshService>(
     config: &Arc<Config>,
     shutdown: &Shutdown,
     keys: &Arc<Keys>,
+    local_address: Option<std::net::SocketAddr>,
     routes: &mut RoutesBuilder,
 ) -> Result<Database, StartError> {
     let database = Database::open(&config.storage, S::SCHEMA, S::migrations()).await?;
@@ -102,6 +107,7 @@ pub async fn mount<S: MeshService>(
         database: database.clone(),
         shutdown: shutdown.clone(),
         keys: Arc::clone(keys),
+        local_address,
     };
     S::build(context).await?.add_routes(routes);
     Ok(database)
@@ -127,7 +133,14 @@ pub async fn run_single<S: MeshService>(
     crate::backends::check(&config).await?;
     let keys = Arc::new(Keys::load(&config)?);
     let mut routes = RoutesBuilder::default();
-    let database = mount::<S>(&config, &shutdown, &keys, &mut routes).await?;
+    let database = mount::<S>(
+        &config,
+        &shutdown,
+        &keys,
+        listener.local_addr().ok(),
+        &mut routes,
+    )
+    .await?;
     let served = serve(
         &config.server,
         listener,

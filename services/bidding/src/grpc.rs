@@ -258,10 +258,13 @@ impl BiddingService for Service {
         request: Request<WatchAuctionRequest>,
     ) -> Result<Response<Self::WatchAuctionStream>, Status> {
         let auction_id = request.get_ref().auction_id.clone();
-        if let Some(mut leader) = self.bidding.forward_target(&request, &auction_id)? {
-            // The leader's hub has the live events; a stream that breaks
-            // when leadership moves is resumed by the client after its last
-            // sequence, from the log, on whichever node it reaches.
+        // With the cross-node fan-out (Redis) any node serves a watcher;
+        // without it, only the leader's hub has the live events.
+        if self.bidding.fanout.is_none()
+            && let Some(mut leader) = self.bidding.forward_target(&request, &auction_id)?
+        {
+            // A stream that breaks when leadership moves is resumed by the
+            // client after its last sequence, from the log, on any node.
             let (metadata, stream, extensions) = leader
                 .watch_auction(self.bidding.forwarded(request))
                 .await?

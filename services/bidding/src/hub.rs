@@ -58,14 +58,14 @@ impl Hub {
 
     /// Hands a commit to the auction's watchers; drops the channel when
     /// nobody watches any more.
-    pub fn publish(&self, published: Published) {
+    pub fn publish(&self, published: Arc<Published>) {
         let mut channels = self
             .channels
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let auction_id = published.auction_id;
         if let Some(sender) = channels.get(&auction_id)
-            && sender.send(Arc::new(published)).is_err()
+            && sender.send(published).is_err()
         {
             // No receiver left.
             channels.remove(&auction_id);

@@ -14,6 +14,7 @@ pub mod cluster;
 pub mod convert;
 pub mod demo;
 pub mod error;
+pub mod fanout;
 mod grpc;
 pub mod history;
 pub mod hub;
@@ -69,7 +70,30 @@ impl MeshService for Service {
             context.shutdown.clone(),
             auction_platform::bus::outbox::RelayOptions::default(),
         ));
+        // In a cluster with Redis, watchers on any node follow every commit
+        // through Redis pub/sub (one subscription per watched auction and
+        // node); alone, the in-process hub is enough.
+        let fanout = match (
+            &context.config.redis.url,
+            context.config.etcd.endpoints.is_empty(),
+        ) {
+            (Some(url), false) => Some(
+                fanout::Fanout::start(
+                    url,
+                    &context.config.redis.stream_prefix,
+                    &context.config.etcd.key_prefix,
+                    std::sync::Arc::clone(&hub),
+                    context.shutdown.clone(),
+                )
+                .map_err(|error| StartError::Service {
+                    service: Self::NAME,
+                    message: format!("redis.url: {error}"),
+                })?,
+            ),
+            _ => None,
+        };
         let shard_context = shard::ShardContext {
+            fanout: fanout.clone(),
             log: log.clone(),
             hub: std::sync::Arc::clone(&hub),
             market: std::sync::Arc::clone(&market),
@@ -111,6 +135,7 @@ impl MeshService for Service {
         Ok(Self {
             bidding: rpc::Bidding {
                 cluster,
+                fanout,
                 shards,
                 log,
                 hub,

@@ -57,6 +57,9 @@ pub struct Bidding {
     /// Shard leadership and routing in a cluster (etcd); `None` on a single
     /// node, which leads every shard.
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// Cross-node live fan-out (a cluster with Redis): watchers are served
+    /// on any node.
+    pub fanout: Option<Arc<crate::fanout::Fanout>>,
 }
 
 /// Events replayed from the log per query when a stream resumes.
@@ -709,19 +712,18 @@ impl Bidding {
         // Subscribe before reading, so nothing committed in between is missed;
         // duplicates are dropped by sequence below.
         let live = self.hub.subscribe(auction_id);
-        let read = self
-            .ask(auction_id, |reply| shard::Request::Read {
-                auction_id,
-                viewer: None,
-                reply,
-            })
-            .await;
-        let receipt = match read {
-            Ok(receipt) => receipt,
+        if let Some(fanout) = &self.fanout {
+            fanout.follow(auction_id).await;
+        }
+        let (view, metadata) = match self.committed(auction_id).await {
+            Ok(committed) => committed,
             Err(status) => {
                 // No channel left behind for an auction nobody can watch.
                 drop(live);
                 self.hub.release(auction_id);
+                if let Some(fanout) = &self.fanout {
+                    fanout.unfollow(auction_id);
+                }
                 return Err(status);
             }
         };
@@ -732,37 +734,119 @@ impl Bidding {
                 .pump(
                     auction_id,
                     request.resume_after_sequence,
-                    receipt,
+                    (view, metadata),
                     live,
                     sender,
                 )
                 .await;
             // The pump owned the receiver; the channel goes with the last one.
             bidding.hub.release(auction_id);
+            if let Some(fanout) = &bidding.fanout {
+                fanout.unfollow(auction_id);
+            }
         });
         Ok(ReceiverStream::new(receiver))
+    }
+
+    /// An auction's committed state: from its shard on this node, or (with
+    /// the cross-node fan-out, when another node leads it) rebuilt from the
+    /// log, which holds exactly what was committed.
+    async fn committed(
+        &self,
+        auction_id: Uuid,
+    ) -> Result<(auction_engine::AuctionView, Arc<Metadata>), Status> {
+        let shard = Shards::shard_of(auction_id, self.shards.count());
+        if self.fanout.is_some() && !self.shards.leads(shard) {
+            return match shard::rebuild(&self.log, auction_id).await? {
+                Some((auction, metadata, _)) => Ok((auction.view(), Arc::new(metadata))),
+                None => Err(shard::not_found(auction_id).into()),
+            };
+        }
+        let receipt = self
+            .ask(auction_id, |reply| shard::Request::Read {
+                auction_id,
+                viewer: None,
+                reply,
+            })
+            .await?;
+        Ok((receipt.view, Arc::new(receipt.metadata)))
+    }
+
+    /// Sends the log's events of `auction_id` after wire sequence `after` up
+    /// to `until` (inclusive); returns the last sequence sent, or `None` when
+    /// the stream is gone or failed.
+    async fn replay(
+        &self,
+        auction_id: Uuid,
+        mut after: u64,
+        until: u64,
+        view: &auction_engine::AuctionView,
+        sender: &tokio::sync::mpsc::Sender<Result<pb::WatchAuctionResponse, Status>>,
+    ) -> Option<u64> {
+        use pb::watch_auction_response::Message;
+        // Wire sequence N is engine sequence N - 1, so "after N" starts at
+        // engine sequence N.
+        while after < until {
+            let page = match self.log.events_from(auction_id, after, RESUME_PAGE).await {
+                Ok(page) => page,
+                Err(error) => {
+                    let _ = sender
+                        .send(Err(BiddingError::Unavailable(error).into()))
+                        .await;
+                    return None;
+                }
+            };
+            if page.is_empty() {
+                break;
+            }
+            for (engine_seq, text) in page {
+                let seq = convert::wire_sequence(engine_seq);
+                if seq > until {
+                    return Some(after);
+                }
+                let Ok(event) = serde_json::from_str::<Event>(&text) else {
+                    let _ = sender
+                        .send(Err(BiddingError::Internal(format!(
+                            "event {seq} unreadable"
+                        ))
+                        .into()))
+                        .await;
+                    return None;
+                };
+                let message = Message::Event(convert::event(auction_id, &event, view));
+                if sender
+                    .send(Ok(pb::WatchAuctionResponse {
+                        message: Some(message),
+                    }))
+                    .await
+                    .is_err()
+                {
+                    return None;
+                }
+                after = seq;
+            }
+        }
+        Some(after)
     }
 
     async fn pump(
         &self,
         auction_id: Uuid,
         resume_after: u64,
-        receipt: Receipt,
+        (mut view, metadata): (auction_engine::AuctionView, Arc<Metadata>),
         mut live: broadcast::Receiver<Arc<Published>>,
         sender: tokio::sync::mpsc::Sender<Result<pb::WatchAuctionResponse, Status>>,
     ) {
         use pb::watch_auction_response::Message;
         // Wire sequences: the last event is `next_seq` (see convert::wire_sequence).
-        let current = receipt.view.next_seq;
-        let mut view = receipt.view.clone();
-        let metadata = receipt.metadata.clone();
+        let current = view.next_seq;
         let mut sent = if resume_after == 0 || resume_after > current {
             let reason = if resume_after == 0 {
                 pb::SnapshotReason::Initial
             } else {
                 pb::SnapshotReason::ResumeUnknown
             };
-            let snapshot = self.snapshot(auction_id, &receipt.view, &metadata, reason);
+            let snapshot = self.snapshot(auction_id, &view, &metadata, reason);
             if sender
                 .send(Ok(pb::WatchAuctionResponse {
                     message: Some(Message::Snapshot(snapshot)),
@@ -777,49 +861,13 @@ impl Bidding {
             if sender.send(Ok(self.heartbeat(current))).await.is_err() {
                 return;
             }
-            // Replay what the client missed from the log, in pages: wire
-            // sequence N is engine sequence N - 1, so "after N" starts at
-            // engine sequence N.
-            let mut after = resume_after;
-            while after < current {
-                let page = match self.log.events_from(auction_id, after, RESUME_PAGE).await {
-                    Ok(page) => page,
-                    Err(error) => {
-                        let _ = sender
-                            .send(Err(BiddingError::Unavailable(error).into()))
-                            .await;
-                        return;
-                    }
-                };
-                if page.is_empty() {
-                    break;
-                }
-                for (engine_seq, text) in page {
-                    let seq = convert::wire_sequence(engine_seq);
-                    if seq > current {
-                        break;
-                    }
-                    let Ok(event) = serde_json::from_str::<Event>(&text) else {
-                        let _ = sender
-                            .send(Err(BiddingError::Internal(format!(
-                                "event {seq} unreadable"
-                            ))
-                            .into()))
-                            .await;
-                        return;
-                    };
-                    let message = Message::Event(convert::event(auction_id, &event, &view));
-                    if sender
-                        .send(Ok(pb::WatchAuctionResponse {
-                            message: Some(message),
-                        }))
-                        .await
-                        .is_err()
-                    {
-                        return;
-                    }
-                    after = seq;
-                }
+            // Replay what the client missed from the log.
+            if self
+                .replay(auction_id, resume_after, current, &view, &sender)
+                .await
+                .is_none()
+            {
+                return;
             }
             current
         };
@@ -832,6 +880,18 @@ impl Bidding {
                 received = live.recv() => match received {
                     Ok(published) => {
                         view = published.view.clone();
+                        // A commit that did not reach this node (Redis
+                        // pub/sub is at most once) shows as a gap: the log
+                        // fills it first.
+                        if let Some(first) = published.events.first() {
+                            let first = convert::wire_sequence(first.seq);
+                            if first > sent + 1 {
+                                match self.replay(auction_id, sent, first - 1, &view, &sender).await {
+                                    Some(last) => sent = last,
+                                    None => return,
+                                }
+                            }
+                        }
                         for event in &published.events {
                             let seq = convert::wire_sequence(event.seq);
                             if seq <= sent {
@@ -846,15 +906,15 @@ impl Bidding {
                     }
                     Err(broadcast::error::RecvError::Lagged(_)) => {
                         // Too slow: a fresh snapshot replaces what was missed.
-                        let receipt = match self.ask(auction_id, |reply| shard::Request::Read { auction_id, viewer: None, reply }).await {
-                            Ok(receipt) => receipt,
+                        let (fresh, _) = match self.committed(auction_id).await {
+                            Ok(committed) => committed,
                             Err(status) => {
                                 let _ = sender.send(Err(status)).await;
                                 return;
                             }
                         };
-                        sent = receipt.view.next_seq;
-                        let snapshot = self.snapshot(auction_id, &receipt.view, &metadata, pb::SnapshotReason::SlowConsumer);
+                        sent = fresh.next_seq;
+                        let snapshot = self.snapshot(auction_id, &fresh, &metadata, pb::SnapshotReason::SlowConsumer);
                         if sender.send(Ok(pb::WatchAuctionResponse { message: Some(Message::Snapshot(snapshot)) })).await.is_err() {
                             return;
                         }

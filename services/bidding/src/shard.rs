@@ -285,6 +285,8 @@ pub struct ShardContext {
     pub shutdown: Shutdown,
     /// This node's name, recorded with each term it begins.
     pub node: String,
+    /// Cross-node live fan-out (a cluster with Redis).
+    pub fanout: Option<Arc<crate::fanout::Fanout>>,
 }
 
 /// A term of a shard led by this node: its writer runs until [`Term::end`].
@@ -321,6 +323,7 @@ impl Term {
             market: Arc::clone(&context.market),
             relay: Arc::clone(&context.relay),
             clock: Arc::clone(&context.clock),
+            fanout: context.fanout.clone(),
             auctions: HashMap::new(),
             timers: BTreeSet::new(),
             outcomes: HashMap::new(),
@@ -421,6 +424,7 @@ struct Worker {
     /// Woken after each commit that staged bus events.
     relay: Arc<auction_platform::bus::outbox::Relay>,
     clock: Arc<dyn Clock>,
+    fanout: Option<Arc<crate::fanout::Fanout>>,
     auctions: HashMap<Uuid, Live>,
     /// (deadline, auction): the earliest is the next timer to fire.
     timers: BTreeSet<(Timestamp, Uuid)>,
@@ -467,41 +471,9 @@ impl Worker {
         if self.auctions.contains_key(&auction_id) {
             return Ok(true);
         }
-        let Some(stored) = self
-            .log
-            .load_auction(auction_id)
-            .await
-            .map_err(BiddingError::Unavailable)?
-        else {
+        let Some((auction, metadata, snapshot_seq)) = rebuild(&self.log, auction_id).await? else {
             return Ok(false);
         };
-        let corrupt = |what: &str, error: &dyn std::fmt::Display| {
-            BiddingError::Internal(format!("auction {auction_id}: {what}: {error}"))
-        };
-        let metadata: Metadata =
-            serde_json::from_str(&stored.metadata).map_err(|error| corrupt("metadata", &error))?;
-        let (mut auction, snapshot_seq) = match &stored.snapshot {
-            Some((seq, state)) => (
-                serde_json::from_str::<Auction>(state)
-                    .map_err(|error| corrupt("snapshot", &error))?,
-                *seq,
-            ),
-            None => {
-                let spec: AuctionSpec =
-                    serde_json::from_str(&stored.spec).map_err(|error| corrupt("spec", &error))?;
-                (
-                    Auction::new(spec).map_err(|error| corrupt("spec", &error))?,
-                    0,
-                )
-            }
-        };
-        for text in &stored.events {
-            let event: Event =
-                serde_json::from_str(text).map_err(|error| corrupt("event", &error))?;
-            auction
-                .apply_event(&event)
-                .map_err(|error| corrupt("replay", &error))?;
-        }
         let mut live = Live {
             auction,
             metadata: Arc::new(metadata),
@@ -1014,12 +986,16 @@ impl Worker {
                     &live.metadata.category_path_ids,
                 ));
             }
-            self.hub.publish(Published {
+            let published = Arc::new(Published {
                 auction_id,
                 events,
                 view,
                 metadata: Arc::clone(&live.metadata),
             });
+            if let Some(fanout) = &self.fanout {
+                fanout.publish(Arc::clone(&published));
+            }
+            self.hub.publish(published);
         }
         self.market.publish(items);
     }
@@ -1091,6 +1067,48 @@ async fn sleep_for(milliseconds: Option<i64>) {
 }
 
 /// Delivers every timer of `auction` due at `now`.
+/// An auction as the log holds it: the latest snapshot (or the spec) with
+/// the events after it replayed; with its metadata and the snapshot's
+/// sequence. `None` when the log has no such auction.
+pub async fn rebuild(
+    log: &Log,
+    auction_id: Uuid,
+) -> Result<Option<(Auction, Metadata, u64)>, BiddingError> {
+    let Some(stored) = log
+        .load_auction(auction_id)
+        .await
+        .map_err(BiddingError::Unavailable)?
+    else {
+        return Ok(None);
+    };
+    let corrupt = |what: &str, error: &dyn std::fmt::Display| {
+        BiddingError::Internal(format!("auction {auction_id}: {what}: {error}"))
+    };
+    let metadata: Metadata =
+        serde_json::from_str(&stored.metadata).map_err(|error| corrupt("metadata", &error))?;
+    let (mut auction, snapshot_seq) = match &stored.snapshot {
+        Some((seq, state)) => (
+            serde_json::from_str::<Auction>(state).map_err(|error| corrupt("snapshot", &error))?,
+            *seq,
+        ),
+        None => {
+            let spec: AuctionSpec =
+                serde_json::from_str(&stored.spec).map_err(|error| corrupt("spec", &error))?;
+            (
+                Auction::new(spec).map_err(|error| corrupt("spec", &error))?,
+                0,
+            )
+        }
+    };
+    for text in &stored.events {
+        let event: Event = serde_json::from_str(text).map_err(|error| corrupt("event", &error))?;
+        auction
+            .apply_event(&event)
+            .map_err(|error| corrupt("replay", &error))?;
+    }
+    Ok(Some((auction, metadata, snapshot_seq)))
+}
+
 fn tick_due(
     auction: &mut Auction,
     now: Timestamp,
@@ -1147,7 +1165,8 @@ fn viewer_facts(auction: &Auction, user: UserId) -> ViewerFacts {
     }
 }
 
-fn not_found(auction_id: Uuid) -> BiddingError {
+/// The refusal for an auction nobody knows.
+pub fn not_found(auction_id: Uuid) -> BiddingError {
     BiddingError::Refused(Refusal::new(
         Code::NotFound,
         "AUCTION_NOT_FOUND",

@@ -1,7 +1,9 @@
 //! A bidding cluster of three `auction-bidding` processes on the suite's
 //! real etcd, PostgreSQL and Redis: leaders killed with SIGKILL while bids
 //! flow, a leader frozen with SIGSTOP past its lease, and a watcher resuming
-//! across a leader change.
+//! across a leader change, and a live watcher on a node that does not lead.
+
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
 mod harness;
 
@@ -467,4 +469,104 @@ async fn watcher_resumes_across_a_leader_change() {
     let expected: Vec<u64> = (resume_after + 1..=final_sequence).collect();
     assert_eq!(sequences, expected);
     harness.restart(&leader.node);
+}
+
+// Proves the cross-node fan-out: a watcher on a node that does not lead the
+// auction's shard gets every commit live through Redis pub/sub, and its
+// stream stays open and gap-free (no duplicate) while the leader is killed
+// and another node takes over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn live_watcher_on_another_node_survives_the_leaders_death() {
+    let harness = std::sync::Arc::new(Harness::start(3, 4).await);
+    harness
+        .wait_until_every_shard_is_led(Duration::from_secs(20))
+        .await;
+    let seller = Uuid::now_v7();
+    let (created, _) = harness
+        .create_english_auction(seller, Duration::from_secs(600))
+        .await;
+    let auction_id = created.auction_id.clone();
+    let shard = harness.shard_of(&auction_id);
+    let leader = harness.leader_of(shard).await.unwrap();
+    let watcher_node = harness.any_other_node(&leader.node);
+    let mut watcher = harness.client_of(&watcher_node);
+    let mut stream = watcher
+        .watch_auction(pb::WatchAuctionRequest {
+            auction_id: auction_id.clone(),
+            resume_after_sequence: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = match stream.next().await.unwrap().unwrap().message {
+        Some(pb::watch_auction_response::Message::Snapshot(snapshot)) => {
+            snapshot.state.unwrap().sequence
+        }
+        other => panic!("a snapshot first, not {other:?}"),
+    };
+    let bidders: Vec<Uuid> = (0..2).map(|_| Uuid::now_v7()).collect();
+    let place = |step: u32| {
+        let harness = std::sync::Arc::clone(&harness);
+        let auction_id = auction_id.clone();
+        let bidder = bidders[step as usize % 2];
+        async move {
+            let token = harness.token(bidder, &[auction_platform::auth::Role::Bidder]);
+            let request = pb::SetMaxBidRequest {
+                request_id: format!("live-bid-{step}"),
+                auction_id,
+                max_amount: Some(usd(&(100 + step * 20).to_string())),
+            };
+            harness
+                .until_answered(step as usize, |mut client| {
+                    let request = harness::with_token(request.clone(), &token);
+                    async move { client.set_max_bid(request).await }
+                })
+                .await
+                .expect("the bid is accepted")
+                .into_inner()
+                .state
+                .unwrap()
+                .sequence
+        }
+    };
+    let mut sequences = Vec::new();
+    let mut last = 0;
+    for step in 1..=3 {
+        last = place(step).await;
+    }
+    read_until(&mut stream, first, last, &mut sequences).await;
+    // The leader dies; the watcher's node may or may not take over.
+    if watcher_node != leader.node {
+        harness.kill(&leader.node);
+    }
+    for step in 4..=6 {
+        last = place(step).await;
+    }
+    read_until(&mut stream, first, last, &mut sequences).await;
+    let expected: Vec<u64> = (first + 1..=last).collect();
+    assert_eq!(sequences, expected, "every commit once, in order");
+    harness.restart(&leader.node);
+}
+
+/// Reads events from a watch stream until sequence `target`.
+async fn read_until(
+    stream: &mut tonic::Streaming<pb::WatchAuctionResponse>,
+    first: u64,
+    target: u64,
+    sequences: &mut Vec<u64>,
+) {
+    while sequences.last().copied().unwrap_or(first) < target {
+        let message = tokio::time::timeout(Duration::from_secs(10), stream.next())
+            .await
+            .expect("live events arrive on the non-leader")
+            .expect("the stream stays open")
+            .expect("no error on the stream");
+        match message.message {
+            Some(pb::watch_auction_response::Message::Event(event)) => {
+                sequences.push(event.sequence)
+            }
+            Some(pb::watch_auction_response::Message::Snapshot(_)) => panic!("no resync expected"),
+            _ => {}
+        }
+    }
 }

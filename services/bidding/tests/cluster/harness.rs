@@ -346,6 +346,32 @@ impl Harness {
         }
     }
 
+    /// Waits until every shard is led, only by `nodes`, each leading at
+    /// least one and at most `at_most` shards.
+    pub async fn wait_until_balanced(&self, nodes: &[&str], at_most: u32, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let leaders = self.leaders().await;
+            let mut counts: HashMap<String, u32> = HashMap::new();
+            for leader in leaders.values() {
+                *counts.entry(leader.node.clone()).or_default() += 1;
+            }
+            let stable = leaders.len() == self.shard_count as usize
+                && counts.keys().all(|node| nodes.contains(&node.as_str()))
+                && nodes
+                    .iter()
+                    .all(|node| counts.get(*node).is_some_and(|count| (1..=at_most).contains(count)));
+            if stable {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "not balanced over {nodes:?} (at most {at_most} each) after {timeout:?}: {counts:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Waits until a node other than `before`'s leads `shard`.
     pub async fn wait_for_new_leader(
         &self,

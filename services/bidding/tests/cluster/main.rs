@@ -570,3 +570,24 @@ async fn read_until(
         }
     }
 }
+
+// Proves leadership spreads evenly and rebalances: with k nodes no node
+// leads more than ceil(shards / k) + 1 once stable, when a node leaves the
+// others take its shards, and when it comes back it gets a share again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leadership_spreads_and_rebalances() {
+    let shards = 16;
+    let harness = Harness::start(3, shards).await;
+    let balanced = |nodes: usize| shards.div_ceil(u32::try_from(nodes).unwrap()) + 1;
+    harness
+        .wait_until_balanced(&["node-0", "node-1", "node-2"], balanced(3), Duration::from_secs(20))
+        .await;
+    harness.kill("node-1");
+    harness
+        .wait_until_balanced(&["node-0", "node-2"], balanced(2), Duration::from_secs(20))
+        .await;
+    harness.restart("node-1");
+    harness
+        .wait_until_balanced(&["node-0", "node-1", "node-2"], balanced(3), Duration::from_secs(20))
+        .await;
+}

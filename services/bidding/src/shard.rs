@@ -33,6 +33,9 @@ use crate::market::{self, MarketFeed};
 pub const MAX_BATCH: usize = 512;
 /// Queued requests per shard; beyond it callers get RESOURCE_EXHAUSTED.
 pub const QUEUE_CAPACITY: usize = 8_192;
+/// A finished auction stays in memory this long (late readers, watchers of
+/// the close), then is dropped; a later read reloads it from the log.
+pub const EVICT_FINISHED_AFTER_MS: i64 = 60_000;
 /// A snapshot is written after this many events of an auction.
 pub const SNAPSHOT_EVERY_EVENTS: u64 = 1_000;
 /// Recent request outcomes kept in memory per shard; older ones are found in
@@ -328,6 +331,7 @@ impl Term {
             timers: BTreeSet::new(),
             outcomes: HashMap::new(),
             outcome_order: VecDeque::new(),
+            evictions: VecDeque::new(),
         };
         worker.recover().await?;
         let stop = Shutdown::new();
@@ -431,6 +435,9 @@ struct Worker {
     /// Recent outcomes: key -> (fingerprint, outcome JSON-free form).
     outcomes: HashMap<OutcomeKey, (String, Outcome)>,
     outcome_order: VecDeque<OutcomeKey>,
+    /// Finished auctions to drop from memory at (unix ms, auction), in
+    /// order; one that is read later is reloaded from the log.
+    evictions: VecDeque<(i64, Uuid)>,
 }
 
 /// What a batch has produced so far.
@@ -481,8 +488,41 @@ impl Worker {
             snapshot_seq,
         };
         rearm(&mut self.timers, auction_id, &mut live);
+        if live.auction.status().is_finished() {
+            self.schedule_eviction(auction_id);
+        }
         self.auctions.insert(auction_id, live);
         Ok(true)
+    }
+
+    /// Drops `auction_id` from memory after [`EVICT_FINISHED_AFTER_MS`].
+    fn schedule_eviction(&mut self, auction_id: Uuid) {
+        let due = self
+            .clock
+            .now()
+            .unix_ms()
+            .saturating_add(EVICT_FINISHED_AFTER_MS);
+        self.evictions.push_back((due, auction_id));
+    }
+
+    /// Drops finished auctions whose time in memory is up: their state is
+    /// final and in the log, so memory holds only what is live.
+    fn evict(&mut self, now: Timestamp) {
+        while let Some(&(due, auction_id)) = self.evictions.front() {
+            if due > now.unix_ms() {
+                break;
+            }
+            self.evictions.pop_front();
+            if self
+                .auctions
+                .get(&auction_id)
+                .is_some_and(|live| live.auction.status().is_finished())
+                && let Some(live) = self.auctions.remove(&auction_id)
+                && let Some(deadline) = live.armed
+            {
+                self.timers.remove(&(deadline, auction_id));
+            }
+        }
     }
 
     async fn run(
@@ -493,12 +533,14 @@ impl Worker {
     ) {
         let mut requests = Vec::with_capacity(MAX_BATCH);
         loop {
-            let next_timer = self.timers.first().map(|(deadline, _)| *deadline);
-            let sleep_ms = next_timer.map(|deadline| {
-                deadline
-                    .unix_ms()
-                    .saturating_sub(self.clock.now().unix_ms())
-            });
+            let next_timer = self.timers.first().map(|(deadline, _)| deadline.unix_ms());
+            let next_eviction = self.evictions.front().map(|(due, _)| *due);
+            let next_wake = match (next_timer, next_eviction) {
+                (Some(timer), Some(eviction)) => Some(timer.min(eviction)),
+                (timer, eviction) => timer.or(eviction),
+            };
+            let sleep_ms =
+                next_wake.map(|deadline| deadline.saturating_sub(self.clock.now().unix_ms()));
             tokio::select! {
                 biased;
                 () = shutdown.wait() => {
@@ -555,6 +597,7 @@ impl Worker {
     async fn process(&mut self, requests: Vec<Request>) -> bool {
         let mut pending = Pending::default();
         let now = self.clock.now();
+        self.evict(now);
         self.fire_timers(now, &mut pending);
         if let Err(error) = self.prefetch_outcomes(&requests).await {
             // Without the outcomes we cannot tell a retry from a new request.
@@ -1026,6 +1069,15 @@ impl Worker {
                     let _ = reply.send(result);
                 }
                 self.publish(&created, published);
+                let finished: Vec<Uuid> = batch
+                    .status_changes
+                    .iter()
+                    .filter(|change| change.finished)
+                    .map(|change| change.auction_id)
+                    .collect();
+                for auction_id in finished {
+                    self.schedule_eviction(auction_id);
+                }
                 true
             }
             Err(error) => {
@@ -1218,4 +1270,164 @@ pub const METHODS: &[&str] = &[
 
 fn static_method(method: &str) -> Option<&'static str> {
     METHODS.iter().find(|known| **known == method).copied()
+}
+
+#[cfg(test)]
+#[allow(clippy::expect_used, clippy::unwrap_used)]
+mod tests {
+    use std::sync::atomic::{AtomicI64, Ordering};
+
+    use auction_platform::MeshService as _;
+    use auction_platform::bus::in_process::InProcessBus;
+    use auction_platform::bus::outbox::{Relay, RelayOptions};
+    use auction_platform::config::Config;
+    use auction_proto::v1 as pb;
+
+    use super::*;
+
+    #[derive(Debug)]
+    struct ManualClock(AtomicI64);
+
+    impl Clock for ManualClock {
+        fn now(&self) -> Timestamp {
+            Timestamp::from_unix_ms(self.0.load(Ordering::SeqCst))
+        }
+    }
+
+    async fn worker(data: &tempfile::TempDir, clock: Arc<ManualClock>) -> Worker {
+        let mut config = Config::embedded_default();
+        config.storage.data_dir = data.path().to_owned();
+        let database = auction_platform::Database::open(
+            &config.storage,
+            crate::Service::SCHEMA,
+            crate::Service::migrations(),
+        )
+        .await
+        .unwrap();
+        let shutdown = Shutdown::new();
+        let relay = Arc::new(Relay::spawn(
+            database.clone(),
+            Arc::new(InProcessBus::new(3)),
+            shutdown,
+            RelayOptions::default(),
+        ));
+        let log = Log::new(database);
+        log.begin_term(0, 1, "test", 0).await.unwrap();
+        Worker {
+            shard: 0,
+            epoch: 1,
+            log,
+            hub: Arc::new(Hub::new(4)),
+            market: Arc::new(MarketFeed::new(clock.now())),
+            relay,
+            clock,
+            fanout: None,
+            auctions: HashMap::new(),
+            timers: BTreeSet::new(),
+            outcomes: HashMap::new(),
+            outcome_order: VecDeque::new(),
+            evictions: VecDeque::new(),
+        }
+    }
+
+    fn english(auction_id: Uuid, start_ms: i64, end_ms: i64) -> AuctionSpec {
+        let time = |ms: i64| prost_types::Timestamp {
+            seconds: ms / 1_000,
+            nanos: 0,
+        };
+        let request = pb::CreateAuctionRequest {
+            request_id: "create".to_owned(),
+            seller_id: Uuid::now_v7().to_string(),
+            title: "lot".to_owned(),
+            parameters: Some(pb::AuctionParameters {
+                format: pb::AuctionFormat::English as i32,
+                format_parameters: Some(pb::auction_parameters::FormatParameters::English(
+                    pb::EnglishParameters {
+                        starting_price: Some(pb::Money {
+                            currency: "USD".to_owned(),
+                            amount: "10".to_owned(),
+                        }),
+                        ..pb::EnglishParameters::default()
+                    },
+                )),
+            }),
+            start_time: Some(time(start_ms)),
+            end_time: Some(time(end_ms)),
+            ..pb::CreateAuctionRequest::default()
+        };
+        crate::convert::spec(&request, auction_id, Uuid::now_v7())
+            .unwrap()
+            .0
+    }
+
+    // Proves a finished auction leaves memory after the grace period (a
+    // running one never does), and that a later read reloads its final
+    // state from the log.
+    #[tokio::test]
+    async fn finished_auctions_leave_memory_and_reload_on_read() {
+        let data = tempfile::tempdir().unwrap();
+        let start = 1_800_000_000_000;
+        let clock = Arc::new(ManualClock(AtomicI64::new(start)));
+        let mut worker = worker(&data, Arc::clone(&clock)).await;
+        let ending = Uuid::now_v7();
+        let running = Uuid::now_v7();
+        let (reply, created) = oneshot::channel();
+        let (reply_running, created_running) = oneshot::channel();
+        let key = |request_id: &str| IdempotencyKey {
+            caller: Uuid::nil(),
+            method: "CreateAuction",
+            request_id: request_id.to_owned(),
+            fingerprint: request_id.to_owned(),
+        };
+        assert!(
+            worker
+                .process(vec![
+                    Request::Create {
+                        spec: Box::new(english(ending, start, start + 10_000)),
+                        metadata: Metadata::default(),
+                        key: key("a"),
+                        reply,
+                    },
+                    Request::Create {
+                        spec: Box::new(english(running, start, start + 3_600_000)),
+                        metadata: Metadata::default(),
+                        key: key("b"),
+                        reply: reply_running,
+                    },
+                ])
+                .await
+        );
+        created.await.unwrap().unwrap();
+        created_running.await.unwrap().unwrap();
+        // The first closes (unsold) at its end; still in memory for a while.
+        clock.0.store(start + 11_000, Ordering::SeqCst);
+        assert!(worker.process(Vec::new()).await);
+        assert!(worker.auctions[&ending].auction.status().is_finished());
+        clock.0.store(
+            start + 11_000 + EVICT_FINISHED_AFTER_MS + 1,
+            Ordering::SeqCst,
+        );
+        assert!(worker.process(Vec::new()).await);
+        assert!(
+            !worker.auctions.contains_key(&ending),
+            "the finished auction left memory"
+        );
+        assert!(
+            worker.auctions.contains_key(&running),
+            "the running one stays"
+        );
+        // A read reloads it, final.
+        let (reply, read) = oneshot::channel();
+        assert!(
+            worker
+                .process(vec![Request::Read {
+                    auction_id: ending,
+                    viewer: None,
+                    reply,
+                }])
+                .await
+        );
+        let receipt = read.await.unwrap().unwrap();
+        assert!(receipt.view.status.is_finished());
+    }
 }

@@ -1101,6 +1101,48 @@ pub struct AuthLayer {
     keys: Arc<Keys>,
     clock: Arc<dyn Clock>,
     api_keys: Option<Arc<dyn ApiKeyExchange>>,
+    verified: Arc<VerifiedTokens>,
+}
+
+/// Tokens this process has verified, with their callers, so a client that
+/// sends the same token on every call (all of them) pays for the signature
+/// check once per token rather than once per call. Only valid tokens enter;
+/// expiry is still checked on every use; the key set never changes in a
+/// process, so a cached verdict cannot go stale other than by expiry.
+#[derive(Debug, Default)]
+struct VerifiedTokens {
+    callers: std::sync::Mutex<HashMap<Box<str>, Caller>>,
+}
+
+/// Verified tokens kept per process; beyond it the cache starts over.
+const VERIFIED_TOKENS_CAPACITY: usize = 65_536;
+
+impl VerifiedTokens {
+    fn verify(&self, keys: &Keys, token: &str, now_ms: i64) -> Result<Caller, AuthError> {
+        {
+            let mut callers = self
+                .callers
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some(caller) = callers.get(token) {
+                if caller.expires_at_ms > now_ms {
+                    return Ok(caller.clone());
+                }
+                callers.remove(token);
+                return Err(AuthError::TokenExpired);
+            }
+        }
+        let caller = keys.verify(token, now_ms)?;
+        let mut callers = self
+            .callers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if callers.len() >= VERIFIED_TOKENS_CAPACITY {
+            callers.clear();
+        }
+        callers.insert(token.into(), caller.clone());
+        Ok(caller)
+    }
 }
 
 impl std::fmt::Debug for AuthLayer {
@@ -1120,6 +1162,7 @@ impl AuthLayer {
             keys,
             clock: Arc::new(SystemClock),
             api_keys: None,
+            verified: Arc::new(VerifiedTokens::default()),
         }
     }
 
@@ -1249,8 +1292,8 @@ async fn authenticate(
         _ => return Err(to_status(&AuthError::TokenInvalid)),
     };
     layer
-        .keys
-        .verify(token, layer.clock.now_ms())
+        .verified
+        .verify(&layer.keys, token, layer.clock.now_ms())
         .map(Some)
         .map_err(|error| to_status(&error))
 }
@@ -1291,6 +1334,34 @@ mod tests {
         assert!(caller.has_role(Role::Bidder));
         assert!(!caller.has_role(Role::Auctioneer));
         assert_eq!(issued.expires_at_ms, NOW_MS + 900_000);
+    }
+
+    // Proves the verified-token cache answers like a fresh verification:
+    // the same caller while valid, expired once past its expiry, and a
+    // tampered token (never cached) refused.
+    #[test]
+    fn cached_verdicts_still_expire() {
+        let keys = Keys::generate(&auth_config());
+        let verified = VerifiedTokens::default();
+        let grant = grant(&[Role::Bidder], false);
+        let issued = keys.issue_access_token(&grant, NOW_MS).unwrap();
+        let first = verified.verify(&keys, &issued.token, NOW_MS).unwrap();
+        let second = verified
+            .verify(&keys, &issued.token, NOW_MS + 1_000)
+            .unwrap();
+        assert_eq!(first, second);
+        assert_eq!(verified.callers.lock().unwrap().len(), 1);
+        assert!(matches!(
+            verified.verify(&keys, &issued.token, issued.expires_at_ms),
+            Err(AuthError::TokenExpired)
+        ));
+        let mut tampered = issued.token.clone();
+        tampered.push('x');
+        assert!(matches!(
+            verified.verify(&keys, &tampered, NOW_MS),
+            Err(AuthError::TokenInvalid)
+        ));
+        assert!(verified.callers.lock().unwrap().is_empty());
     }
 
     // Proves expired, forged, wrong-key and tampered tokens are refused with

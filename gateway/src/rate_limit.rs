@@ -165,9 +165,8 @@ where
         let caller = request.extensions().get::<Caller>();
         let source = request
             .extensions()
-            .get::<tonic::transport::server::TcpConnectInfo>()
-            .and_then(|info| info.remote_addr())
-            .map(|address| address.ip());
+            .get::<auction_platform::server::ClientAddress>()
+            .map(|address| address.0);
         match self.layer.check(caller, source) {
             Ok(()) => Box::pin(self.inner.call(request)),
             Err(limited) => {

@@ -420,6 +420,57 @@ async fn brute_force_is_blunted() {
     app.stop().await;
 }
 
+// Proves that behind a trusted proxy the per-source throttle keys on the
+// client address the proxy forwarded (two clients behind one proxy are
+// throttled apart), and that a client who is not a trusted proxy cannot
+// choose its own address with x-forwarded-for.
+#[tokio::test]
+async fn throttle_keys_on_the_forwarded_client_behind_a_trusted_proxy() {
+    let forwarded = |client: &str| {
+        let mut request = tonic::Request::new(LoginRequest {
+            request_id: request_id(),
+            email: format!("nobody-{}@example.com", request_id()),
+            password: "wrong password!".to_owned(),
+        });
+        request.metadata_mut().insert(
+            "x-forwarded-for",
+            format!("198.51.100.9, {client}").parse().unwrap(),
+        );
+        request
+    };
+    // Behind a trusted proxy (the test connects from 127.0.0.1).
+    let (mut config, data) = config_for_test();
+    config.auth.max_failed_logins_per_account = 100;
+    config.auth.max_failed_logins_per_source = 2;
+    config.server.trusted_proxies = vec!["127.0.0.0/8".to_owned()];
+    let app = spawn_with(config, data).await;
+    let mut client = users(&app).await;
+    for _ in 0..2 {
+        let wrong = client.login(forwarded("203.0.113.1")).await.unwrap_err();
+        assert_eq!(reason(&wrong), "INVALID_CREDENTIALS");
+    }
+    let blocked = client.login(forwarded("203.0.113.1")).await.unwrap_err();
+    assert_eq!(reason(&blocked), "TOO_MANY_ATTEMPTS");
+    // Another client behind the same proxy is not throttled by the first.
+    let wrong = client.login(forwarded("203.0.113.2")).await.unwrap_err();
+    assert_eq!(reason(&wrong), "INVALID_CREDENTIALS");
+    app.stop().await;
+
+    // Without trust, the header is ignored: every attempt is 127.0.0.1's.
+    let (mut config, data) = config_for_test();
+    config.auth.max_failed_logins_per_account = 100;
+    config.auth.max_failed_logins_per_source = 2;
+    let app = spawn_with(config, data).await;
+    let mut client = users(&app).await;
+    for address in ["203.0.113.1", "203.0.113.2"] {
+        let wrong = client.login(forwarded(address)).await.unwrap_err();
+        assert_eq!(reason(&wrong), "INVALID_CREDENTIALS");
+    }
+    let blocked = client.login(forwarded("203.0.113.3")).await.unwrap_err();
+    assert_eq!(reason(&blocked), "TOO_MANY_ATTEMPTS");
+    app.stop().await;
+}
+
 /// The code of `secret` for the step after the current one (accepted
 /// within the one-step skew, and not yet used).
 fn next_step_code(secret: &str) -> String {

@@ -56,6 +56,11 @@ pub struct ServerConfig {
     pub shutdown_grace_ms: u64,
     /// Browser origins allowed to call through grpc-web (CORS); `*` allows any.
     pub cors_allowed_origins: Vec<String>,
+    /// Networks (CIDR, such as `10.0.0.0/8` or `::1/128`) of the proxies and
+    /// gateways in front of this listener: from them, the client's address
+    /// is taken from `x-forwarded-for` (the rightmost address that is not a
+    /// trusted proxy). Empty: the TCP peer is the client.
+    pub trusted_proxies: Vec<String>,
 }
 
 /// How logs are written.
@@ -385,6 +390,7 @@ impl Config {
                 listen_address: "127.0.0.1:50051".to_owned(),
                 shutdown_grace_ms: 4_000,
                 cors_allowed_origins: vec!["*".to_owned()],
+                trusted_proxies: Vec::new(),
             },
             telemetry: TelemetryConfig {
                 log_format: LogFormat::Text,
@@ -487,6 +493,7 @@ impl Config {
             }
         }
         self.listen_address()?;
+        self.trusted_proxies()?;
         if self.server.shutdown_grace_ms == 0 || self.server.shutdown_grace_ms > 60_000 {
             return Err(invalid(
                 "server.shutdown_grace_ms",
@@ -850,6 +857,26 @@ impl Config {
     }
 
     /// The parsed listen address.
+    /// `server.trusted_proxies`, parsed (a bare address is a single host).
+    pub fn trusted_proxies(&self) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+        Self::parse_trusted_proxies(&self.server.trusted_proxies)
+    }
+
+    /// Parses trusted proxy networks (a bare address is a single host).
+    pub fn parse_trusted_proxies(texts: &[String]) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+        texts
+            .iter()
+            .map(|text| {
+                text.parse::<ipnet::IpNet>()
+                    .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| ConfigError::Invalid {
+                        key: "server.trusted_proxies",
+                        message: format!("`{text}` is not a network such as 10.0.0.0/8"),
+                    })
+            })
+            .collect()
+    }
+
     pub fn listen_address(&self) -> Result<SocketAddr, ConfigError> {
         self.server
             .listen_address

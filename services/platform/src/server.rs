@@ -34,6 +34,9 @@ pub enum ServeError {
     /// A configured CORS origin is not a valid header value.
     #[error("server.cors_allowed_origins: `{0}` is not a valid origin")]
     CorsOrigin(String),
+    /// A trusted proxy is not a network.
+    #[error("{0}")]
+    TrustedProxies(String),
 }
 
 /// Serves `routes` on `listener` until `shutdown` fires, then drains.
@@ -63,6 +66,8 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
     let cors = cors_layer(&config.cors_allowed_origins)?;
+    let trusted_proxies = crate::Config::parse_trusted_proxies(&config.trusted_proxies)
+        .map_err(|error| ServeError::TrustedProxies(error.to_string()))?;
 
     let server = tonic::transport::Server::builder()
         // grpc-web arrives over HTTP/1.1 as well as HTTP/2.
@@ -78,6 +83,9 @@ pub async fn serve(
         // Every call gets a request id before anything logs, and echoes it
         // in its response headers.
         .layer(RequestIdLayer)
+        // Who is calling, network-wise: the TCP peer, or behind a trusted
+        // proxy the address it forwarded.
+        .layer(ClientAddressLayer::new(trusted_proxies))
         // One span per call, so every log line of a call carries its path,
         // request id and (once verified) user id.
         .layer(
@@ -186,6 +194,134 @@ fn valid_request_id(value: &str) -> bool {
             .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b':' | b'-'))
 }
 
+/// The header proxies put the client's address in (`client, proxy1, ...`).
+pub const FORWARDED_FOR_HEADER: &str = "x-forwarded-for";
+
+/// The network address of the client of a call: the TCP peer, or, when the
+/// peer is a trusted proxy, the rightmost address of `x-forwarded-for` that
+/// is not a trusted proxy. In the request's extensions; the per-source
+/// login throttle and the rate limiter key on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddress(pub std::net::IpAddr);
+
+impl ClientAddress {
+    /// The client address of a gRPC call, if the server stack set one.
+    pub fn of<T>(request: &tonic::Request<T>) -> Option<std::net::IpAddr> {
+        request.extensions().get::<Self>().map(|address| address.0)
+    }
+}
+
+/// The client's address from the TCP `peer` and the forwarded header.
+pub fn client_address(
+    peer: Option<std::net::IpAddr>,
+    forwarded_for: Option<&str>,
+    trusted: &[ipnet::IpNet],
+) -> Option<std::net::IpAddr> {
+    let peer = peer?;
+    let is_trusted = |address: &std::net::IpAddr| trusted.iter().any(|net| net.contains(address));
+    if !is_trusted(&peer) {
+        return Some(peer);
+    }
+    let Some(forwarded_for) = forwarded_for else {
+        return Some(peer);
+    };
+    // Right to left: each trusted hop vouches for the one before it; the
+    // first address not of a trusted proxy is the client. Anything further
+    // left was written by the client and is not believed.
+    let mut client = peer;
+    for hop in forwarded_for.rsplit(',') {
+        match hop.trim().parse::<std::net::IpAddr>() {
+            Ok(address) => {
+                client = address;
+                if !is_trusted(&address) {
+                    break;
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    Some(client)
+}
+
+/// Sets [`ClientAddress`] on every request and rewrites `x-forwarded-for`
+/// to that one address, so the next hop (which trusts this process) sees
+/// the client and nothing a client wrote for itself.
+#[derive(Debug, Clone)]
+pub struct ClientAddressLayer {
+    trusted: std::sync::Arc<Vec<ipnet::IpNet>>,
+}
+
+impl ClientAddressLayer {
+    /// A layer trusting `trusted` proxies.
+    pub fn new(trusted: Vec<ipnet::IpNet>) -> Self {
+        Self {
+            trusted: std::sync::Arc::new(trusted),
+        }
+    }
+}
+
+impl<S> tower::Layer<S> for ClientAddressLayer {
+    type Service = ClientAddressService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        ClientAddressService {
+            inner,
+            trusted: std::sync::Arc::clone(&self.trusted),
+        }
+    }
+}
+
+/// The service of [`ClientAddressLayer`].
+#[derive(Debug, Clone)]
+pub struct ClientAddressService<S> {
+    inner: S,
+    trusted: std::sync::Arc<Vec<ipnet::IpNet>>,
+}
+
+impl<S, B> tower::Service<http::Request<B>> for ClientAddressService<S>
+where
+    S: tower::Service<http::Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(
+        &mut self,
+        context: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(context)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        let peer = request
+            .extensions()
+            .get::<tonic::transport::server::TcpConnectInfo>()
+            .and_then(tonic::transport::server::TcpConnectInfo::remote_addr)
+            .map(|address| address.ip());
+        let forwarded = request
+            .headers()
+            .get_all(FORWARDED_FOR_HEADER)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .collect::<Vec<_>>()
+            .join(",");
+        let forwarded = (!forwarded.is_empty()).then_some(forwarded);
+        match client_address(peer, forwarded.as_deref(), &self.trusted) {
+            Some(client) => {
+                request.extensions_mut().insert(ClientAddress(client));
+                if let Ok(value) = HeaderValue::from_str(&client.to_string()) {
+                    request.headers_mut().insert(FORWARDED_FOR_HEADER, value);
+                }
+            }
+            None => {
+                request.headers_mut().remove(FORWARDED_FOR_HEADER);
+            }
+        }
+        self.inner.call(request)
+    }
+}
+
 /// Assigns (or keeps a valid caller-chosen) request id on the request and
 /// copies it to the response headers.
 #[derive(Debug, Clone, Copy)]
@@ -247,5 +383,54 @@ where
             response.headers_mut().insert(REQUEST_ID_HEADER, request_id);
             Ok(response)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn nets(texts: &[&str]) -> Vec<ipnet::IpNet> {
+        texts.iter().map(|text| text.parse().unwrap()).collect()
+    }
+
+    fn ip(text: &str) -> Option<std::net::IpAddr> {
+        Some(text.parse().unwrap())
+    }
+
+    // Proves the client address: the peer unless it is a trusted proxy;
+    // behind trusted proxies the rightmost untrusted forwarded address;
+    // what a client writes for itself is never believed.
+    #[test]
+    fn client_address_behind_proxies() {
+        let trusted = nets(&["10.0.0.0/8", "::1/128"]);
+        // An untrusted peer: its header is ignored.
+        assert_eq!(
+            client_address(ip("203.0.113.7"), Some("1.2.3.4"), &trusted),
+            ip("203.0.113.7")
+        );
+        // A trusted peer without header is the client.
+        assert_eq!(
+            client_address(ip("10.1.1.1"), None, &trusted),
+            ip("10.1.1.1")
+        );
+        // Through two trusted proxies; the leftmost entry is the client's own claim.
+        assert_eq!(
+            client_address(
+                ip("10.1.1.1"),
+                Some("6.6.6.6, 203.0.113.7, 10.2.2.2"),
+                &trusted
+            ),
+            ip("203.0.113.7")
+        );
+        // Garbage stops the walk at the last address vouched for.
+        assert_eq!(
+            client_address(ip("::1"), Some("not-an-ip, 10.3.3.3"), &trusted),
+            ip("10.3.3.3")
+        );
+        // No peer, no address.
+        assert_eq!(client_address(None, Some("1.2.3.4"), &trusted), None);
     }
 }

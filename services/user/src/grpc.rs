@@ -173,10 +173,12 @@ fn page_size(requested: i32, default: i64, maximum: i64) -> i64 {
     }
 }
 
+/// The client's network address (behind trusted proxies, the one they
+/// forwarded), for the per-source login throttle.
 fn source_of<T>(request: &Request<T>) -> String {
-    request
-        .remote_addr()
-        .map_or_else(|| "unknown".to_owned(), |address| address.ip().to_string())
+    auction_platform::server::ClientAddress::of(request)
+        .or_else(|| request.remote_addr().map(|address| address.ip()))
+        .map_or_else(|| "unknown".to_owned(), |address| address.to_string())
 }
 
 impl Service {

@@ -44,6 +44,9 @@ pub struct Config {
     pub gateway: GatewayConfig,
     /// Notification delivery: webhooks, e-mail, streams.
     pub notification: NotificationConfig,
+    /// Orders, escrow and the ledger: fees, deadlines and the background
+    /// task's pace.
+    pub payment: PaymentConfig,
 }
 
 /// The one listener of a process: gRPC and grpc-web on the same port.
@@ -240,6 +243,60 @@ impl Default for NotificationConfig {
     }
 }
 
+/// The payment service: fees, the periods of the order life cycle and the
+/// pace of its background task (unpaid cancellation, automatic release,
+/// offer expiry, reconciliation of payment attempts with the provider).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PaymentConfig {
+    /// Buyer's premium in basis points of the hammer price (500 = 5 %).
+    pub buyers_premium_bps: u32,
+    /// Flat buyer service fee per order, a decimal in the order's currency
+    /// (rounded to its minor unit); "0" = none.
+    pub buyer_service_fee: String,
+    /// Seller commission in basis points of the hammer price, deducted from
+    /// the seller's proceeds.
+    pub seller_commission_bps: u32,
+    /// How long a buyer has to pay after the order is created.
+    pub payment_due_ms: u64,
+    /// Escrow is released automatically this long after shipping.
+    pub auto_release_ms: u64,
+    /// How long the seller has to answer a dispute.
+    pub dispute_response_ms: u64,
+    /// How often the background task looks for due deadlines.
+    pub scan_interval_ms: u64,
+    /// A payment attempt still PENDING this long after it started is
+    /// resolved by asking the provider for its status.
+    pub attempt_reconcile_after_ms: u64,
+    /// How long one call to the payment provider may take before it counts
+    /// as a timeout (outcome unknown).
+    pub provider_timeout_ms: u64,
+    /// Calls per charge before the attempt is left PENDING for
+    /// reconciliation (retries reuse the attempt's idempotency key).
+    pub provider_max_calls: u32,
+    /// Sandbox provider: a `tok_sandbox_timeout` charge is reported
+    /// SUCCEEDED this long after it was made.
+    pub sandbox_settle_after_ms: u64,
+}
+
+impl Default for PaymentConfig {
+    fn default() -> Self {
+        Self {
+            buyers_premium_bps: 500,
+            buyer_service_fee: "0".to_owned(),
+            seller_commission_bps: 1_000,
+            payment_due_ms: 72 * 3_600_000,
+            auto_release_ms: 14 * 86_400_000,
+            dispute_response_ms: 3 * 86_400_000,
+            scan_interval_ms: 5_000,
+            attempt_reconcile_after_ms: 10_000,
+            provider_timeout_ms: 10_000,
+            provider_max_calls: 2,
+            sandbox_settle_after_ms: 30_000,
+        }
+    }
+}
+
 /// etcd, for bidding shard leadership.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -427,6 +484,7 @@ impl Config {
                 upstreams: std::collections::BTreeMap::new(),
             },
             notification: NotificationConfig::default(),
+            payment: PaymentConfig::default(),
         }
     }
 
@@ -556,6 +614,7 @@ impl Config {
         self.validate_gateway()?;
         self.validate_bus()?;
         self.validate_notification()?;
+        self.validate_payment()?;
         Ok(())
     }
 
@@ -600,6 +659,75 @@ impl Config {
                 "redis.stream_max_length",
                 "must be between 1000 and 1000000000",
             ));
+        }
+        Ok(())
+    }
+
+    fn validate_payment(&self) -> Result<(), ConfigError> {
+        let payment = &self.payment;
+        let invalid = |key: &'static str, message: &str| ConfigError::Invalid {
+            key,
+            message: message.to_owned(),
+        };
+        if payment.buyers_premium_bps > 10_000 {
+            return Err(invalid(
+                "payment.buyers_premium_bps",
+                "must be between 0 and 10000 basis points",
+            ));
+        }
+        if payment.seller_commission_bps > 10_000 {
+            return Err(invalid(
+                "payment.seller_commission_bps",
+                "must be between 0 and 10000 basis points",
+            ));
+        }
+        let fee = &payment.buyer_service_fee;
+        let fee_valid = !fee.is_empty()
+            && fee.len() <= 20
+            && fee.split_once('.').map_or_else(
+                || fee.bytes().all(|byte| byte.is_ascii_digit()),
+                |(whole, fraction)| {
+                    !whole.is_empty()
+                        && !fraction.is_empty()
+                        && whole.bytes().all(|byte| byte.is_ascii_digit())
+                        && fraction.bytes().all(|byte| byte.is_ascii_digit())
+                },
+            );
+        if !fee_valid {
+            return Err(invalid(
+                "payment.buyer_service_fee",
+                "must be a non-negative decimal such as \"1.50\"",
+            ));
+        }
+        let periods = [
+            ("payment.payment_due_ms", payment.payment_due_ms),
+            ("payment.auto_release_ms", payment.auto_release_ms),
+            ("payment.dispute_response_ms", payment.dispute_response_ms),
+        ];
+        for (key, value) in periods {
+            if !(1..=365 * 86_400_000).contains(&value) {
+                return Err(invalid(key, "must be between 1 ms and 365 days"));
+            }
+        }
+        let paces = [
+            ("payment.scan_interval_ms", payment.scan_interval_ms),
+            (
+                "payment.attempt_reconcile_after_ms",
+                payment.attempt_reconcile_after_ms,
+            ),
+            ("payment.provider_timeout_ms", payment.provider_timeout_ms),
+            (
+                "payment.sandbox_settle_after_ms",
+                payment.sandbox_settle_after_ms,
+            ),
+        ];
+        for (key, value) in paces {
+            if !(1..=86_400_000).contains(&value) {
+                return Err(invalid(key, "must be between 1 ms and 1 day"));
+            }
+        }
+        if !(1..=10).contains(&payment.provider_max_calls) {
+            return Err(invalid("payment.provider_max_calls", "must be between 1 and 10"));
         }
         Ok(())
     }

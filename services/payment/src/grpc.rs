@@ -619,9 +619,6 @@ impl Inner {
         let order = store::load_order(tx, dispute.order_id)
             .await?
             .ok_or(PaymentError::OrderNotFound)?;
-        if dispute.status == "RESOLVED" {
-            return Err(PaymentError::DisputeStateInvalid);
-        }
         let missing_amount = PaymentError::Validation {
             field: "refund_amount",
             message: "is required for PARTIAL_REFUND and must be unset otherwise",
@@ -659,6 +656,11 @@ impl Inner {
                 _,
             ) => return Err(missing_amount),
         };
+        // Input first, then state: a malformed request is refused the same
+        // way whatever the dispute's state.
+        if dispute.status == "RESOLVED" {
+            return Err(PaymentError::DisputeStateInvalid);
+        }
         let actor = caller.user_id.to_string();
         let (next, outcome) = store::transition(
             tx,

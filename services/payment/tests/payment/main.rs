@@ -15,4 +15,5 @@ mod disputes;
 mod escrow;
 mod orders;
 mod pay;
+mod properties;
 mod second_chance;

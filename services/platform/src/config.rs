@@ -727,7 +727,10 @@ impl Config {
             }
         }
         if !(1..=10).contains(&payment.provider_max_calls) {
-            return Err(invalid("payment.provider_max_calls", "must be between 1 and 10"));
+            return Err(invalid(
+                "payment.provider_max_calls",
+                "must be between 1 and 10",
+            ));
         }
         Ok(())
     }
@@ -1034,6 +1037,43 @@ mod tests {
 
         let error = load_text("[storage]\nmax_connections = \"many\"\n").unwrap_err();
         assert!(error.to_string().contains("max_connections"), "{error}");
+    }
+
+    // Proves the payment section's bad values are refused naming their key,
+    // good ones load, and unknown keys are refused.
+    #[test]
+    fn payment_values_name_their_key() {
+        for (text, key) in [
+            (
+                "[payment]\nbuyers_premium_bps = 10001\n",
+                "payment.buyers_premium_bps",
+            ),
+            (
+                "[payment]\nbuyer_service_fee = \"-1\"\n",
+                "payment.buyer_service_fee",
+            ),
+            (
+                "[payment]\nbuyer_service_fee = \"1.\"\n",
+                "payment.buyer_service_fee",
+            ),
+            ("[payment]\npayment_due_ms = 0\n", "payment.payment_due_ms"),
+            (
+                "[payment]\nprovider_max_calls = 0\n",
+                "payment.provider_max_calls",
+            ),
+            (
+                "[payment]\nscan_interval_ms = 0\n",
+                "payment.scan_interval_ms",
+            ),
+        ] {
+            let error = load_text(text).unwrap_err();
+            assert!(error.to_string().contains(key), "{text}: {error}");
+        }
+        let config =
+            load_text("[payment]\nbuyer_service_fee = \"1.50\"\nauto_release_ms = 1000\n").unwrap();
+        assert_eq!(config.payment.buyer_service_fee, "1.50");
+        assert_eq!(config.payment.auto_release_ms, 1_000);
+        assert!(load_text("[payment]\nunknown_key = 1\n").is_err());
     }
 
     // Proves the event-bus and notification keys are validated by name.

@@ -72,7 +72,19 @@ pub async fn scan(inner: &Inner) -> Result<(), PaymentError> {
     for dispute_id in store::overdue_disputes(&inner.database, now).await? {
         store::expire_dispute_response(&inner.database, dispute_id, now).await?;
     }
-    let before = now.saturating_sub(inner.settings.attempt_reconcile_after_ms);
+    // Never ask about an attempt whose PayOrder may still be calling the
+    // provider: "unknown to the provider" means "nothing charged" only once
+    // every call of the attempt has ended.
+    // One call's time more covers the settling transaction after them.
+    let calls_ms = i64::try_from(
+        inner
+            .settings
+            .provider_timeout_ms
+            .saturating_mul(u64::from(inner.settings.provider_max_calls) + 1),
+    )
+    .unwrap_or(i64::MAX);
+    let quiet_ms = inner.settings.attempt_reconcile_after_ms.max(calls_ms);
+    let before = now.saturating_sub(quiet_ms);
     for attempt in store::stale_attempts(&inner.database, before).await? {
         if let Err(error) = inner.reconcile_attempt(&attempt).await {
             tracing::warn!(attempt_id = %attempt.attempt_id, error = %DisplayChain(&error), "reconciliation failed");

@@ -562,9 +562,13 @@ impl Inner {
         let order = store::load_order(tx, dispute.order_id)
             .await?
             .ok_or(PaymentError::OrderNotFound)?;
-        if dispute.status == "RESOLVED" {
+        // Read again under the order's lock: a concurrent resolution wins.
+        let current = store::dispute_status(tx, dispute_id).await?;
+        if current.as_deref() != Some("OPEN") && current.as_deref() != Some("RESPONDED") {
             return Err(PaymentError::DisputeStateInvalid);
         }
+        let mut dispute = dispute;
+        dispute.status = current.unwrap_or_default();
         store::add_message(
             tx,
             dispute_id,
@@ -656,9 +660,9 @@ impl Inner {
                 _,
             ) => return Err(missing_amount),
         };
-        // Input first, then state: a malformed request is refused the same
-        // way whatever the dispute's state.
-        if dispute.status == "RESOLVED" {
+        // Input first, then state (read under the order's lock): a
+        // malformed request is refused the same way whatever the state.
+        if store::dispute_status(tx, dispute_id).await?.as_deref() == Some("RESOLVED") {
             return Err(PaymentError::DisputeStateInvalid);
         }
         let actor = caller.user_id.to_string();

@@ -1033,6 +1033,43 @@ pub async fn due_orders(
     .collect()
 }
 
+/// Orders awaiting payment whose deadline is at most `lead_ms` away and
+/// that have not been reminded.
+pub async fn orders_to_remind(
+    database: &Database,
+    now_ms: i64,
+    lead_ms: i64,
+) -> Result<Vec<OrderRecord>, StoreError> {
+    sql::fetch_all(
+        database,
+        &format!(
+            "SELECT {ORDER_COLUMNS} FROM orders WHERE status = 'AWAITING_PAYMENT' AND payment_due_reminded_at_ms IS NULL \
+             AND payment_due_at_ms <= $1 AND payment_due_at_ms > $2 ORDER BY payment_due_at_ms LIMIT 100"
+        ),
+        &[Arg::Int(now_ms.saturating_add(lead_ms)), Arg::Int(now_ms)],
+    )
+    .await?
+    .iter()
+    .map(order_from_row)
+    .collect()
+}
+
+/// Marks an order reminded (the first write of `tx`); `false` when it was
+/// already (another node).
+pub async fn mark_reminded(
+    tx: &mut Transaction,
+    order_id: Uuid,
+    now_ms: i64,
+) -> Result<bool, StoreError> {
+    let updated = tx
+        .execute(
+            "UPDATE orders SET payment_due_reminded_at_ms = $1 WHERE order_id = $2 AND payment_due_reminded_at_ms IS NULL",
+            &[Arg::Int(now_ms), Arg::id(order_id)],
+        )
+        .await?;
+    Ok(updated == 1)
+}
+
 // ----- Disputes -----
 
 /// A dispute as stored.
@@ -1201,6 +1238,21 @@ pub async fn resolve_dispute(
         )
         .await?;
     Ok(updated == 1)
+}
+
+/// A dispute's status read inside `tx` (after the order's lock, so it is
+/// current).
+pub async fn dispute_status(
+    tx: &mut Transaction,
+    dispute_id: Uuid,
+) -> Result<Option<String>, StoreError> {
+    tx.fetch_optional(
+        "SELECT status FROM disputes WHERE dispute_id = $1",
+        &[Arg::id(dispute_id)],
+    )
+    .await?
+    .map(|row| row.text("status"))
+    .transpose()
 }
 
 async fn with_messages(

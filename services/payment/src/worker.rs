@@ -1,5 +1,6 @@
 //! The background task: every `payment.scan_interval_ms` it applies the
-//! deadlines that passed — unpaid orders are cancelled, shipped orders are
+//! deadlines that passed — buyers are reminded 24 hours before their
+//! payment deadline (`BusOrderPaymentDue`), unpaid orders are cancelled, shipped orders are
 //! released after the automatic release period, pending second-chance offers
 //! expire, unanswered disputes move on to the admins — and asks the provider
 //! about payment attempts still PENDING. Every change is a conditional
@@ -19,6 +20,9 @@ use crate::sql::Transaction;
 use crate::store::{self, OrderRecord, StoreError};
 use crate::{Inner, convert, now_ms};
 
+/// How long before the payment deadline the reminder goes out.
+const PAYMENT_DUE_LEAD_MS: i64 = 24 * 3_600_000;
+
 /// Runs until `shutdown`.
 pub async fn run(inner: Arc<Inner>, shutdown: Shutdown) {
     let interval = Duration::from_millis(inner.settings.scan_interval_ms);
@@ -36,6 +40,9 @@ pub async fn run(inner: Arc<Inner>, shutdown: Shutdown) {
 /// One pass over every kind of deadline.
 pub async fn scan(inner: &Inner) -> Result<(), PaymentError> {
     let now = now_ms();
+    for order in store::orders_to_remind(&inner.database, now, PAYMENT_DUE_LEAD_MS).await? {
+        remind(inner, &order, now).await?;
+    }
     for order in store::due_orders(
         &inner.database,
         OrderStatus::AwaitingPayment,
@@ -90,6 +97,29 @@ pub async fn scan(inner: &Inner) -> Result<(), PaymentError> {
             tracing::warn!(attempt_id = %attempt.attempt_id, error = %DisplayChain(&error), "reconciliation failed");
         }
     }
+    Ok(())
+}
+
+/// Stages the payment-due reminder of `order` once.
+async fn remind(inner: &Inner, order: &OrderRecord, now: i64) -> Result<(), PaymentError> {
+    let mut tx = Transaction::begin(&inner.database).await?;
+    if !store::mark_reminded(&mut tx, order.order_id, now).await? {
+        tx.rollback().await?;
+        return Ok(());
+    }
+    tx.stage(&[convert::order_event(
+        order,
+        pb::bus_order_event::Kind::PaymentDue(pb::BusOrderPaymentDue {
+            total_due: Some(order.money(order.pricing.total_due).to_proto()),
+            payment_due_time: Some(auction_platform::bus::timestamp_from_ms(
+                order.payment_due_at_ms,
+            )),
+        }),
+        now,
+    )])
+    .await?;
+    tx.commit().await?;
+    inner.relay.wake();
     Ok(())
 }
 

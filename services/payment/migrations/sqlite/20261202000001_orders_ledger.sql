@@ -28,6 +28,8 @@ CREATE TABLE orders (
     seller_proceeds TEXT NOT NULL,
     refunded_amount TEXT NOT NULL,
     payment_due_at_ms BIGINT NOT NULL,
+    -- When the "payment due soon" event was staged (once per order).
+    payment_due_reminded_at_ms BIGINT,
     auto_release_at_ms BIGINT,
     carrier TEXT,
     tracking_number TEXT,

@@ -13,6 +13,7 @@ mod support;
 mod bidding_close;
 mod disputes;
 mod escrow;
+mod events;
 mod orders;
 mod pay;
 mod properties;

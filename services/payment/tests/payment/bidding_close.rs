@@ -2,19 +2,40 @@
 //! exactly one order; its runner-up's own maximum is the second-chance
 //! price.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use auction_platform::Shutdown;
 use auction_platform::auth::Role;
+use auction_platform::bus::{
+    self, BoxFuture, Envelope, HandleError, Handler, Subscription, TOPIC_AUCTION,
+};
 use auction_proto::v1 as pb;
 use auction_proto::v1::bidding_service_client::BiddingServiceClient;
 use auction_testkit::{Backend, with_token};
+use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use crate::support::*;
 
+/// Keeps the bidding service's sold events (a test consumer group).
+struct SoldEvents(mpsc::UnboundedSender<Envelope>);
+
+impl Handler for SoldEvents {
+    fn handle<'a>(&'a self, envelope: &'a Envelope) -> BoxFuture<'a, Result<(), HandleError>> {
+        if let Ok(event) = envelope.decode::<pb::BusAuctionEvent>()
+            && matches!(event.kind, Some(pb::bus_auction_event::Kind::Sold(_)))
+        {
+            let _ = self.0.send(envelope.clone());
+        }
+        Box::pin(async { Ok(()) })
+    }
+}
+
 // Proves an English auction created, bid on and closed in the bidding
 // service produces exactly one order for the winner at the hammer price,
-// and that after non-payment the seller's second-chance offer goes to the
+// also when the bidding service's close event is delivered again (same
+// event id) and re-staged (new event id), and that after non-payment the seller's second-chance offer goes to the
 // runner-up at the runner-up's own maximum.
 #[tokio::test]
 async fn a_real_auction_close_makes_exactly_one_order() {
@@ -22,6 +43,16 @@ async fn a_real_auction_close_makes_exactly_one_order() {
         config.payment.payment_due_ms = 1_500;
     })
     .await;
+    let (sender, mut sold_events) = mpsc::unbounded_channel();
+    let shutdown = Shutdown::new();
+    bus::for_process(&world.app.config).unwrap().subscribe(
+        Subscription {
+            group: "payment-test".to_owned(),
+            topics: vec![TOPIC_AUCTION.to_owned()],
+            shutdown: shutdown.clone(),
+        },
+        Arc::new(SoldEvents(sender)),
+    );
     let mut bidding = BiddingServiceClient::new(world.app.channel().await);
     let carol = Uuid::now_v7();
     let carol_token = world.app.access_token(carol, &[Role::Bidder]);
@@ -83,8 +114,16 @@ async fn a_real_auction_close_makes_exactly_one_order() {
         hammer.as_str() > "120.00" && hammer.as_str() <= "150.00",
         "{hammer}"
     );
-    // A marker close after the real one: when its order exists, every
-    // auction event before it has been consumed.
+    // The bidding service's own close event, delivered again and re-staged.
+    let close = tokio::time::timeout(WAIT, sold_events.recv())
+        .await
+        .expect("the close on the bus")
+        .unwrap();
+    let mut restaged = close.clone();
+    restaged.event_id = Uuid::now_v7();
+    publish(&world.app, &[close, restaged]).await;
+    // A marker close after those: when its order exists, every auction
+    // event before it has been consumed.
     let marker = Uuid::now_v7();
     publish(
         &world.app,
@@ -119,5 +158,6 @@ async fn a_real_auction_close_makes_exactly_one_order() {
         .unwrap();
     assert_eq!(offer.recipient_id, carol.to_string());
     assert_eq!(offer.price, Some(usd("120.00")));
+    shutdown.trigger();
     world.app.stop().await;
 }

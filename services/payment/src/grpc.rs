@@ -856,6 +856,7 @@ impl Inner {
 
 #[tonic::async_trait]
 impl PaymentService for Service {
+    #[tracing::instrument(skip_all, fields(order_id = %request.get_ref().order_id))]
     async fn get_order(
         &self,
         request: Request<pb::GetOrderRequest>,
@@ -886,6 +887,7 @@ impl PaymentService for Service {
         }))
     }
 
+    #[tracing::instrument(skip_all)]
     async fn list_orders(
         &self,
         request: Request<pb::ListOrdersRequest>,
@@ -928,6 +930,7 @@ impl PaymentService for Service {
         }))
     }
 
+    #[tracing::instrument(skip_all, fields(order_id = %request.get_ref().order_id))]
     async fn pay_order(
         &self,
         request: Request<pb::PayOrderRequest>,
@@ -961,6 +964,7 @@ impl PaymentService for Service {
         }
     }
 
+    #[tracing::instrument(skip_all, fields(order_id = %request.get_ref().order_id))]
     async fn mark_shipped(
         &self,
         request: Request<pb::MarkShippedRequest>,
@@ -989,6 +993,7 @@ impl PaymentService for Service {
             .await
     }
 
+    #[tracing::instrument(skip_all, fields(order_id = %request.get_ref().order_id))]
     async fn confirm_receipt(
         &self,
         request: Request<pb::ConfirmReceiptRequest>,
@@ -1017,6 +1022,7 @@ impl PaymentService for Service {
             .await
     }
 
+    #[tracing::instrument(skip_all, fields(order_id = %request.get_ref().order_id))]
     async fn refund_order(
         &self,
         request: Request<pb::RefundOrderRequest>,
@@ -1044,6 +1050,7 @@ impl PaymentService for Service {
             .await
     }
 
+    #[tracing::instrument(skip_all, fields(order_id = %request.get_ref().order_id))]
     async fn open_dispute(
         &self,
         request: Request<pb::OpenDisputeRequest>,
@@ -1074,6 +1081,7 @@ impl PaymentService for Service {
             .await
     }
 
+    #[tracing::instrument(skip_all, fields(dispute_id = %request.get_ref().dispute_id))]
     async fn respond_to_dispute(
         &self,
         request: Request<pb::RespondToDisputeRequest>,
@@ -1101,6 +1109,7 @@ impl PaymentService for Service {
             .await
     }
 
+    #[tracing::instrument(skip_all, fields(dispute_id = %request.get_ref().dispute_id))]
     async fn resolve_dispute(
         &self,
         request: Request<pb::ResolveDisputeRequest>,
@@ -1129,6 +1138,7 @@ impl PaymentService for Service {
             .await
     }
 
+    #[tracing::instrument(skip_all, fields(dispute_id = %request.get_ref().dispute_id))]
     async fn get_dispute(
         &self,
         request: Request<pb::GetDisputeRequest>,
@@ -1153,6 +1163,7 @@ impl PaymentService for Service {
         }))
     }
 
+    #[tracing::instrument(skip_all)]
     async fn list_disputes(
         &self,
         request: Request<pb::ListDisputesRequest>,
@@ -1190,6 +1201,7 @@ impl PaymentService for Service {
         }))
     }
 
+    #[tracing::instrument(skip_all, fields(order_id = %request.get_ref().order_id))]
     async fn offer_second_chance(
         &self,
         request: Request<pb::OfferSecondChanceRequest>,
@@ -1222,6 +1234,7 @@ impl PaymentService for Service {
             .await
     }
 
+    #[tracing::instrument(skip_all, fields(offer_id = %request.get_ref().offer_id))]
     async fn accept_second_chance_offer(
         &self,
         request: Request<pb::AcceptSecondChanceOfferRequest>,
@@ -1261,6 +1274,7 @@ impl PaymentService for Service {
             .await
     }
 
+    #[tracing::instrument(skip_all, fields(offer_id = %request.get_ref().offer_id))]
     async fn decline_second_chance_offer(
         &self,
         request: Request<pb::DeclineSecondChanceOfferRequest>,
@@ -1298,6 +1312,7 @@ impl PaymentService for Service {
             .await
     }
 
+    #[tracing::instrument(skip_all)]
     async fn list_second_chance_offers(
         &self,
         request: Request<pb::ListSecondChanceOffersRequest>,
@@ -1336,6 +1351,7 @@ impl PaymentService for Service {
         }))
     }
 
+    #[tracing::instrument(skip_all)]
     async fn list_ledger_entries(
         &self,
         request: Request<pb::ListLedgerEntriesRequest>,
@@ -1381,6 +1397,7 @@ impl PaymentService for Service {
         }))
     }
 
+    #[tracing::instrument(skip_all)]
     async fn get_account_balance(
         &self,
         request: Request<pb::GetAccountBalanceRequest>,
@@ -1434,6 +1451,7 @@ impl PaymentService for Service {
         }))
     }
 
+    #[tracing::instrument(skip_all)]
     async fn list_payouts(
         &self,
         request: Request<pb::ListPayoutsRequest>,
@@ -1478,6 +1496,7 @@ impl PaymentService for Service {
         }))
     }
 
+    #[tracing::instrument(skip_all)]
     async fn reconcile_ledger(
         &self,
         request: Request<pb::ReconcileLedgerRequest>,

@@ -261,3 +261,58 @@ async fn seller_refund_resolves_a_dispute() {
     assert_balanced(&world).await;
     world.app.stop().await;
 }
+
+// Proves only the buyer opens a dispute, and that a dispute the seller does
+// not answer by its deadline moves on to the admins (RESPONDED).
+#[tokio::test]
+async fn unanswered_disputes_move_on_to_the_admins() {
+    let world = world(Backend::Sqlite, |config| {
+        config.payment.dispute_response_ms = 200;
+    })
+    .await;
+    let order = new_order(&world, "20.00").await;
+    pay(&world, &order).await;
+    let by_seller = world
+        .client
+        .clone()
+        .open_dispute(with_token(
+            pb::OpenDisputeRequest {
+                request_id: "open-by-seller".to_owned(),
+                order_id: order.order_id.clone(),
+                reason: pb::DisputeReason::NotReceived as i32,
+                description: "Not mine to open.".to_owned(),
+            },
+            &world.seller_token,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&by_seller), "NOT_OWNER");
+    let dispute = open(&world, &order, "open").await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let current = world
+            .client
+            .clone()
+            .get_dispute(with_token(
+                pb::GetDisputeRequest {
+                    dispute_id: dispute.dispute_id.clone(),
+                },
+                &world.admin_token,
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .dispute
+            .unwrap();
+        if current.status == pb::DisputeStatus::Responded as i32 {
+            assert_eq!(current.messages.len(), 1, "nobody answered");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the dispute stayed OPEN"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    world.app.stop().await;
+}

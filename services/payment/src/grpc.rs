@@ -547,7 +547,7 @@ impl Inner {
     ) -> Result<(pb::RespondToDisputeResponse, Vec<Envelope>), PaymentError> {
         let dispute_id = parse_id("dispute_id", &request.dispute_id)?;
         text_length("body", &request.body, 1, 5_000)?;
-        let dispute = store::get_dispute(&self.database, dispute_id)
+        let dispute = store::load_dispute(tx, dispute_id)
             .await?
             .ok_or(PaymentError::DisputeNotFound)?;
         let party = if caller.is_user(dispute.buyer_id) {
@@ -617,7 +617,7 @@ impl Inner {
         }
         let dispute_id = parse_id("dispute_id", &request.dispute_id)?;
         text_length("note", &request.note, 1, 5_000)?;
-        let dispute = store::get_dispute(&self.database, dispute_id)
+        let dispute = store::load_dispute(tx, dispute_id)
             .await?
             .ok_or(PaymentError::DisputeNotFound)?;
         let order = store::load_order(tx, dispute.order_id)

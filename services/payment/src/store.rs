@@ -1278,6 +1278,42 @@ async fn with_messages(
     Ok(dispute)
 }
 
+/// A dispute with its messages, read inside `tx` (mutating requests never
+/// take a second connection while holding one: under load that could
+/// exhaust the pool).
+pub async fn load_dispute(
+    tx: &mut Transaction,
+    dispute_id: Uuid,
+) -> Result<Option<DisputeRecord>, StoreError> {
+    let Some(row) = tx
+        .fetch_optional(
+            &format!("SELECT {DISPUTE_COLUMNS} FROM disputes WHERE dispute_id = $1"),
+            &[Arg::id(dispute_id)],
+        )
+        .await?
+    else {
+        return Ok(None);
+    };
+    let mut dispute = dispute_from_row(&row)?;
+    dispute.messages = tx
+        .fetch_all(
+            "SELECT author_id, party, body, created_at_ms FROM dispute_messages WHERE dispute_id = $1 ORDER BY position",
+            &[Arg::id(dispute_id)],
+        )
+        .await?
+        .iter()
+        .map(|row| {
+            Ok(MessageRecord {
+                author_id: row.text("author_id")?,
+                party: row.text("party")?,
+                body: row.text("body")?,
+                created_at_ms: row.int("created_at_ms")?,
+            })
+        })
+        .collect::<Result<_, StoreError>>()?;
+    Ok(Some(dispute))
+}
+
 /// A dispute with its messages.
 pub async fn get_dispute(
     database: &Database,

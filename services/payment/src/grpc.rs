@@ -1438,9 +1438,13 @@ impl PaymentService for Service {
             end_ms: Some(as_of_ms.saturating_add(1)),
             ..EntryFilter::default()
         };
-        let (debits, credits, count) = store::totals(&self.inner.database, &filter)
+        let mut snapshot = Transaction::begin_snapshot(&self.inner.database)
             .await
             .map_err(|error| status(error.into()))?;
+        let (debits, credits, count) = store::totals(&mut snapshot, &filter)
+            .await
+            .map_err(|error| status(error.into()))?;
+        let _ = snapshot.rollback().await;
         Ok(Response::new(pb::GetAccountBalanceResponse {
             account: Some(account),
             balance: Some(Money::from_minor(currency, credits - debits).to_proto()),
@@ -1468,7 +1472,10 @@ impl PaymentService for Service {
         }
         page(request.page_size, &request.page_token, 20, 100).map_err(status)?;
         let mut balances = Vec::new();
-        let currencies = store::currencies(&self.inner.database)
+        let mut snapshot = Transaction::begin_snapshot(&self.inner.database)
+            .await
+            .map_err(|error| status(error.into()))?;
+        let currencies = store::currencies(&mut snapshot)
             .await
             .map_err(|error| status(error.into()))?;
         for code in currencies {
@@ -1481,13 +1488,14 @@ impl PaymentService for Service {
                 currency: Some(code),
                 ..EntryFilter::default()
             };
-            let (debits, credits, count) = store::totals(&self.inner.database, &filter)
+            let (debits, credits, count) = store::totals(&mut snapshot, &filter)
                 .await
                 .map_err(|error| status(error.into()))?;
             if count > 0 {
                 balances.push(Money::from_minor(currency, credits - debits).to_proto());
             }
         }
+        let _ = snapshot.rollback().await;
         // No payout sweep runs yet, so there are no payouts to list.
         Ok(Response::new(pb::ListPayoutsResponse {
             payouts: Vec::new(),
@@ -1509,8 +1517,13 @@ impl PaymentService for Service {
             .as_ref()
             .map_or_else(now_ms, ms_from_timestamp);
         let end_ms = Some(as_of_ms.saturating_add(1));
-        let database = &self.inner.database;
         let internal = |error: store::StoreError| status(error.into());
+        // Every figure from one snapshot: a release committing meanwhile
+        // must not show up in the escrow balance but not in the holds.
+        let mut snapshot = Transaction::begin_snapshot(&self.inner.database)
+            .await
+            .map_err(internal)?;
+        let database = &mut snapshot;
         let mut codes = store::currencies(database).await.map_err(internal)?;
         if !request.currency.is_empty() {
             codes.retain(|code| *code == request.currency);
@@ -1598,6 +1611,7 @@ impl PaymentService for Service {
                 discrepancies,
             });
         }
+        let _ = snapshot.rollback().await;
         Ok(Response::new(pb::ReconcileLedgerResponse {
             balanced,
             currencies,

@@ -142,6 +142,20 @@ impl Transaction {
         })
     }
 
+    /// Begins a read-only transaction whose reads all see one snapshot
+    /// (REPEATABLE READ on PostgreSQL; a SQLite read transaction in WAL
+    /// mode keeps its first read's snapshot), for reports such as the
+    /// reconciliation that must not mix states.
+    pub async fn begin_snapshot(database: &Database) -> Result<Self, StoreError> {
+        let mut transaction = Self::begin(database).await?;
+        if let Self::Postgres(inner) = &mut transaction {
+            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                .execute(&mut **inner)
+                .await?;
+        }
+        Ok(transaction)
+    }
+
     /// Whether this is PostgreSQL (row locks with `FOR UPDATE`).
     pub fn is_postgres(&self) -> bool {
         matches!(self, Self::Postgres(_))

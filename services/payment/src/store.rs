@@ -596,7 +596,7 @@ pub async fn list_entries(
 
 /// Debits, credits (minor units) and entry count matching `filter`.
 pub async fn totals(
-    database: &Database,
+    tx: &mut Transaction,
     filter: &EntryFilter,
 ) -> Result<(i64, i64, i64), StoreError> {
     let mut args = Vec::new();
@@ -606,16 +606,16 @@ pub async fn totals(
          COUNT(*) AS entries FROM ledger_entries",
     );
     sql.push_str(&entry_where(filter, &mut args));
-    let row = sql::fetch_optional(database, &sql, &args)
+    let row = tx
+        .fetch_optional(&sql, &args)
         .await?
         .ok_or(StoreError::Corrupt("totals"))?;
     Ok((row.int("debits")?, row.int("credits")?, row.int("entries")?))
 }
 
 /// Currencies with ledger entries or orders.
-pub async fn currencies(database: &Database) -> Result<Vec<String>, StoreError> {
-    sql::fetch_all(
-        database,
+pub async fn currencies(tx: &mut Transaction) -> Result<Vec<String>, StoreError> {
+    tx.fetch_all(
         "SELECT currency FROM ledger_entries UNION SELECT currency FROM orders ORDER BY currency",
         &[],
     )
@@ -627,13 +627,11 @@ pub async fn currencies(database: &Database) -> Result<Vec<String>, StoreError> 
 
 /// Postings of `currency` whose lines do not net to zero.
 pub async fn unbalanced_postings(
-    database: &Database,
+    tx: &mut Transaction,
     currency: &str,
     end_ms: Option<i64>,
 ) -> Result<i64, StoreError> {
-    let row = sql::fetch_optional(
-        database,
-        "SELECT COUNT(*) AS n FROM (SELECT posting_id FROM ledger_entries WHERE currency = $1 AND created_at_ms < $2 GROUP BY posting_id \
+    let row = tx.fetch_optional("SELECT COUNT(*) AS n FROM (SELECT posting_id FROM ledger_entries WHERE currency = $1 AND created_at_ms < $2 GROUP BY posting_id \
          HAVING SUM(CASE WHEN direction = 'CREDIT' THEN amount_minor ELSE -amount_minor END) <> 0) AS unbalanced",
         &[Arg::text(currency), Arg::Int(end_ms.unwrap_or(i64::MAX))],
     )
@@ -643,13 +641,11 @@ pub async fn unbalanced_postings(
 
 /// Net ESCROW amount (credits - debits, minor units) per order of `currency`.
 pub async fn escrow_by_order(
-    database: &Database,
+    tx: &mut Transaction,
     currency: &str,
     end_ms: Option<i64>,
 ) -> Result<Vec<(String, i64)>, StoreError> {
-    sql::fetch_all(
-        database,
-        "SELECT order_id, CAST(SUM(CASE WHEN direction = 'CREDIT' THEN amount_minor ELSE -amount_minor END) AS BIGINT) AS net \
+    tx.fetch_all("SELECT order_id, CAST(SUM(CASE WHEN direction = 'CREDIT' THEN amount_minor ELSE -amount_minor END) AS BIGINT) AS net \
          FROM ledger_entries WHERE account_type = 'ESCROW' AND currency = $1 AND created_at_ms < $2 GROUP BY order_id",
         &[Arg::text(currency), Arg::Int(end_ms.unwrap_or(i64::MAX))],
     )
@@ -662,11 +658,10 @@ pub async fn escrow_by_order(
 /// Orders of `currency` whose money is held (PAID, SHIPPED, DISPUTED) and
 /// every order with escrow entries, for reconciliation.
 pub async fn orders_in_currency(
-    database: &Database,
+    tx: &mut Transaction,
     currency: &str,
 ) -> Result<Vec<OrderRecord>, StoreError> {
-    sql::fetch_all(
-        database,
+    tx.fetch_all(
         &format!("SELECT {ORDER_COLUMNS} FROM orders WHERE currency = $1"),
         &[Arg::text(currency)],
     )
@@ -677,13 +672,16 @@ pub async fn orders_in_currency(
 }
 
 /// Payment attempts still PENDING in `currency`.
-pub async fn pending_attempt_count(database: &Database, currency: &str) -> Result<i64, StoreError> {
-    let row = sql::fetch_optional(
-        database,
-        "SELECT COUNT(*) AS n FROM payment_attempts WHERE status = 'PENDING' AND currency = $1",
-        &[Arg::text(currency)],
-    )
-    .await?;
+pub async fn pending_attempt_count(
+    tx: &mut Transaction,
+    currency: &str,
+) -> Result<i64, StoreError> {
+    let row = tx
+        .fetch_optional(
+            "SELECT COUNT(*) AS n FROM payment_attempts WHERE status = 'PENDING' AND currency = $1",
+            &[Arg::text(currency)],
+        )
+        .await?;
     row.map_or(Ok(0), |row| row.int("n"))
 }
 

@@ -292,6 +292,13 @@ impl Inner {
                 return replayed(outcome);
             }
         }
+        // The operation's writes can be undone alone: a deterministic refusal
+        // is then stored under the claim this transaction still holds, so a
+        // concurrent copy of the request (waiting on the claim) replays the
+        // refusal instead of executing in a state that changed meanwhile.
+        tx.execute("SAVEPOINT request_operation", &[])
+            .await
+            .map_err(|error| status(error.into()))?;
         let done = match op(&mut tx).await {
             Ok((response, envelopes)) => {
                 let finished = async {
@@ -307,9 +314,21 @@ impl Inner {
                 .await;
                 finished.map(|()| response).map_err(PaymentError::from)
             }
+            Err(error) if error.is_recorded() => {
+                let recorded = async {
+                    tx.execute("ROLLBACK TO SAVEPOINT request_operation", &[])
+                        .await?;
+                    store::finish(&mut tx, &key, &crate::payments::refusal(&error)).await?;
+                    tx.commit().await
+                }
+                .await;
+                if let Err(failure) = recorded {
+                    tracing::warn!(error = %auction_platform::error::DisplayChain(&failure), "refusal not recorded");
+                }
+                Err(error)
+            }
             Err(error) => {
                 let _ = tx.rollback().await;
-                self.record_refusal(&key, &error).await;
                 Err(error)
             }
         };

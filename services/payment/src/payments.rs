@@ -93,14 +93,24 @@ impl Inner {
                 return Ok(PayOutcome::Replayed(outcome));
             }
         }
+        // As in every mutating RPC: a deterministic refusal is stored under
+        // the claim this transaction holds (the attempt's writes undone), so
+        // a concurrent copy of the request replays it.
+        tx.execute("SAVEPOINT request_operation", &[]).await?;
         let begun = self
             .begin_payment(&mut tx, caller, request, order_id, now)
             .await;
         let attempt = match begun {
             Ok(attempt) => attempt,
+            Err(error) if error.is_recorded() => {
+                tx.execute("ROLLBACK TO SAVEPOINT request_operation", &[])
+                    .await?;
+                store::finish(&mut tx, key, &refusal(&error)).await?;
+                tx.commit().await?;
+                return Err(error);
+            }
             Err(error) => {
                 tx.rollback().await?;
-                self.record_refusal(key, &error).await;
                 return Err(error);
             }
         };
@@ -351,18 +361,6 @@ impl Inner {
         };
         let (_, settled) = self.settle(attempt, &result, None).await?;
         Ok(settled.status != "PENDING")
-    }
-
-    /// Stores a deterministic refusal for `key` (transient ones are not).
-    pub async fn record_refusal(&self, key: &RequestKey, error: &PaymentError) {
-        if !error.is_recorded() {
-            return;
-        }
-        if let Err(failure) =
-            store::record_refusal(&self.database, key, &refusal(error), now_ms()).await
-        {
-            tracing::warn!(error = %auction_platform::error::DisplayChain(&failure), "refusal not recorded");
-        }
     }
 }
 

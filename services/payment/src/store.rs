@@ -847,23 +847,6 @@ pub async fn forget(tx: &mut Transaction, key: &RequestKey) -> Result<(), StoreE
     Ok(())
 }
 
-/// Records a deterministic refusal for `key` in a transaction of its own
-/// (the failed transaction was rolled back, so nothing else is kept).
-pub async fn record_refusal(
-    database: &Database,
-    key: &RequestKey,
-    outcome: &StoredOutcome,
-    now_ms: i64,
-) -> Result<(), StoreError> {
-    let mut tx = Transaction::begin(database).await?;
-    if let Claim::Fresh = claim(&mut tx, key, now_ms).await? {
-        finish(&mut tx, key, outcome).await?;
-        tx.commit().await
-    } else {
-        tx.rollback().await
-    }
-}
-
 // ----- Payment attempts -----
 
 /// A payment attempt as stored.

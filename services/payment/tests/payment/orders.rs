@@ -84,3 +84,44 @@ async fn dutch_accepts_make_one_order_each() {
     );
     world.app.stop().await;
 }
+
+// Proves ListOrders pages newest first with a token that runs out.
+#[tokio::test]
+async fn orders_page_newest_first() {
+    let world = world(Backend::Sqlite, |_| {}).await;
+    let mut made = Vec::new();
+    for price in ["10.00", "20.00", "30.00"] {
+        made.push(new_order(&world, price).await.order_id);
+    }
+    let mut client = world.client.clone();
+    let list = |token: &str| {
+        auction_testkit::with_token(
+            auction_proto::v1::ListOrdersRequest {
+                page_size: 2,
+                page_token: token.to_owned(),
+                role: auction_proto::v1::OrderRole::Buyer as i32,
+                ..auction_proto::v1::ListOrdersRequest::default()
+            },
+            &world.buyer_token,
+        )
+    };
+    let first = client.list_orders(list("")).await.unwrap().into_inner();
+    assert_eq!(first.orders.len(), 2);
+    assert!(!first.next_page_token.is_empty());
+    let second = client
+        .list_orders(list(&first.next_page_token))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(second.orders.len(), 1);
+    assert!(second.next_page_token.is_empty());
+    let listed: Vec<String> = first
+        .orders
+        .iter()
+        .chain(&second.orders)
+        .map(|order| order.order_id.clone())
+        .collect();
+    made.reverse();
+    assert_eq!(listed, made);
+    world.app.stop().await;
+}

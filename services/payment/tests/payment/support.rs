@@ -23,9 +23,13 @@ pub fn usd(amount: &str) -> pb::Money {
     }
 }
 
-/// The default payment settings of the tests: a fast background task,
-/// other periods long unless a test shortens them.
+/// The default settings of the tests: a fast background task, other
+/// periods long unless a test shortens them, no per-user rate limit.
 pub fn fast(config: &mut Config) {
+    // The tests poll and retry fast from one account: the gateway's
+    // per-user rate limit is not what they test.
+    config.gateway.user_requests_per_second = 100_000;
+    config.gateway.user_burst = 100_000;
     config.payment.scan_interval_ms = 50;
     config.payment.buyers_premium_bps = 500;
     config.payment.seller_commission_bps = 1_000;

@@ -70,6 +70,7 @@ pub fn envelopes(
             })),
             EventKind::BidAccepted {
                 bidder,
+                max_amount,
                 price,
                 leader,
                 previous_leader,
@@ -88,9 +89,12 @@ pub fn envelopes(
                 end_time: end_time(view),
                 receive_time: Some(convert::timestamp(received_at)),
                 sealed: false,
+                // Private to the bidder: for second-chance offers (payment).
+                bid_amount: Some(convert::money_to_proto(max_amount)),
             })),
             EventKind::SealedBidPlaced {
                 bidder,
+                amount,
                 received_at,
                 ..
             } => Some(Kind::BidPlaced(pb::BusAuctionBidPlaced {
@@ -98,6 +102,8 @@ pub fn envelopes(
                 receive_time: Some(convert::timestamp(received_at)),
                 end_time: end_time(view),
                 sealed: true,
+                // Private to the bidder: for second-chance offers (payment).
+                bid_amount: Some(convert::money_to_proto(amount)),
                 ..pb::BusAuctionBidPlaced::default()
             })),
             EventKind::Extended { end_at, .. } => Some(Kind::Extended(pb::BusAuctionExtended {

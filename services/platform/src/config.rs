@@ -44,6 +44,9 @@ pub struct Config {
     pub gateway: GatewayConfig,
     /// Notification delivery: webhooks, e-mail, streams.
     pub notification: NotificationConfig,
+    /// Orders, escrow and the ledger: fees, deadlines and the background
+    /// task's pace.
+    pub payment: PaymentConfig,
 }
 
 /// The one listener of a process: gRPC and grpc-web on the same port.
@@ -241,6 +244,60 @@ impl Default for NotificationConfig {
             smtp: None,
             email_retry_delays_ms: vec![60_000, 300_000, 1_800_000, 7_200_000],
             web_base_url: "http://127.0.0.1:50051".to_owned(),
+        }
+    }
+}
+
+/// The payment service: fees, the periods of the order life cycle and the
+/// pace of its background task (unpaid cancellation, automatic release,
+/// offer expiry, reconciliation of payment attempts with the provider).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PaymentConfig {
+    /// Buyer's premium in basis points of the hammer price (500 = 5 %).
+    pub buyers_premium_bps: u32,
+    /// Flat buyer service fee per order, a decimal in the order's currency
+    /// (rounded to its minor unit); "0" = none.
+    pub buyer_service_fee: String,
+    /// Seller commission in basis points of the hammer price, deducted from
+    /// the seller's proceeds.
+    pub seller_commission_bps: u32,
+    /// How long a buyer has to pay after the order is created.
+    pub payment_due_ms: u64,
+    /// Escrow is released automatically this long after shipping.
+    pub auto_release_ms: u64,
+    /// How long the seller has to answer a dispute.
+    pub dispute_response_ms: u64,
+    /// How often the background task looks for due deadlines.
+    pub scan_interval_ms: u64,
+    /// A payment attempt still PENDING this long after it started is
+    /// resolved by asking the provider for its status.
+    pub attempt_reconcile_after_ms: u64,
+    /// How long one call to the payment provider may take before it counts
+    /// as a timeout (outcome unknown).
+    pub provider_timeout_ms: u64,
+    /// Calls per charge before the attempt is left PENDING for
+    /// reconciliation (retries reuse the attempt's idempotency key).
+    pub provider_max_calls: u32,
+    /// Sandbox provider: a `tok_sandbox_timeout` charge is reported
+    /// SUCCEEDED this long after it was made.
+    pub sandbox_settle_after_ms: u64,
+}
+
+impl Default for PaymentConfig {
+    fn default() -> Self {
+        Self {
+            buyers_premium_bps: 500,
+            buyer_service_fee: "0".to_owned(),
+            seller_commission_bps: 1_000,
+            payment_due_ms: 72 * 3_600_000,
+            auto_release_ms: 14 * 86_400_000,
+            dispute_response_ms: 3 * 86_400_000,
+            scan_interval_ms: 5_000,
+            attempt_reconcile_after_ms: 10_000,
+            provider_timeout_ms: 10_000,
+            provider_max_calls: 2,
+            sandbox_settle_after_ms: 30_000,
         }
     }
 }
@@ -447,6 +504,7 @@ impl Config {
                 upstreams: std::collections::BTreeMap::new(),
             },
             notification: NotificationConfig::default(),
+            payment: PaymentConfig::default(),
         }
     }
 
@@ -602,6 +660,7 @@ impl Config {
         self.validate_gateway()?;
         self.validate_bus()?;
         self.validate_notification()?;
+        self.validate_payment()?;
         Ok(())
     }
 
@@ -645,6 +704,78 @@ impl Config {
             return Err(invalid(
                 "redis.stream_max_length",
                 "must be between 1000 and 1000000000",
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_payment(&self) -> Result<(), ConfigError> {
+        let payment = &self.payment;
+        let invalid = |key: &'static str, message: &str| ConfigError::Invalid {
+            key,
+            message: message.to_owned(),
+        };
+        if payment.buyers_premium_bps > 10_000 {
+            return Err(invalid(
+                "payment.buyers_premium_bps",
+                "must be between 0 and 10000 basis points",
+            ));
+        }
+        if payment.seller_commission_bps > 10_000 {
+            return Err(invalid(
+                "payment.seller_commission_bps",
+                "must be between 0 and 10000 basis points",
+            ));
+        }
+        let fee = &payment.buyer_service_fee;
+        let fee_valid = !fee.is_empty()
+            && fee.len() <= 20
+            && fee.split_once('.').map_or_else(
+                || fee.bytes().all(|byte| byte.is_ascii_digit()),
+                |(whole, fraction)| {
+                    !whole.is_empty()
+                        && !fraction.is_empty()
+                        && whole.bytes().all(|byte| byte.is_ascii_digit())
+                        && fraction.bytes().all(|byte| byte.is_ascii_digit())
+                },
+            );
+        if !fee_valid {
+            return Err(invalid(
+                "payment.buyer_service_fee",
+                "must be a non-negative decimal such as \"1.50\"",
+            ));
+        }
+        let periods = [
+            ("payment.payment_due_ms", payment.payment_due_ms),
+            ("payment.auto_release_ms", payment.auto_release_ms),
+            ("payment.dispute_response_ms", payment.dispute_response_ms),
+        ];
+        for (key, value) in periods {
+            if !(1..=365 * 86_400_000).contains(&value) {
+                return Err(invalid(key, "must be between 1 ms and 365 days"));
+            }
+        }
+        let paces = [
+            ("payment.scan_interval_ms", payment.scan_interval_ms),
+            (
+                "payment.attempt_reconcile_after_ms",
+                payment.attempt_reconcile_after_ms,
+            ),
+            ("payment.provider_timeout_ms", payment.provider_timeout_ms),
+            (
+                "payment.sandbox_settle_after_ms",
+                payment.sandbox_settle_after_ms,
+            ),
+        ];
+        for (key, value) in paces {
+            if !(1..=86_400_000).contains(&value) {
+                return Err(invalid(key, "must be between 1 ms and 1 day"));
+            }
+        }
+        if !(1..=10).contains(&payment.provider_max_calls) {
+            return Err(invalid(
+                "payment.provider_max_calls",
+                "must be between 1 and 10",
             ));
         }
         Ok(())
@@ -972,6 +1103,43 @@ mod tests {
 
         let error = load_text("[storage]\nmax_connections = \"many\"\n").unwrap_err();
         assert!(error.to_string().contains("max_connections"), "{error}");
+    }
+
+    // Proves the payment section's bad values are refused naming their key,
+    // good ones load, and unknown keys are refused.
+    #[test]
+    fn payment_values_name_their_key() {
+        for (text, key) in [
+            (
+                "[payment]\nbuyers_premium_bps = 10001\n",
+                "payment.buyers_premium_bps",
+            ),
+            (
+                "[payment]\nbuyer_service_fee = \"-1\"\n",
+                "payment.buyer_service_fee",
+            ),
+            (
+                "[payment]\nbuyer_service_fee = \"1.\"\n",
+                "payment.buyer_service_fee",
+            ),
+            ("[payment]\npayment_due_ms = 0\n", "payment.payment_due_ms"),
+            (
+                "[payment]\nprovider_max_calls = 0\n",
+                "payment.provider_max_calls",
+            ),
+            (
+                "[payment]\nscan_interval_ms = 0\n",
+                "payment.scan_interval_ms",
+            ),
+        ] {
+            let error = load_text(text).unwrap_err();
+            assert!(error.to_string().contains(key), "{text}: {error}");
+        }
+        let config =
+            load_text("[payment]\nbuyer_service_fee = \"1.50\"\nauto_release_ms = 1000\n").unwrap();
+        assert_eq!(config.payment.buyer_service_fee, "1.50");
+        assert_eq!(config.payment.auto_release_ms, 1_000);
+        assert!(load_text("[payment]\nunknown_key = 1\n").is_err());
     }
 
     // Proves the event-bus and notification keys are validated by name.

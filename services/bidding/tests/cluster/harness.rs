@@ -358,9 +358,11 @@ impl Harness {
             }
             let stable = leaders.len() == self.shard_count as usize
                 && counts.keys().all(|node| nodes.contains(&node.as_str()))
-                && nodes
-                    .iter()
-                    .all(|node| counts.get(*node).is_some_and(|count| (1..=at_most).contains(count)));
+                && nodes.iter().all(|node| {
+                    counts
+                        .get(*node)
+                        .is_some_and(|count| (1..=at_most).contains(count))
+                });
             if stable {
                 return;
             }

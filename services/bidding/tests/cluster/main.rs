@@ -580,7 +580,11 @@ async fn leadership_spreads_and_rebalances() {
     let harness = Harness::start(3, shards).await;
     let balanced = |nodes: usize| shards.div_ceil(u32::try_from(nodes).unwrap()) + 1;
     harness
-        .wait_until_balanced(&["node-0", "node-1", "node-2"], balanced(3), Duration::from_secs(20))
+        .wait_until_balanced(
+            &["node-0", "node-1", "node-2"],
+            balanced(3),
+            Duration::from_secs(20),
+        )
         .await;
     harness.kill("node-1");
     harness
@@ -588,6 +592,10 @@ async fn leadership_spreads_and_rebalances() {
         .await;
     harness.restart("node-1");
     harness
-        .wait_until_balanced(&["node-0", "node-1", "node-2"], balanced(3), Duration::from_secs(20))
+        .wait_until_balanced(
+            &["node-0", "node-1", "node-2"],
+            balanced(3),
+            Duration::from_secs(20),
+        )
         .await;
 }

@@ -65,19 +65,18 @@ fn outbid(auction_id: &str, sequence: u64, outbid: Uuid, price: &str) -> Envelop
     Envelope::new("bidding", TOPIC_AUCTION, auction_id, now_ms(), &event)
 }
 
-fn sold(auction_id: &str, winner: Uuid) -> Envelope {
+/// An auction that ended below its reserve with `bidder` highest: only the
+/// notification service reacts to it (a sale would also make the payment
+/// service create an order, whose own notifications would interleave).
+fn reserve_not_met(auction_id: &str, bidder: Uuid) -> Envelope {
     let event = pb::BusAuctionEvent {
         auction_id: auction_id.to_owned(),
         sequence: 1_000,
         seller_id: Uuid::now_v7().to_string(),
         title: "Lamp".to_owned(),
-        kind: Some(pb::bus_auction_event::Kind::Sold(pb::BusAuctionSold {
-            awards: vec![pb::BusAuctionAward {
-                winner_id: winner.to_string(),
-                price: Some(usd("99.00")),
-                quantity: 1,
-            }],
-            final_price: Some(usd("99.00")),
+        kind: Some(pb::bus_auction_event::Kind::Unsold(pb::BusAuctionUnsold {
+            reason: pb::BusAuctionUnsoldReason::ReserveNotMet as i32,
+            highest_bidder_id: bidder.to_string(),
         })),
         ..pb::BusAuctionEvent::default()
     };
@@ -244,11 +243,11 @@ async fn redis_outage_loses_no_event(backend: Backend) {
     // A redelivery of an event already handled changes nothing: publish a
     // duplicate straight onto the bus, then a marker, and expect the marker next.
     producer_bus.publish(&[produced[7].clone()]).await.unwrap();
-    producer.produce(&sold(&auction, user)).await;
+    producer.produce(&reserve_not_met(&auction, user)).await;
     let marker = next_event(&mut stream).await;
     assert_eq!(
         notification_of(&marker).notification_type,
-        pb::NotificationType::Won as i32
+        pb::NotificationType::ReserveNotMet as i32
     );
 
     // Every event exactly once, in a gap-free per-user sequence.
@@ -388,14 +387,14 @@ async fn stream_resume_preferences_and_read_state(backend: Backend) {
         .unwrap();
     assert_eq!(updated.ending_soon_lead.unwrap().seconds, 120);
     assert_eq!(updated.interest_keywords, vec!["lamp".to_owned()]);
-    bus.publish(&[outbid(&auction, 4, user, "4.00"), sold(&auction, user)])
+    bus.publish(&[outbid(&auction, 4, user, "4.00"), reserve_not_met(&auction, user)])
         .await
         .unwrap();
     let next = next_event(&mut stream).await;
     assert_eq!(next.sequence, 5);
     assert_eq!(
         notification_of(&next).notification_type,
-        pb::NotificationType::Won as i32
+        pb::NotificationType::ReserveNotMet as i32
     );
     // The same request id with other content is refused.
     let reused = notifications

@@ -160,6 +160,37 @@ pub struct StoredAuction {
     pub events: Vec<String>,
 }
 
+/// In an open transaction: raises the shard's fence to the epoch, or rolls
+/// back and returns [`LogError::Fenced`] when a higher epoch holds it. The
+/// upsert's WHERE refuses a lower epoch and RETURNING says so in one round
+/// trip; the row lock also serialises two would-be leaders. (A macro: the
+/// transaction's type differs per backend inside `on_pool!`.)
+macro_rules! raise_fence {
+    ($transaction:ident, $shard:expr, $shard_value:expr, $epoch:expr, $epoch_value:expr) => {
+        let raised: Option<i64> = QueryBuilder::new("INSERT INTO shard_epochs (shard, epoch) VALUES (")
+            .push_bind($shard_value)
+            .push(", ")
+            .push_bind($epoch_value)
+            .push(") ON CONFLICT (shard) DO UPDATE SET epoch = excluded.epoch WHERE shard_epochs.epoch <= excluded.epoch RETURNING epoch")
+            .build_query_scalar()
+            .fetch_optional(&mut *$transaction)
+            .await?;
+        if raised != Some($epoch_value) {
+            let current: i64 = QueryBuilder::new("SELECT epoch FROM shard_epochs WHERE shard = ")
+                .push_bind($shard_value)
+                .build_query_scalar()
+                .fetch_one(&mut *$transaction)
+                .await?;
+            $transaction.rollback().await?;
+            return Err(LogError::Fenced {
+                shard: $shard,
+                epoch: $epoch,
+                current: to_u64(current, "epoch")?,
+            });
+        }
+    };
+}
+
 /// The bidding service's log over its database.
 #[derive(Debug, Clone)]
 pub struct Log {
@@ -203,25 +234,7 @@ impl Log {
         on_pool!(&self.database, pool => {
             let mut transaction = pool.begin().await?;
             // Fence first: it also serialises two would-be leaders on the row.
-            // The row is raised only when it is not higher already; RETURNING
-            // gives no row when the WHERE refused, in one round trip.
-            let raised: Option<i64> = QueryBuilder::new("INSERT INTO shard_epochs (shard, epoch) VALUES (")
-                .push_bind(shard_value)
-                .push(", ")
-                .push_bind(epoch_value)
-                .push(") ON CONFLICT (shard) DO UPDATE SET epoch = excluded.epoch WHERE shard_epochs.epoch <= excluded.epoch RETURNING epoch")
-                .build_query_scalar()
-                .fetch_optional(&mut *transaction)
-                .await?;
-            if raised != Some(epoch_value) {
-                let current: i64 = QueryBuilder::new("SELECT epoch FROM shard_epochs WHERE shard = ")
-                    .push_bind(shard_value)
-                    .build_query_scalar()
-                    .fetch_one(&mut *transaction)
-                    .await?;
-                transaction.rollback().await?;
-                return Err(LogError::Fenced { shard, epoch, current: to_u64(current, "epoch")? });
-            }
+            raise_fence!(transaction, shard, shard_value, epoch, epoch_value);
             for chunk in batch.new_auctions.chunks(ROWS_PER_INSERT) {
                 let mut insert = QueryBuilder::new(
                     "INSERT INTO auctions (auction_id, shard, spec, metadata, status, finished, created_at_ms) ",
@@ -476,23 +489,7 @@ impl Log {
         };
         on_pool!(&self.database, pool => {
             let mut transaction = pool.begin().await?;
-            let raised: Option<i64> = QueryBuilder::new("INSERT INTO shard_epochs (shard, epoch) VALUES (")
-                .push_bind(shard_value)
-                .push(", ")
-                .push_bind(epoch_value)
-                .push(") ON CONFLICT (shard) DO UPDATE SET epoch = excluded.epoch WHERE shard_epochs.epoch <= excluded.epoch RETURNING epoch")
-                .build_query_scalar()
-                .fetch_optional(&mut *transaction)
-                .await?;
-            if raised != Some(epoch_value) {
-                let current: i64 = QueryBuilder::new("SELECT epoch FROM shard_epochs WHERE shard = ")
-                    .push_bind(shard_value)
-                    .build_query_scalar()
-                    .fetch_one(&mut *transaction)
-                    .await?;
-                transaction.rollback().await?;
-                return Err(LogError::Fenced { shard, epoch, current: to_u64(current, "epoch")? });
-            }
+            raise_fence!(transaction, shard, shard_value, epoch, epoch_value);
             let inserted = QueryBuilder::new("INSERT INTO shard_terms (shard, epoch, node, started_at_ms) VALUES (")
                 .push_bind(shard_value)
                 .push(", ")

@@ -286,6 +286,30 @@ impl Harness {
         }
     }
 
+    /// Sets `bidder`'s maximum on `auction_id` to `amount` USD through the
+    /// cluster (retrying with the same request id); the state after it.
+    pub async fn max_bid_until_answered(
+        &self,
+        auction_id: &str,
+        bidder: Uuid,
+        request_id: String,
+        amount: u32,
+    ) -> Result<pb::AuctionState, tonic::Status> {
+        let token = self.token(bidder, &[Role::Bidder]);
+        let request = pb::SetMaxBidRequest {
+            request_id,
+            auction_id: auction_id.to_owned(),
+            max_amount: Some(usd(&amount.to_string())),
+        };
+        let response = self
+            .until_answered(amount as usize, |mut client| {
+                let request = with_token(request.clone(), &token);
+                async move { client.set_max_bid(request).await }
+            })
+            .await?;
+        Ok(response.into_inner().state.unwrap_or_default())
+    }
+
     pub fn shard_of(&self, auction_id: &str) -> u32 {
         auction_bidding::shard::Shards::shard_of(
             Uuid::parse_str(auction_id).unwrap(),

@@ -392,27 +392,15 @@ async fn watcher_resumes_across_a_leader_change() {
     let shard = harness.shard_of(&auction_id);
     let bidders: Vec<Uuid> = (0..2).map(|_| Uuid::now_v7()).collect();
     let place = |step: u32| {
-        let harness = std::sync::Arc::clone(&harness);
-        let auction_id = auction_id.clone();
-        let bidder = bidders[step as usize % 2];
-        async move {
-            let token = harness.token(bidder, &[auction_platform::auth::Role::Bidder]);
-            let request = pb::SetMaxBidRequest {
-                request_id: format!("watch-bid-{step}"),
-                auction_id,
-                max_amount: Some(usd(&(100 + step * 20).to_string())),
-            };
-            harness
-                .until_answered(step as usize, |mut client| {
-                    let request = harness::with_token(request.clone(), &token);
-                    async move { client.set_max_bid(request).await }
-                })
-                .await
-                .expect("the bid is accepted");
-        }
+        harness.max_bid_until_answered(
+            &auction_id,
+            bidders[step as usize % 2],
+            format!("watch-bid-{step}"),
+            100 + step * 20,
+        )
     };
     for step in 1..=3 {
-        place(step).await;
+        place(step).await.expect("the bid is accepted");
     }
     // Watch from a snapshot and remember where we stopped.
     let mut client = harness.client(0);
@@ -434,7 +422,7 @@ async fn watcher_resumes_across_a_leader_change() {
     let leader = harness.leader_of(shard).await.unwrap();
     harness.kill(&leader.node);
     for step in 4..=6 {
-        place(step).await;
+        place(step).await.expect("the bid is accepted");
     }
     let final_sequence = harness.state(&auction_id).await.sequence;
     assert!(final_sequence > resume_after);
@@ -506,33 +494,17 @@ async fn live_watcher_on_another_node_survives_the_leaders_death() {
     };
     let bidders: Vec<Uuid> = (0..2).map(|_| Uuid::now_v7()).collect();
     let place = |step: u32| {
-        let harness = std::sync::Arc::clone(&harness);
-        let auction_id = auction_id.clone();
-        let bidder = bidders[step as usize % 2];
-        async move {
-            let token = harness.token(bidder, &[auction_platform::auth::Role::Bidder]);
-            let request = pb::SetMaxBidRequest {
-                request_id: format!("live-bid-{step}"),
-                auction_id,
-                max_amount: Some(usd(&(100 + step * 20).to_string())),
-            };
-            harness
-                .until_answered(step as usize, |mut client| {
-                    let request = harness::with_token(request.clone(), &token);
-                    async move { client.set_max_bid(request).await }
-                })
-                .await
-                .expect("the bid is accepted")
-                .into_inner()
-                .state
-                .unwrap()
-                .sequence
-        }
+        harness.max_bid_until_answered(
+            &auction_id,
+            bidders[step as usize % 2],
+            format!("live-bid-{step}"),
+            100 + step * 20,
+        )
     };
     let mut sequences = Vec::new();
     let mut last = 0;
     for step in 1..=3 {
-        last = place(step).await;
+        last = place(step).await.expect("the bid is accepted").sequence;
     }
     read_until(&mut stream, first, last, &mut sequences).await;
     // The leader dies; the watcher's node may or may not take over.
@@ -540,7 +512,7 @@ async fn live_watcher_on_another_node_survives_the_leaders_death() {
         harness.kill(&leader.node);
     }
     for step in 4..=6 {
-        last = place(step).await;
+        last = place(step).await.expect("the bid is accepted").sequence;
     }
     read_until(&mut stream, first, last, &mut sequences).await;
     let expected: Vec<u64> = (first + 1..=last).collect();

@@ -387,9 +387,12 @@ async fn stream_resume_preferences_and_read_state(backend: Backend) {
         .unwrap();
     assert_eq!(updated.ending_soon_lead.unwrap().seconds, 120);
     assert_eq!(updated.interest_keywords, vec!["lamp".to_owned()]);
-    bus.publish(&[outbid(&auction, 4, user, "4.00"), reserve_not_met(&auction, user)])
-        .await
-        .unwrap();
+    bus.publish(&[
+        outbid(&auction, 4, user, "4.00"),
+        reserve_not_met(&auction, user),
+    ])
+    .await
+    .unwrap();
     let next = next_event(&mut stream).await;
     assert_eq!(next.sequence, 5);
     assert_eq!(

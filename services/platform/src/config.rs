@@ -44,6 +44,50 @@ pub struct Config {
     pub gateway: GatewayConfig,
     /// Notification delivery: webhooks, e-mail, streams.
     pub notification: NotificationConfig,
+    /// Where this process's services reach the other services over gRPC.
+    #[serde(default)]
+    pub peers: PeersConfig,
+}
+
+/// The gRPC addresses of the other services (see [`crate::peers`]). A
+/// service left unset is called at this process's own listener, which is
+/// right when the process serves every service (`auctiond`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeersConfig {
+    /// URL of the user service, e.g. `http://user.internal:50051`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// URL of the catalog service.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub catalog: Option<String>,
+    /// URL of the bidding service.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bidding: Option<String>,
+    /// URL of the payment service.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payment: Option<String>,
+    /// URL of the notification service.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notification: Option<String>,
+    /// How long connecting to a peer may take.
+    pub connect_timeout_ms: u64,
+    /// How long one call to a peer may take.
+    pub request_timeout_ms: u64,
+}
+
+impl Default for PeersConfig {
+    fn default() -> Self {
+        Self {
+            user: None,
+            catalog: None,
+            bidding: None,
+            payment: None,
+            notification: None,
+            connect_timeout_ms: 2_000,
+            request_timeout_ms: 10_000,
+        }
+    }
 }
 
 /// The one listener of a process: gRPC and grpc-web on the same port.
@@ -427,6 +471,7 @@ impl Config {
                 upstreams: std::collections::BTreeMap::new(),
             },
             notification: NotificationConfig::default(),
+            peers: PeersConfig::default(),
         }
     }
 
@@ -556,6 +601,40 @@ impl Config {
         self.validate_gateway()?;
         self.validate_bus()?;
         self.validate_notification()?;
+        self.validate_peers()?;
+        Ok(())
+    }
+
+    fn validate_peers(&self) -> Result<(), ConfigError> {
+        let peers = &self.peers;
+        for (key, url) in [
+            ("peers.user", &peers.user),
+            ("peers.catalog", &peers.catalog),
+            ("peers.bidding", &peers.bidding),
+            ("peers.payment", &peers.payment),
+            ("peers.notification", &peers.notification),
+        ] {
+            if let Some(url) = url
+                && !(url.starts_with("http://") || url.starts_with("https://"))
+            {
+                return Err(ConfigError::Invalid {
+                    key,
+                    message: format!("`{url}` must start with http:// or https://"),
+                });
+            }
+        }
+        if !(100..=60_000).contains(&peers.connect_timeout_ms) {
+            return Err(ConfigError::Invalid {
+                key: "peers.connect_timeout_ms",
+                message: "must be between 100 and 60000 milliseconds".to_owned(),
+            });
+        }
+        if !(100..=600_000).contains(&peers.request_timeout_ms) {
+            return Err(ConfigError::Invalid {
+                key: "peers.request_timeout_ms",
+                message: "must be between 100 and 600000 milliseconds".to_owned(),
+            });
+        }
         Ok(())
     }
 
@@ -935,6 +1014,8 @@ mod tests {
                 .contains("notification.heartbeat_interval_ms"),
             "{error}"
         );
+        let error = load_text("[peers]\nbidding = \"bidding:50051\"\n").unwrap_err();
+        assert!(error.to_string().contains("peers.bidding"), "{error}");
         let error = load_text("[notification]\nwebhook_retry_delay_ms = [1]\n").unwrap_err();
         assert!(
             error.to_string().contains("webhook_retry_delay_ms"),

@@ -45,7 +45,7 @@ impl CatalogService for Service {
                 message: format!("`{text}` is not a UUID"),
             })?),
         };
-        let stored = store::list_categories(&self.context.database)
+        let stored = store::list_categories(&self.inner.database)
             .await
             .map_err(CatalogError::from)?;
         let placed = categories::depth_first(&stored, root, request.max_depth)?;
@@ -76,37 +76,37 @@ impl CatalogService for Service {
 
     async fn create_item(
         &self,
-        _request: Request<CreateItemRequest>,
+        request: Request<CreateItemRequest>,
     ) -> Result<Response<CreateItemResponse>, Status> {
-        Err(unimplemented("auction.v1.CatalogService/CreateItem", 8))
+        self.inner.create_item(request).await
     }
 
     async fn get_item(
         &self,
-        _request: Request<GetItemRequest>,
+        request: Request<GetItemRequest>,
     ) -> Result<Response<GetItemResponse>, Status> {
-        Err(unimplemented("auction.v1.CatalogService/GetItem", 8))
+        self.inner.get_item(request).await
     }
 
     async fn update_item(
         &self,
-        _request: Request<UpdateItemRequest>,
+        request: Request<UpdateItemRequest>,
     ) -> Result<Response<UpdateItemResponse>, Status> {
-        Err(unimplemented("auction.v1.CatalogService/UpdateItem", 8))
+        self.inner.update_item(request).await
     }
 
     async fn list_items(
         &self,
-        _request: Request<ListItemsRequest>,
+        request: Request<ListItemsRequest>,
     ) -> Result<Response<ListItemsResponse>, Status> {
-        Err(unimplemented("auction.v1.CatalogService/ListItems", 8))
+        self.inner.list_items(request).await
     }
 
     async fn delete_item(
         &self,
-        _request: Request<DeleteItemRequest>,
+        request: Request<DeleteItemRequest>,
     ) -> Result<Response<DeleteItemResponse>, Status> {
-        Err(unimplemented("auction.v1.CatalogService/DeleteItem", 8))
+        self.inner.delete_item(request).await
     }
 
     async fn upload_media(
@@ -155,37 +155,37 @@ impl CatalogService for Service {
 
     async fn create_listing(
         &self,
-        _request: Request<CreateListingRequest>,
+        request: Request<CreateListingRequest>,
     ) -> Result<Response<CreateListingResponse>, Status> {
-        Err(unimplemented("auction.v1.CatalogService/CreateListing", 8))
+        self.inner.create_listing(request).await
     }
 
     async fn update_listing(
         &self,
-        _request: Request<UpdateListingRequest>,
+        request: Request<UpdateListingRequest>,
     ) -> Result<Response<UpdateListingResponse>, Status> {
-        Err(unimplemented("auction.v1.CatalogService/UpdateListing", 8))
+        self.inner.update_listing(request).await
     }
 
     async fn get_listing(
         &self,
-        _request: Request<GetListingRequest>,
+        request: Request<GetListingRequest>,
     ) -> Result<Response<GetListingResponse>, Status> {
-        Err(unimplemented("auction.v1.CatalogService/GetListing", 8))
+        self.inner.get_listing(request).await
     }
 
     async fn list_listings(
         &self,
-        _request: Request<ListListingsRequest>,
+        request: Request<ListListingsRequest>,
     ) -> Result<Response<ListListingsResponse>, Status> {
-        Err(unimplemented("auction.v1.CatalogService/ListListings", 8))
+        self.inner.list_listings(request).await
     }
 
     async fn cancel_listing(
         &self,
-        _request: Request<CancelListingRequest>,
+        request: Request<CancelListingRequest>,
     ) -> Result<Response<CancelListingResponse>, Status> {
-        Err(unimplemented("auction.v1.CatalogService/CancelListing", 8))
+        self.inner.cancel_listing(request).await
     }
 
     async fn search_listings(

@@ -2,22 +2,51 @@
 //!
 //! A library (mounted by `auctiond` next to the other services, or alone by
 //! this crate's own binary) implementing [`auction_platform::MeshService`].
+//! It schedules, edits and cancels auctions in the bidding service over gRPC
+//! (through [`auction_platform::peers`]) and follows their bidding through
+//! the bus (topic `auction`), so search shows current prices and bid counts.
 //!
-//! - `grpc`: the `auction.v1.CatalogService` implementation.
+//! - `grpc`: the `auction.v1.CatalogService` implementation (delegates).
+//! - [`items`]: items, their field rules and RPCs.
+//! - [`listings`]: listings and the exactly-once scheduling in bidding.
+//! - [`rules`]: the format and schedule rules of a listing (pure).
+//! - [`search`]: full-text search with filters, sorts, facets and cursors
+//!   (PostgreSQL tsvector + GIN, SQLite FTS5).
+//! - [`watchlist`]: following listings (published as `WatchlistChanged`).
+//! - [`consumer`]: bidding's auction events into the browsing copies.
+//! - [`money`], [`pagination`], [`idempotency`]: amounts, page tokens,
+//!   request ids.
 //! - [`categories`]: the category tree in the order the API shows it.
 //! - [`error`]: the service's errors and their gRPC mapping.
-//! - [`store`]: its tables on PostgreSQL or SQLite.
+//! - [`store`], `sql`: categories and the SQL helpers for both backends.
 //! - [`demo`]: demo data for `auctiond dev`.
 //!
 //! Migrations: `migrations/postgres` and `migrations/sqlite`.
 
 pub mod categories;
+pub mod consumer;
 pub mod demo;
 pub mod error;
 mod grpc;
+pub mod idempotency;
+pub mod items;
+pub mod listings;
+pub mod money;
+pub mod pagination;
+pub mod rules;
+pub mod search;
+mod sql;
 pub mod store;
+pub mod watchlist;
 
-use auction_platform::{MeshService, Migrations, ServiceContext, StartError};
+use std::sync::Arc;
+use std::time::Duration;
+
+use auction_platform::bus::outbox::{Relay, RelayOptions};
+use auction_platform::bus::{self, EventBus, Subscription};
+use auction_platform::config::Config;
+use auction_platform::peers::Peers;
+use auction_platform::{Database, MeshService, Migrations, ServiceContext, StartError};
 use auction_proto::v1::catalog_service_server::CatalogServiceServer;
 use sqlx::migrate::Migrator;
 use tonic::service::RoutesBuilder;
@@ -25,11 +54,35 @@ use tonic::service::RoutesBuilder;
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
 
+/// How long a listing may wait for bidding before the background task
+/// finishes it for a caller who did not retry.
+const PENDING_LISTING_GRACE_MS: i64 = 30_000;
+
+/// What the RPCs, the consumer and the background tasks share.
+pub struct Inner {
+    /// The process configuration.
+    config: Arc<Config>,
+    /// The catalog's tables.
+    database: Database,
+    /// Channels to the bidding (and other) services.
+    peers: Peers,
+    /// Publishes the outbox (watchlist changes) after commits.
+    relay: Relay,
+}
+
 /// The catalog service.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Service {
-    /// Its configuration, database and shutdown signal.
-    context: ServiceContext,
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Service {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("CatalogService")
+            .field("peers", &self.inner.peers)
+            .finish_non_exhaustive()
+    }
 }
 
 impl MeshService for Service {
@@ -44,18 +97,63 @@ impl MeshService for Service {
     }
 
     async fn build(context: ServiceContext) -> Result<Self, StartError> {
+        let fail = |message: String| StartError::Service {
+            service: Self::NAME,
+            message,
+        };
         // The category tree is seeded whenever it is empty; demo items only
         // with demo data on.
         demo::seed(&context.database, context.config.demo.seed_on_first_start)
             .await
-            .map_err(|error| StartError::Service {
-                service: Self::NAME,
-                message: auction_platform::error::DisplayChain(&error).to_string(),
-            })?;
-        Ok(Self { context })
+            .map_err(|error| fail(auction_platform::error::DisplayChain(&error).to_string()))?;
+        let bus: Arc<dyn EventBus> = bus::for_process(&context.config)
+            .map_err(|error| fail(format!("event bus: {error}")))?;
+        let relay = Relay::spawn(
+            context.database.clone(),
+            Arc::clone(&bus),
+            context.shutdown.clone(),
+            RelayOptions::default(),
+        );
+        let inner = Arc::new(Inner {
+            config: Arc::clone(&context.config),
+            database: context.database.clone(),
+            peers: Peers::new(&context.config, Arc::clone(&context.keys), "catalog"),
+            relay,
+        });
+        bus.subscribe(
+            Subscription {
+                group: consumer::GROUP.to_owned(),
+                topics: consumer::topics(),
+                shutdown: context.shutdown.clone(),
+            },
+            Arc::new(consumer::Consumer {
+                inner: Arc::clone(&inner),
+            }),
+        );
+        tokio::spawn(run_pending_listings(
+            Arc::clone(&inner),
+            context.shutdown.clone(),
+        ));
+        Ok(Self { inner })
     }
 
     fn add_routes(self, routes: &mut RoutesBuilder) {
         routes.add_service(CatalogServiceServer::new(self));
+    }
+}
+
+/// Every few seconds, finishes listings whose caller gave up while bidding
+/// was unreachable (see [`listings`]).
+async fn run_pending_listings(inner: Arc<Inner>, shutdown: auction_platform::Shutdown) {
+    let interval =
+        Duration::from_millis(u64::try_from(PENDING_LISTING_GRACE_MS / 3).unwrap_or(10_000));
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(interval) => {}
+            () = shutdown.wait() => return,
+        }
+        if let Err(error) = inner.resume_pending(PENDING_LISTING_GRACE_MS).await {
+            tracing::warn!(error = %auction_platform::error::DisplayChain(&error), "resuming pending listings failed");
+        }
     }
 }

@@ -1,0 +1,1 @@
+//! Watchlist (filled in below).

@@ -194,3 +194,9 @@ impl From<CatalogError> for tonic::Status {
         auction_platform::to_status(&error)
     }
 }
+
+impl From<StoreError> for tonic::Status {
+    fn from(error: StoreError) -> Self {
+        auction_platform::to_status(&CatalogError::Store(error))
+    }
+}

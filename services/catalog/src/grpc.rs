@@ -190,29 +190,23 @@ impl CatalogService for Service {
 
     async fn search_listings(
         &self,
-        _request: Request<SearchListingsRequest>,
+        request: Request<SearchListingsRequest>,
     ) -> Result<Response<SearchListingsResponse>, Status> {
-        Err(unimplemented("auction.v1.CatalogService/SearchListings", 8))
+        self.inner.search_listings(request).await
     }
 
     async fn list_trending_listings(
         &self,
-        _request: Request<ListTrendingListingsRequest>,
+        request: Request<ListTrendingListingsRequest>,
     ) -> Result<Response<ListTrendingListingsResponse>, Status> {
-        Err(unimplemented(
-            "auction.v1.CatalogService/ListTrendingListings",
-            8,
-        ))
+        self.inner.list_trending_listings(request).await
     }
 
     async fn list_recommended_listings(
         &self,
-        _request: Request<ListRecommendedListingsRequest>,
+        request: Request<ListRecommendedListingsRequest>,
     ) -> Result<Response<ListRecommendedListingsResponse>, Status> {
-        Err(unimplemented(
-            "auction.v1.CatalogService/ListRecommendedListings",
-            8,
-        ))
+        self.inner.list_recommended_listings(request).await
     }
 
     async fn create_live_session(
@@ -244,25 +238,22 @@ impl CatalogService for Service {
 
     async fn add_to_watchlist(
         &self,
-        _request: Request<AddToWatchlistRequest>,
+        request: Request<AddToWatchlistRequest>,
     ) -> Result<Response<AddToWatchlistResponse>, Status> {
-        Err(unimplemented("auction.v1.CatalogService/AddToWatchlist", 8))
+        self.inner.add_to_watchlist(request).await
     }
 
     async fn remove_from_watchlist(
         &self,
-        _request: Request<RemoveFromWatchlistRequest>,
+        request: Request<RemoveFromWatchlistRequest>,
     ) -> Result<Response<RemoveFromWatchlistResponse>, Status> {
-        Err(unimplemented(
-            "auction.v1.CatalogService/RemoveFromWatchlist",
-            8,
-        ))
+        self.inner.remove_from_watchlist(request).await
     }
 
     async fn list_watchlist(
         &self,
-        _request: Request<ListWatchlistRequest>,
+        request: Request<ListWatchlistRequest>,
     ) -> Result<Response<ListWatchlistResponse>, Status> {
-        Err(unimplemented("auction.v1.CatalogService/ListWatchlist", 8))
+        self.inner.list_watchlist(request).await
     }
 }

@@ -29,6 +29,8 @@ pub enum Arg {
     OptInt(Option<i64>),
     /// A boolean.
     Bool(bool),
+    /// A double (ranks).
+    Float(f64),
     /// Bytes (BYTEA / BLOB).
     Bytes(Vec<u8>),
     /// Optional bytes.
@@ -143,6 +145,7 @@ macro_rules! bind_all {
                 Arg::Int(value) => query.bind(*value),
                 Arg::OptInt(value) => query.bind(*value),
                 Arg::Bool(value) => query.bind(*value),
+                Arg::Float(value) => query.bind(*value),
                 Arg::Bytes(value) => query.bind(value.clone()),
                 Arg::OptBytes(value) => query.bind(value.clone()),
             };
@@ -188,6 +191,22 @@ impl Transaction {
         match self {
             Self::Postgres(transaction) => transaction.commit().await?,
             Self::Sqlite(transaction) => transaction.commit().await?,
+        }
+        Ok(())
+    }
+
+    /// Stages bus envelopes in the outbox, published after the commit.
+    pub async fn stage(
+        &mut self,
+        envelopes: &[auction_platform::bus::Envelope],
+    ) -> Result<(), StoreError> {
+        match self {
+            Self::Postgres(transaction) => {
+                auction_platform::bus::outbox::stage(transaction, envelopes).await?;
+            }
+            Self::Sqlite(transaction) => {
+                auction_platform::bus::outbox::stage(transaction, envelopes).await?;
+            }
         }
         Ok(())
     }

@@ -7,4 +7,5 @@
 
 mod items;
 mod listings;
+mod search;
 mod support;

@@ -506,7 +506,19 @@ fn statuses_of(values: &[i32]) -> Result<Vec<&'static str>, CatalogError> {
     Ok(statuses)
 }
 
-impl Inner {
+/// Search over one catalog database (what `SearchListings` runs, and what
+/// the benchmark measures without the gRPC layer).
+#[derive(Debug, Clone)]
+pub struct Searcher {
+    database: Database,
+}
+
+impl Searcher {
+    /// A searcher over the catalog's (migrated) database.
+    pub fn new(database: Database) -> Self {
+        Self { database }
+    }
+
     /// Every category: id -> (path, name, parent).
     async fn category_index(
         &self,
@@ -626,15 +638,6 @@ impl Inner {
                 Some(parse_id("filter.live_session_id", &filter.live_session_id)?);
         }
         Ok(filters)
-    }
-
-    /// `SearchListings`: anyone.
-    pub async fn search_listings(
-        &self,
-        request: Request<SearchListingsRequest>,
-    ) -> Result<Response<SearchListingsResponse>, Status> {
-        let request = request.into_inner();
-        Ok(Response::new(self.search(&request).await?))
     }
 
     /// The search itself (also what the benchmark measures).
@@ -839,6 +842,21 @@ impl Inner {
             formats,
         })
     }
+}
+
+impl Inner {
+    /// `SearchListings`: anyone.
+    pub async fn search_listings(
+        &self,
+        request: Request<SearchListingsRequest>,
+    ) -> Result<Response<SearchListingsResponse>, Status> {
+        let request = request.into_inner();
+        Ok(Response::new(
+            Searcher::new(self.database.clone())
+                .search(&request)
+                .await?,
+        ))
+    }
 
     /// Listings by id, in the order given.
     async fn summaries(&self, ids: &[Uuid]) -> Result<Vec<ListingRecord>, CatalogError> {
@@ -899,7 +917,9 @@ impl Inner {
             "" => None,
             text => {
                 let id = parse_id("category_id", text)?;
-                let categories = self.category_index().await?;
+                let categories = Searcher::new(self.database.clone())
+                    .category_index()
+                    .await?;
                 Some(
                     categories
                         .get(&id)
@@ -945,7 +965,9 @@ impl Inner {
         let binding = format!("recommended:{}", caller.user_id);
         let offset = offset_of(&request.page_token, &binding)?;
         let user = caller.user_id;
-        let categories = self.category_index().await?;
+        let categories = Searcher::new(self.database.clone())
+            .category_index()
+            .await?;
 
         let interest_rows = sql::fetch_all(
             &self.database,

@@ -70,6 +70,24 @@ pub enum CatalogError {
     /// The caller watches too many listings.
     #[error("a watchlist holds at most {0} listings")]
     WatchlistFull(u32),
+    /// The content type is not accepted, or the bytes are not what was declared.
+    #[error("{0}")]
+    MediaTypeUnsupported(String),
+    /// The declared or received size is wrong.
+    #[error("{0}")]
+    MediaSizeInvalid(String),
+    /// The upload does not check out (checksum).
+    #[error("{0}")]
+    UploadInvalid(String),
+    /// The item has as many media as allowed.
+    #[error("an item holds at most {0} media")]
+    MediaLimitReached(i64),
+    /// No such media.
+    #[error("no media with id {0}")]
+    MediaNotFound(String),
+    /// The object store failed.
+    #[error("object store: {0}")]
+    ObjectStore(String),
     /// Another service could not be reached.
     #[error(transparent)]
     Peer(#[from] PeerError),
@@ -91,7 +109,13 @@ impl ServiceError for CatalogError {
             | Self::RequestIdInvalid
             | Self::PageTokenInvalid
             | Self::Rule(_)
-            | Self::CategoryUnknown { .. } => Code::InvalidArgument,
+            | Self::CategoryUnknown { .. }
+            | Self::MediaTypeUnsupported(_)
+            | Self::MediaSizeInvalid(_) => Code::InvalidArgument,
+            Self::UploadInvalid(_) => Code::FailedPrecondition,
+            Self::MediaLimitReached(_) => Code::ResourceExhausted,
+            Self::MediaNotFound(_) => Code::NotFound,
+            Self::ObjectStore(_) => Code::Unavailable,
             Self::IdempotencyKeyReused => Code::AlreadyExists,
             Self::CategoryNotFound(_) | Self::ItemNotFound(_) | Self::ListingNotFound(_) => {
                 Code::NotFound
@@ -125,6 +149,12 @@ impl ServiceError for CatalogError {
             Self::NotEditable(_) => "LISTING_NOT_EDITABLE",
             Self::VersionConflict { .. } => "VERSION_CONFLICT",
             Self::WatchlistFull(_) => "WATCHLIST_FULL",
+            Self::MediaTypeUnsupported(_) => "MEDIA_TYPE_UNSUPPORTED",
+            Self::MediaSizeInvalid(_) => "MEDIA_SIZE_INVALID",
+            Self::UploadInvalid(_) => "UPLOAD_INVALID",
+            Self::MediaLimitReached(_) => "MEDIA_LIMIT_REACHED",
+            Self::MediaNotFound(_) => "MEDIA_NOT_FOUND",
+            Self::ObjectStore(_) => "SERVICE_UNAVAILABLE",
             Self::Peer(error) => error.reason(),
             Self::Store(_) => "INTERNAL_ERROR",
         }
@@ -133,6 +163,12 @@ impl ServiceError for CatalogError {
     fn retry_after(&self) -> Option<Duration> {
         match self {
             Self::Peer(error) => error.retry_after(),
+            Self::ObjectStore(_) => Some(Duration::from_secs(1)),
+            Self::MediaTypeUnsupported(_)
+            | Self::MediaSizeInvalid(_)
+            | Self::UploadInvalid(_)
+            | Self::MediaLimitReached(_)
+            | Self::MediaNotFound(_) => None,
             Self::Invalid { .. }
             | Self::RequestIdInvalid
             | Self::IdempotencyKeyReused
@@ -172,7 +208,13 @@ impl ServiceError for CatalogError {
                     .field_violations
                     .push(violation(field, format!("no category with id {id}")));
             }
-            Self::RequestIdInvalid
+            Self::MediaTypeUnsupported(_)
+            | Self::MediaSizeInvalid(_)
+            | Self::UploadInvalid(_)
+            | Self::MediaLimitReached(_)
+            | Self::MediaNotFound(_)
+            | Self::ObjectStore(_)
+            | Self::RequestIdInvalid
             | Self::IdempotencyKeyReused
             | Self::PageTokenInvalid
             | Self::CategoryNotFound(_)

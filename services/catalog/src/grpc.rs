@@ -111,9 +111,9 @@ impl CatalogService for Service {
 
     async fn upload_media(
         &self,
-        _request: Request<Streaming<UploadMediaRequest>>,
+        request: Request<Streaming<UploadMediaRequest>>,
     ) -> Result<Response<UploadMediaResponse>, Status> {
-        Err(unimplemented("auction.v1.CatalogService/UploadMedia", 8))
+        self.inner.upload_media(request).await
     }
 
     async fn begin_media_upload(
@@ -148,9 +148,9 @@ impl CatalogService for Service {
 
     async fn delete_media(
         &self,
-        _request: Request<DeleteMediaRequest>,
+        request: Request<DeleteMediaRequest>,
     ) -> Result<Response<DeleteMediaResponse>, Status> {
-        Err(unimplemented("auction.v1.CatalogService/DeleteMedia", 8))
+        self.inner.delete_media(request).await
     }
 
     async fn create_listing(

@@ -463,9 +463,9 @@ impl Inner {
             .await
             .map_err(CatalogError::from)?;
         transaction.commit().await.map_err(CatalogError::from)?;
-        Ok(Response::new(GetItemResponse {
-            item: Some(item.to_proto(active.map(|(id, _)| id))),
-        }))
+        let mut proto = item.to_proto(active.map(|(id, _)| id));
+        proto.media = self.media_of(&[id]).await?.remove(&id).unwrap_or_default();
+        Ok(Response::new(GetItemResponse { item: Some(proto) }))
     }
 
     /// `UpdateItem`: the fields named in the mask; owner or admin; not while

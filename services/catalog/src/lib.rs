@@ -9,6 +9,8 @@
 //! - `grpc`: the `auction.v1.CatalogService` implementation (delegates).
 //! - [`items`]: items, their field rules and RPCs.
 //! - [`listings`]: listings and the exactly-once scheduling in bidding.
+//! - [`media`]: uploads streamed into the object store, sniffing,
+//!   limits, thumbnails.
 //! - [`rules`]: the format and schedule rules of a listing (pure).
 //! - [`search`]: full-text search with filters, sorts, facets and cursors
 //!   (PostgreSQL tsvector + GIN, SQLite FTS5).
@@ -31,6 +33,7 @@ mod grpc;
 pub mod idempotency;
 pub mod items;
 pub mod listings;
+pub mod media;
 pub mod money;
 pub mod pagination;
 pub mod rules;
@@ -68,6 +71,8 @@ pub struct Inner {
     peers: Peers,
     /// Publishes the outbox (watchlist changes) after commits.
     relay: Relay,
+    /// Where media bytes live (a local folder or a bucket).
+    media: Arc<dyn object_store::ObjectStore>,
 }
 
 /// The catalog service.
@@ -114,11 +119,13 @@ impl MeshService for Service {
             context.shutdown.clone(),
             RelayOptions::default(),
         );
+        let media = media::open_store(&context.config.media).map_err(fail)?;
         let inner = Arc::new(Inner {
             config: Arc::clone(&context.config),
             database: context.database.clone(),
             peers: Peers::new(&context.config, Arc::clone(&context.keys), "catalog"),
             relay,
+            media,
         });
         bus.subscribe(
             Subscription {

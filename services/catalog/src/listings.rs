@@ -771,7 +771,18 @@ impl Inner {
         transaction.commit().await.map_err(CatalogError::from)?;
         Ok(Response::new(GetListingResponse {
             listing: Some(listing.to_listing(privileged(caller.as_ref(), &listing))),
-            item: item.map(|item| item.to_proto(active.map(|(id, _)| id))),
+            item: match item {
+                Some(item) => {
+                    let mut proto = item.to_proto(active.map(|(id, _)| id));
+                    proto.media = self
+                        .media_of(&[item.id])
+                        .await?
+                        .remove(&item.id)
+                        .unwrap_or_default();
+                    Some(proto)
+                }
+                None => None,
+            },
             summary: Some(listing.to_summary()),
             watching,
         }))

@@ -154,6 +154,51 @@ pub struct StorageConfig {
 pub struct MediaConfig {
     /// The local folder used by the embedded default's object store.
     pub local_dir: PathBuf,
+    /// `local` (files under `local_dir`) or `s3` (an S3-compatible bucket,
+    /// `media.s3`; needs a build with the catalog's `s3` feature).
+    #[serde(default)]
+    pub store: MediaStoreKind,
+    /// The bucket when `store = "s3"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3Config>,
+    /// The public base URL media are served at (`<base>/<object key>`), e.g.
+    /// a CDN in front of the bucket; empty = this process's own listener
+    /// under `/media/` (the embedded default).
+    #[serde(default)]
+    pub public_base_url: String,
+}
+
+/// Which object store holds media.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MediaStoreKind {
+    /// A local folder (`media.local_dir`).
+    #[default]
+    Local,
+    /// An S3-compatible bucket (`media.s3`).
+    S3,
+}
+
+/// An S3-compatible bucket.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Config {
+    /// Bucket name.
+    pub bucket: String,
+    /// Region, e.g. `eu-central-1`.
+    pub region: String,
+    /// Endpoint of an S3-compatible service (MinIO, R2); absent = AWS.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Access key id; absent = the environment's credentials.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub access_key_id: Option<String>,
+    /// Secret access key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret_access_key: Option<Secret>,
+    /// Allow a plain-http endpoint (a local MinIO).
+    #[serde(default)]
+    pub allow_http: bool,
 }
 
 /// Redis, for event streams and live fan-out between nodes. See
@@ -431,6 +476,9 @@ impl Config {
             },
             media: MediaConfig {
                 local_dir: data_dir.join("media"),
+                store: MediaStoreKind::Local,
+                s3: None,
+                public_base_url: String::new(),
             },
             redis: RedisConfig::default(),
             etcd: EtcdConfig {
@@ -602,6 +650,46 @@ impl Config {
         self.validate_bus()?;
         self.validate_notification()?;
         self.validate_peers()?;
+        self.validate_media()?;
+        Ok(())
+    }
+
+    fn validate_media(&self) -> Result<(), ConfigError> {
+        let media = &self.media;
+        let invalid = |key: &'static str, message: &str| ConfigError::Invalid {
+            key,
+            message: message.to_owned(),
+        };
+        if !(media.public_base_url.is_empty()
+            || media.public_base_url.starts_with("http://")
+            || media.public_base_url.starts_with("https://"))
+        {
+            return Err(invalid(
+                "media.public_base_url",
+                "must start with http:// or https:// (or be empty)",
+            ));
+        }
+        match (media.store, &media.s3) {
+            (MediaStoreKind::Local, _) => {
+                if media.local_dir.as_os_str().is_empty() {
+                    return Err(invalid("media.local_dir", "must not be empty"));
+                }
+            }
+            (MediaStoreKind::S3, None) => {
+                return Err(invalid("media.s3", "is required when media.store = \"s3\""));
+            }
+            (MediaStoreKind::S3, Some(s3)) => {
+                if s3.bucket.is_empty() || s3.region.is_empty() {
+                    return Err(invalid("media.s3", "bucket and region are required"));
+                }
+                if s3.access_key_id.is_some() != s3.secret_access_key.is_some() {
+                    return Err(invalid(
+                        "media.s3.access_key_id",
+                        "access_key_id and secret_access_key go together",
+                    ));
+                }
+            }
+        }
         Ok(())
     }
 

@@ -7,5 +7,6 @@
 
 mod items;
 mod listings;
+mod media;
 mod search;
 mod support;

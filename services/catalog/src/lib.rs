@@ -145,6 +145,11 @@ impl MeshService for Service {
     }
 
     fn add_routes(self, routes: &mut RoutesBuilder) {
+        // Media bytes by plain GET under /media/ (when no CDN is configured).
+        routes.add_service(media::MediaFiles::new(
+            Arc::clone(&self.inner.media),
+            self.inner.database.clone(),
+        ));
         routes.add_service(CatalogServiceServer::new(self));
     }
 }

@@ -686,6 +686,137 @@ impl Inner {
     }
 }
 
+/// Serves stored media over plain HTTP GET at `/media/<object key>` on the
+/// process's own listener (the URL of `Media` when `media.public_base_url`
+/// is empty): originals with their verified content type, thumbnails as
+/// WebP, streamed from the object store, cacheable for a year (keys never
+/// change content).
+#[derive(Clone)]
+pub struct MediaFiles {
+    store: Arc<dyn ObjectStore>,
+    database: Database,
+}
+
+impl std::fmt::Debug for MediaFiles {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.debug_struct("MediaFiles").finish_non_exhaustive()
+    }
+}
+
+impl MediaFiles {
+    /// Files of `store`, content types from `database`.
+    pub fn new(store: Arc<dyn ObjectStore>, database: Database) -> Self {
+        Self { store, database }
+    }
+
+    async fn respond(
+        self,
+        method: tonic::codegen::http::Method,
+        path: String,
+    ) -> tonic::codegen::http::Response<tonic::body::Body> {
+        use tonic::codegen::http::{Method, Response as HttpResponse, StatusCode, header};
+        let plain = |status: StatusCode| {
+            let mut response = HttpResponse::new(tonic::body::Body::empty());
+            *response.status_mut() = status;
+            response
+        };
+        if method != Method::GET && method != Method::HEAD {
+            return plain(StatusCode::METHOD_NOT_ALLOWED);
+        }
+        let Some(key) = path.strip_prefix("/media/") else {
+            return plain(StatusCode::NOT_FOUND);
+        };
+        // Only keys we write: items/<uuid>/<uuid>/<name>.
+        let parts: Vec<&str> = key.split('/').collect();
+        let well_formed = matches!(parts.as_slice(), ["items", item, media, name]
+            if Uuid::parse_str(item).is_ok() && Uuid::parse_str(media).is_ok()
+                && (*name == "original" || (name.starts_with("thumb-") && name.ends_with(".webp"))));
+        if !well_formed {
+            return plain(StatusCode::NOT_FOUND);
+        }
+        let content_type = if key.ends_with(".webp") {
+            "image/webp".to_owned()
+        } else {
+            let row = sql::fetch_all(
+                &self.database,
+                "SELECT content_type FROM media WHERE object_key = $1",
+                &[Arg::Text(key.to_owned())],
+            )
+            .await;
+            match row
+                .ok()
+                .and_then(|rows| rows.into_iter().next())
+                .map(|row| row.text("content_type"))
+            {
+                Some(Ok(content_type)) => content_type,
+                Some(Err(_)) | None => return plain(StatusCode::NOT_FOUND),
+            }
+        };
+        let found = match self.store.get(&ObjectPath::from(key)).await {
+            Ok(found) => found,
+            Err(object_store::Error::NotFound { .. }) => return plain(StatusCode::NOT_FOUND),
+            Err(error) => {
+                tracing::warn!(%error, key, "reading a media object failed");
+                return plain(StatusCode::SERVICE_UNAVAILABLE);
+            }
+        };
+        let length = found.meta.size;
+        let body = if method == Method::HEAD {
+            tonic::body::Body::empty()
+        } else {
+            use futures::StreamExt as _;
+            let frames = found
+                .into_stream()
+                .map(|chunk| chunk.map(http_body::Frame::data));
+            tonic::body::Body::new(http_body_util::StreamBody::new(frames))
+        };
+        let mut response = HttpResponse::new(body);
+        let headers = response.headers_mut();
+        if let Ok(value) = content_type.parse() {
+            headers.insert(header::CONTENT_TYPE, value);
+        }
+        if let Ok(value) = length.to_string().parse() {
+            headers.insert(header::CONTENT_LENGTH, value);
+        }
+        headers.insert(
+            header::CACHE_CONTROL,
+            header::HeaderValue::from_static("public, max-age=31536000, immutable"),
+        );
+        headers.insert(
+            header::X_CONTENT_TYPE_OPTIONS,
+            header::HeaderValue::from_static("nosniff"),
+        );
+        response
+    }
+}
+
+impl tonic::server::NamedService for MediaFiles {
+    // Routed as `/media/*`.
+    const NAME: &'static str = "media";
+}
+
+impl<B: Send + 'static> tonic::codegen::Service<tonic::codegen::http::Request<B>> for MediaFiles {
+    type Response = tonic::codegen::http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        _context: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: tonic::codegen::http::Request<B>) -> Self::Future {
+        let files = self.clone();
+        let method = request.method().clone();
+        let path = request.uri().path().to_owned();
+        Box::pin(async move { Ok(files.respond(method, path).await) })
+    }
+}
+
 fn check_sniffed(head: &[u8], declared: &str) -> Result<(), CatalogError> {
     match sniff(head) {
         Some(actual) if actual == declared => Ok(()),

@@ -116,6 +116,13 @@ async fn image_upload_is_stored_and_thumbnailed() {
     .unwrap();
     assert_eq!(stored, bytes);
 
+    // The URL serves the bytes (plain HTTP GET on the app's own listener).
+    let (status, content_type, body) = http_get(&app, &media.url).await;
+    assert_eq!((status, content_type.as_str()), (200, "image/png"));
+    assert_eq!(body, bytes);
+    let (missing, _, _) = http_get(&app, &media.url.replace("/original", "/thumb-9.webp")).await;
+    assert_eq!(missing, 404);
+
     // Thumbnails arrive in the background.
     let deadline = tokio::time::Instant::now() + WAIT;
     let ready = loop {
@@ -150,6 +157,9 @@ async fn image_upload_is_stored_and_thumbnailed() {
     );
     let thumbnail = std::fs::read(app.config.media.local_dir.join(thumbnail_key)).unwrap();
     assert_eq!(&thumbnail[8..12], b"WEBP");
+    let (status, content_type, served) = http_get(&app, &ready.thumbnails[1].url).await;
+    assert_eq!((status, content_type.as_str()), (200, "image/webp"));
+    assert_eq!(served, thumbnail);
 
     // The same upload again (same request id): the original answer, no second media.
     let replay = catalog(&app)
@@ -404,6 +414,31 @@ async fn a_200_mib_upload_keeps_memory_flat() {
         "resident memory grew by {growth} bytes"
     );
     app.stop().await;
+}
+
+/// A GET over HTTP/2 (the listener answers plain HTTP/1.1 requests that
+/// are not grpc-web with 400, see the README): status, content type, body.
+async fn http_get(app: &TestApp, url: &str) -> (u16, String, Vec<u8>) {
+    use http_body_util::BodyExt as _;
+    use tower::ServiceExt as _;
+    let request = tonic::codegen::http::Request::get(url)
+        .body(tonic::body::Body::empty())
+        .unwrap();
+    let response = app.channel().await.oneshot(request).await.unwrap();
+    let status = response.status().as_u16();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .map(|value| value.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes()
+        .to_vec();
+    (status, content_type, body)
 }
 
 async fn item_for_warmup(app: &TestApp, user: &User, category: &str) -> String {

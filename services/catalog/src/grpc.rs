@@ -49,6 +49,18 @@ impl CatalogService for Service {
             .await
             .map_err(CatalogError::from)?;
         let placed = categories::depth_first(&stored, root, request.max_depth)?;
+        let counts = self.inner.active_counts_by_path().await?;
+        let active_under = |path: &str| -> u32 {
+            let prefix = format!("{path}/");
+            let total: i64 = counts
+                .iter()
+                .filter(|(listing_path, _)| {
+                    *listing_path == path || listing_path.starts_with(&prefix)
+                })
+                .map(|(_, count)| *count)
+                .sum();
+            u32::try_from(total).unwrap_or(u32::MAX)
+        };
         let categories = placed
             .into_iter()
             .map(|node| Category {
@@ -63,8 +75,7 @@ impl CatalogService for Service {
                 path_names: node.path_names.into_iter().map(str::to_owned).collect(),
                 depth: node.depth,
                 position: node.category.position,
-                // No listing exists until listings are built (issue 8).
-                active_listing_count: 0,
+                active_listing_count: active_under(&node.category.path),
             })
             .collect();
         let cache_until = std::time::SystemTime::now() + CATEGORY_CACHE;

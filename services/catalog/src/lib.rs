@@ -73,6 +73,38 @@ pub struct Inner {
     relay: Relay,
     /// Where media bytes live (a local folder or a bucket).
     media: Arc<dyn object_store::ObjectStore>,
+    /// Active listings per category path and when they were counted: the
+    /// contract refreshes `active_listing_count` every minute.
+    active_counts: tokio::sync::Mutex<Option<(std::time::Instant, Vec<(String, i64)>)>>,
+}
+
+/// How long category counts are reused.
+const ACTIVE_COUNTS_TTL: Duration = Duration::from_secs(60);
+
+impl Inner {
+    /// SCHEDULED, OPEN and EXTENDED listings per category path, at most a
+    /// minute old.
+    pub async fn active_counts_by_path(&self) -> Result<Vec<(String, i64)>, error::CatalogError> {
+        let mut cached = self.active_counts.lock().await;
+        if let Some((counted_at, counts)) = cached.as_ref()
+            && counted_at.elapsed() < ACTIVE_COUNTS_TTL
+        {
+            return Ok(counts.clone());
+        }
+        let rows = sql::fetch_all(
+            &self.database,
+            "SELECT category_path, COUNT(*) AS n FROM listings \
+             WHERE status IN ('scheduled', 'open', 'extended') GROUP BY category_path",
+            &[],
+        )
+        .await?;
+        let mut counts = Vec::with_capacity(rows.len());
+        for row in rows {
+            counts.push((row.text("category_path")?, row.int("n")?));
+        }
+        *cached = Some((std::time::Instant::now(), counts.clone()));
+        Ok(counts)
+    }
 }
 
 /// The catalog service.
@@ -126,6 +158,7 @@ impl MeshService for Service {
             peers: Peers::new(&context.config, Arc::clone(&context.keys), "catalog"),
             relay,
             media,
+            active_counts: tokio::sync::Mutex::new(None),
         });
         bus.subscribe(
             Subscription {

@@ -657,6 +657,8 @@ impl Inner {
         };
         key.complete(&mut transaction, &response).await?;
         transaction.commit().await.map_err(CatalogError::from)?;
+        // A new active listing: category counts are recounted on next read.
+        *self.active_counts.lock().await = None;
         tracing::info!(auction_id = %listing.id, user_id = %caller.user_id, "listing scheduled");
         Ok(Response::new(response))
     }
@@ -949,6 +951,7 @@ impl Inner {
             .map_err(CatalogError::from)?
             .ok_or_else(|| CatalogError::ListingNotFound(id.to_string()))?;
         transaction.commit().await.map_err(CatalogError::from)?;
+        *self.active_counts.lock().await = None;
         tracing::info!(auction_id = %id, user_id = %caller.user_id, "listing cancelled");
         Ok(Response::new(CancelListingResponse {
             listing: Some(stored.to_listing(true)),

@@ -112,6 +112,30 @@ async fn full_text_filters_sorts_facets(backend: Backend) {
     )
     .await;
 
+    // The category tree counts active listings, subcategories included.
+    let tree = catalog(&app)
+        .await
+        .list_categories(pb::ListCategoriesRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .categories;
+    let count_of = |slug: &str| {
+        tree.iter()
+            .find(|category| category.slug == slug)
+            .unwrap()
+            .active_listing_count
+    };
+    assert_eq!(
+        (
+            count_of("electronics"),
+            count_of("cameras"),
+            count_of("coins"),
+            count_of("art")
+        ),
+        (3, 2, 1, 0)
+    );
+
     // Ranking: a title match before a description-only match.
     let found = run(
         &app,

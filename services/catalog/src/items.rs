@@ -506,14 +506,8 @@ impl Inner {
                     check_country("item.ship_from_country", &update.ship_from_country)?;
                 }
                 "media_order" => {
-                    // Media are not stored yet (issue 8, media upload): the only
-                    // valid order is the empty one.
-                    if !update.media_order.is_empty() {
-                        return Err(invalid(
-                            "item.media_order",
-                            "must list exactly the item's media",
-                        )
-                        .into());
+                    for id in &update.media_order {
+                        parse_id("item.media_order", id)?;
                     }
                 }
                 other => {
@@ -604,6 +598,7 @@ impl Inner {
                 }
                 "attributes" => item.attributes = new_attributes.clone().unwrap_or_default(),
                 "ship_from_country" => item.ship_from_country.clone_from(&update.ship_from_country),
+                "media_order" => reorder_media(&mut transaction, id, &update.media_order).await?,
                 _ => {}
             }
         }
@@ -655,9 +650,9 @@ impl Inner {
                 .await
                 .map_err(CatalogError::from)?;
         }
-        let response = UpdateItemResponse {
-            item: Some(item.to_proto(active.map(|(id, _)| id))),
-        };
+        let mut proto = item.to_proto(active.map(|(id, _)| id));
+        proto.media = self.media_in(&mut transaction, id).await?;
+        let response = UpdateItemResponse { item: Some(proto) };
         key.complete(&mut transaction, &response).await?;
         transaction.commit().await.map_err(CatalogError::from)?;
         Ok(Response::new(response))
@@ -804,6 +799,50 @@ impl Inner {
         tracing::info!(item_id = %id, user_id = %caller.user_id, "item deleted");
         Ok(Response::new(response))
     }
+}
+
+/// Puts an item's media in the order given, which must list exactly them.
+async fn reorder_media(
+    transaction: &mut Transaction,
+    item_id: Uuid,
+    order: &[String],
+) -> Result<(), CatalogError> {
+    let rows = transaction
+        .fetch_all(
+            "SELECT id FROM media WHERE item_id = $1",
+            &[Arg::Uuid(item_id)],
+        )
+        .await?;
+    let mut current = Vec::with_capacity(rows.len());
+    for row in rows {
+        current.push(row.uuid("id")?);
+    }
+    let mut wanted = Vec::with_capacity(order.len());
+    for id in order {
+        wanted.push(parse_id("item.media_order", id)?);
+    }
+    let mut sorted_current = current.clone();
+    sorted_current.sort_unstable();
+    let mut sorted_wanted = wanted.clone();
+    sorted_wanted.sort_unstable();
+    if sorted_current != sorted_wanted {
+        return Err(invalid(
+            "item.media_order",
+            "must list every media id of the item exactly once",
+        ));
+    }
+    for (position, id) in wanted.iter().enumerate() {
+        transaction
+            .execute(
+                "UPDATE media SET position = $1 WHERE id = $2",
+                &[
+                    Arg::Int(i64::try_from(position).unwrap_or(i64::MAX)),
+                    Arg::Uuid(*id),
+                ],
+            )
+            .await?;
+    }
+    Ok(())
 }
 
 fn parse_category(field: &'static str, text: &str) -> Result<Uuid, CatalogError> {

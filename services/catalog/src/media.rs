@@ -328,6 +328,24 @@ impl Inner {
         Ok(by_item)
     }
 
+    /// The media of one item as `transaction` sees them, in display order.
+    pub async fn media_in(
+        &self,
+        transaction: &mut Transaction,
+        item_id: Uuid,
+    ) -> Result<Vec<Media>, CatalogError> {
+        let rows = transaction
+            .fetch_all(
+                &format!("SELECT {MEDIA_COLUMNS} FROM media WHERE item_id = $1 ORDER BY position"),
+                &[Arg::Uuid(item_id)],
+            )
+            .await?;
+        let base = self.media_base_url();
+        rows.iter()
+            .map(|row| Ok(MediaRecord::from_row(row)?.to_proto(&base)))
+            .collect()
+    }
+
     /// `UploadMedia`: the client stream, start then chunks.
     pub async fn upload_media(
         &self,

@@ -174,6 +174,63 @@ async fn image_upload_is_stored_and_thumbnailed() {
     assert_eq!(replay.into_inner().media.unwrap().media_id, media.media_id);
     assert_eq!(item_media(&app, &alice, &item.item_id).await.len(), 1);
 
+    // A second image goes last; media_order puts it first.
+    let small = png(30, 20);
+    let second = upload(
+        &app,
+        &alice,
+        vec![
+            start(
+                &item.item_id,
+                "image/png",
+                small.len() as u64,
+                &request_id(),
+            ),
+            chunk(&small),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(second.position, 1);
+    let reorder = |order: Vec<String>| pb::UpdateItemRequest {
+        request_id: request_id(),
+        item_id: item.item_id.clone(),
+        item: Some(pb::ItemUpdate {
+            media_order: order,
+            ..pb::ItemUpdate::default()
+        }),
+        update_mask: Some(prost_types::FieldMask {
+            paths: vec!["media_order".to_owned()],
+        }),
+        expected_version: 0,
+    };
+    let reordered = catalog(&app)
+        .await
+        .update_item(with_token(
+            reorder(vec![second.media_id.clone(), media.media_id.clone()]),
+            &alice.token,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .item
+        .unwrap();
+    let order: Vec<&str> = reordered
+        .media
+        .iter()
+        .map(|media| media.media_id.as_str())
+        .collect();
+    assert_eq!(order, [second.media_id.as_str(), media.media_id.as_str()]);
+    let incomplete = catalog(&app)
+        .await
+        .update_item(with_token(
+            reorder(vec![second.media_id.clone()]),
+            &alice.token,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&incomplete), "VALIDATION_FAILED");
+
     let after = catalog(&app)
         .await
         .delete_media(with_token(
@@ -188,7 +245,11 @@ async fn image_upload_is_stored_and_thumbnailed() {
         .into_inner()
         .item
         .unwrap();
-    assert!(after.media.is_empty());
+    assert_eq!(after.media.len(), 1);
+    assert_eq!(
+        (after.media[0].media_id.as_str(), after.media[0].position),
+        (second.media_id.as_str(), 0)
+    );
     assert!(
         !app.config
             .media

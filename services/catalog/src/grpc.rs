@@ -129,32 +129,23 @@ impl CatalogService for Service {
 
     async fn begin_media_upload(
         &self,
-        _request: Request<BeginMediaUploadRequest>,
+        request: Request<BeginMediaUploadRequest>,
     ) -> Result<Response<BeginMediaUploadResponse>, Status> {
-        Err(unimplemented(
-            "auction.v1.CatalogService/BeginMediaUpload",
-            8,
-        ))
+        self.inner.begin_media_upload(request).await
     }
 
     async fn upload_media_chunk(
         &self,
-        _request: Request<UploadMediaChunkRequest>,
+        request: Request<UploadMediaChunkRequest>,
     ) -> Result<Response<UploadMediaChunkResponse>, Status> {
-        Err(unimplemented(
-            "auction.v1.CatalogService/UploadMediaChunk",
-            8,
-        ))
+        self.inner.upload_media_chunk(request).await
     }
 
     async fn complete_media_upload(
         &self,
-        _request: Request<CompleteMediaUploadRequest>,
+        request: Request<CompleteMediaUploadRequest>,
     ) -> Result<Response<CompleteMediaUploadResponse>, Status> {
-        Err(unimplemented(
-            "auction.v1.CatalogService/CompleteMediaUpload",
-            8,
-        ))
+        self.inner.complete_media_upload(request).await
     }
 
     async fn delete_media(

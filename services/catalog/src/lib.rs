@@ -11,6 +11,7 @@
 //! - [`listings`]: listings and the exactly-once scheduling in bidding.
 //! - [`media`]: uploads streamed into the object store, sniffing,
 //!   limits, thumbnails.
+//! - [`uploads`]: resumable chunked uploads for grpc-web clients.
 //! - [`rules`]: the format and schedule rules of a listing (pure).
 //! - [`search`]: full-text search with filters, sorts, facets and cursors
 //!   (PostgreSQL tsvector + GIN, SQLite FTS5).
@@ -40,6 +41,7 @@ pub mod rules;
 pub mod search;
 mod sql;
 pub mod store;
+pub mod uploads;
 pub mod watchlist;
 
 use std::sync::Arc;
@@ -199,6 +201,9 @@ async fn run_pending_listings(inner: Arc<Inner>, shutdown: auction_platform::Shu
         }
         if let Err(error) = inner.resume_pending(PENDING_LISTING_GRACE_MS).await {
             tracing::warn!(error = %auction_platform::error::DisplayChain(&error), "resuming pending listings failed");
+        }
+        if let Err(error) = inner.expire_upload_sessions().await {
+            tracing::warn!(error = %auction_platform::error::DisplayChain(&error), "expiring upload sessions failed");
         }
     }
 }

@@ -123,16 +123,16 @@ fn size_invalid(message: impl Into<String>) -> CatalogError {
 }
 
 /// Checked metadata of an upload.
-struct Declared {
-    kind: MediaKind,
-    content_type: String,
-    filename: String,
-    size_bytes: u64,
-    sha256: Option<String>,
-    item_id: Uuid,
+pub(crate) struct Declared {
+    pub(crate) kind: MediaKind,
+    pub(crate) content_type: String,
+    pub(crate) filename: String,
+    pub(crate) size_bytes: u64,
+    pub(crate) sha256: Option<String>,
+    pub(crate) item_id: Uuid,
 }
 
-fn check_metadata(metadata: &MediaUploadMetadata) -> Result<Declared, CatalogError> {
+pub(crate) fn check_metadata(metadata: &MediaUploadMetadata) -> Result<Declared, CatalogError> {
     let item_id = parse_id("metadata.item_id", &metadata.item_id)?;
     // Display only: keep the last path component.
     let filename = metadata
@@ -184,6 +184,124 @@ fn check_metadata(metadata: &MediaUploadMetadata) -> Result<Declared, CatalogErr
         sha256,
         item_id,
     })
+}
+
+/// Writes an upload's chunks, in order, into one object: counts, hashes
+/// and sniffs them, and hands them to a multipart upload with bounded
+/// parts in flight (so memory does not grow with the file).
+pub(crate) struct Assembler<'a> {
+    declared: &'a Declared,
+    object_key: String,
+    writer: WriteMultipart,
+    hasher: Sha256,
+    received: u64,
+    head: Vec<u8>,
+    sniffed: bool,
+}
+
+impl<'a> Assembler<'a> {
+    /// Starts the multipart upload of `object_key`.
+    pub(crate) async fn start(
+        store: &Arc<dyn ObjectStore>,
+        declared: &'a Declared,
+        object_key: &str,
+    ) -> Result<Self, CatalogError> {
+        let upload = store
+            .put_multipart(&ObjectPath::from(object_key))
+            .await
+            .map_err(|error| CatalogError::ObjectStore(error.to_string()))?;
+        Ok(Self {
+            declared,
+            object_key: object_key.to_owned(),
+            writer: WriteMultipart::new_with_chunk_size(upload, PART_BYTES),
+            hasher: Sha256::new(),
+            received: 0,
+            head: Vec::with_capacity(SNIFF_BYTES),
+            sniffed: false,
+        })
+    }
+
+    /// Adds the next chunk.
+    pub(crate) async fn push(&mut self, chunk: Vec<u8>) -> Result<(), CatalogError> {
+        if chunk.is_empty() || chunk.len() > MAX_CHUNK_BYTES {
+            return Err(size_invalid(format!(
+                "a chunk must be 1-{MAX_CHUNK_BYTES} bytes"
+            )));
+        }
+        self.received += chunk.len() as u64;
+        if self.received > self.declared.size_bytes {
+            return Err(size_invalid(format!(
+                "more bytes than the declared {}",
+                self.declared.size_bytes
+            )));
+        }
+        self.hasher.update(&chunk);
+        if !self.sniffed {
+            let take = (SNIFF_BYTES - self.head.len()).min(chunk.len());
+            self.head.extend_from_slice(&chunk[..take]);
+            if self.head.len() >= SNIFF_BYTES || self.received == self.declared.size_bytes {
+                check_sniffed(&self.head, &self.declared.content_type)?;
+                self.sniffed = true;
+            }
+        }
+        self.writer
+            .wait_for_capacity(PARTS_IN_FLIGHT)
+            .await
+            .map_err(|error| CatalogError::ObjectStore(error.to_string()))?;
+        self.writer.put(bytes::Bytes::from(chunk));
+        Ok(())
+    }
+
+    /// Checks size, type and checksum, then completes the object; returns
+    /// the SHA-256. On a refusal the upload is aborted.
+    pub(crate) async fn finish(self) -> Result<String, Status> {
+        let checked = (|| {
+            if self.received != self.declared.size_bytes {
+                return Err(size_invalid(format!(
+                    "received {} bytes, declared {}",
+                    self.received, self.declared.size_bytes
+                )));
+            }
+            if !self.sniffed {
+                check_sniffed(&self.head, &self.declared.content_type)?;
+            }
+            let sha256: String = self
+                .hasher
+                .clone()
+                .finalize()
+                .iter()
+                .map(|byte| format!("{byte:02x}"))
+                .collect();
+            if let Some(expected) = &self.declared.sha256
+                && *expected != sha256
+            {
+                return Err(CatalogError::UploadInvalid(format!(
+                    "the bytes hash to {sha256}, not the declared {expected}"
+                )));
+            }
+            Ok(sha256)
+        })();
+        match checked {
+            Ok(sha256) => {
+                self.writer
+                    .finish()
+                    .await
+                    .map_err(|error| CatalogError::ObjectStore(error.to_string()))?;
+                Ok(sha256)
+            }
+            Err(error) => {
+                self.abort().await;
+                Err(error.into())
+            }
+        }
+    }
+
+    /// Abandons the upload (nothing becomes visible).
+    pub(crate) async fn abort(self) {
+        if let Err(error) = self.writer.abort().await {
+            tracing::warn!(%error, object_key = %self.object_key, "aborting a refused upload failed");
+        }
+    }
 }
 
 /// A thumbnail as stored (JSON in the media row).
@@ -410,6 +528,34 @@ impl Inner {
         }
         let sha256 = stored?;
 
+        let media = self
+            .record_media(
+                &caller,
+                &declared,
+                media_id,
+                &object_key,
+                sha256,
+                Some(&key),
+                None,
+            )
+            .await?;
+        Ok(Response::new(UploadMediaResponse { media: Some(media) }))
+    }
+
+    /// Records a stored upload as a media of its item (slot checked again,
+    /// positions appended), completes `key` or marks `session` done in the
+    /// same transaction, and starts thumbnails for images.
+    #[allow(clippy::too_many_arguments, reason = "one call site per upload path")]
+    pub(crate) async fn record_media(
+        &self,
+        caller: &Caller,
+        declared: &Declared,
+        media_id: Uuid,
+        object_key: &str,
+        sha256: String,
+        key: Option<&IdempotencyKey>,
+        session: Option<Uuid>,
+    ) -> Result<Media, Status> {
         let mut transaction = Transaction::begin_write(&self.database).await?;
         // Checked again: another upload may have taken the last slot.
         self.check_media_slot(&mut transaction, &caller, declared.item_id)
@@ -436,7 +582,7 @@ impl Inner {
             filename: declared.filename.clone(),
             size_bytes: i64::try_from(declared.size_bytes).unwrap_or(i64::MAX),
             sha256,
-            object_key: object_key.clone(),
+            object_key: object_key.to_owned(),
             // Videos get no poster frames (no video decoder in the build):
             // they are ready as stored.
             status: if declared.kind == MediaKind::Video {
@@ -481,10 +627,24 @@ impl Inner {
                 &[Arg::Int(record.created_at_ms), Arg::Uuid(record.item_id)],
             )
             .await?;
-        let response = UploadMediaResponse {
-            media: Some(record.to_proto(&self.media_base_url())),
-        };
-        key.complete(&mut transaction, &response).await?;
+        let media = record.to_proto(&self.media_base_url());
+        if let Some(key) = key {
+            key.complete(
+                &mut transaction,
+                &UploadMediaResponse {
+                    media: Some(media.clone()),
+                },
+            )
+            .await?;
+        }
+        if let Some(session) = session {
+            transaction
+                .execute(
+                    "UPDATE upload_sessions SET media_id = $1 WHERE id = $2",
+                    &[Arg::Uuid(media_id), Arg::Uuid(session)],
+                )
+                .await?;
+        }
         transaction.commit().await?;
         tracing::info!(item_id = %record.item_id, media_id = %media_id, size_bytes = declared.size_bytes, "media stored");
         if declared.kind == MediaKind::Image {
@@ -494,11 +654,11 @@ impl Inner {
                 record,
             ));
         }
-        Ok(Response::new(response))
+        Ok(media)
     }
 
     /// The item exists, the caller owns it, it has room for one more media.
-    async fn check_media_slot(
+    pub(crate) async fn check_media_slot(
         &self,
         transaction: &mut Transaction,
         caller: &Caller,
@@ -532,21 +692,11 @@ impl Inner {
         declared: &Declared,
         object_key: &str,
     ) -> Result<String, Status> {
-        let path = ObjectPath::from(object_key);
-        let upload = self
-            .media
-            .put_multipart(&path)
-            .await
-            .map_err(|error| CatalogError::ObjectStore(error.to_string()))?;
-        let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
+        let mut assembler = Assembler::start(&self.media, declared, object_key).await?;
         let outcome = async {
-            let mut hasher = Sha256::new();
-            let mut received: u64 = 0;
-            let mut head: Vec<u8> = Vec::with_capacity(SNIFF_BYTES);
-            let mut sniffed = false;
             while let Some(message) = stream.message().await? {
-                let chunk = match message.payload {
-                    Some(Payload::Chunk(chunk)) => chunk,
+                match message.payload {
+                    Some(Payload::Chunk(chunk)) => assembler.push(chunk).await?,
                     Some(Payload::Start(_)) | None => {
                         return Err(Status::from(CatalogError::Invalid {
                             field: "payload",
@@ -554,73 +704,15 @@ impl Inner {
                                 .to_owned(),
                         }));
                     }
-                };
-                if chunk.is_empty() || chunk.len() > MAX_CHUNK_BYTES {
-                    return Err(
-                        size_invalid(format!("a chunk must be 1-{MAX_CHUNK_BYTES} bytes")).into(),
-                    );
                 }
-                received += chunk.len() as u64;
-                if received > declared.size_bytes {
-                    return Err(size_invalid(format!(
-                        "more bytes than the declared {}",
-                        declared.size_bytes
-                    ))
-                    .into());
-                }
-                hasher.update(&chunk);
-                if !sniffed {
-                    let take = (SNIFF_BYTES - head.len()).min(chunk.len());
-                    head.extend_from_slice(&chunk[..take]);
-                    if head.len() >= SNIFF_BYTES || received == declared.size_bytes {
-                        check_sniffed(&head, &declared.content_type)?;
-                        sniffed = true;
-                    }
-                }
-                writer
-                    .wait_for_capacity(PARTS_IN_FLIGHT)
-                    .await
-                    .map_err(|error| CatalogError::ObjectStore(error.to_string()))?;
-                writer.put(bytes::Bytes::from(chunk));
             }
-            if received != declared.size_bytes {
-                return Err(size_invalid(format!(
-                    "received {received} bytes, declared {}",
-                    declared.size_bytes
-                ))
-                .into());
-            }
-            if !sniffed {
-                check_sniffed(&head, &declared.content_type)?;
-            }
-            let sha256: String = hasher
-                .finalize()
-                .iter()
-                .map(|byte| format!("{byte:02x}"))
-                .collect();
-            if let Some(expected) = &declared.sha256
-                && *expected != sha256
-            {
-                return Err(CatalogError::UploadInvalid(format!(
-                    "the bytes hash to {sha256}, not the declared {expected}"
-                ))
-                .into());
-            }
-            Ok(sha256)
+            Ok(())
         }
         .await;
         match outcome {
-            Ok(sha256) => {
-                writer
-                    .finish()
-                    .await
-                    .map_err(|error| CatalogError::ObjectStore(error.to_string()))?;
-                Ok(sha256)
-            }
+            Ok(()) => assembler.finish().await,
             Err(status) => {
-                if let Err(error) = writer.abort().await {
-                    tracing::warn!(%error, object_key, "aborting a refused upload failed");
-                }
+                assembler.abort().await;
                 Err(status)
             }
         }

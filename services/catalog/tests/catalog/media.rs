@@ -507,3 +507,153 @@ async fn item_for_warmup(app: &TestApp, user: &User, category: &str) -> String {
         .await
         .item_id
 }
+
+// Proves the resumable chunked upload (grpc-web's alternative to the client
+// stream): begin (a replay reports the bytes received), chunks at their
+// offsets (an identical retry is a no-op, other bytes or a gap are refused),
+// complete only when every byte is there, then the same media again.
+#[tokio::test]
+async fn chunked_upload_resumes_and_completes_once() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let categories = categories(&app).await;
+    let alice = seller(&app);
+    let item = create_item(&app, &alice, "Lamp", "", &categories["home"]).await;
+    let bytes = png(400, 300);
+    let mut client = catalog(&app).await;
+    let begin = pb::BeginMediaUploadRequest {
+        request_id: request_id(),
+        metadata: Some(pb::MediaUploadMetadata {
+            item_id: item.item_id.clone(),
+            filename: "lamp.png".to_owned(),
+            content_type: "image/png".to_owned(),
+            size_bytes: bytes.len() as u64,
+            sha256: format!("{:x}", sha2::Sha256::digest(&bytes)),
+        }),
+    };
+    let session = client
+        .begin_media_upload(with_token(begin.clone(), &alice.token))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (session.max_chunk_bytes, session.received_bytes),
+        (1024 * 1024, 0)
+    );
+    let chunk_size = bytes.len() / 3 + 1;
+    let pieces: Vec<&[u8]> = bytes.chunks(chunk_size).collect();
+    let send = |offset: usize, data: &[u8]| pb::UploadMediaChunkRequest {
+        request_id: request_id(),
+        upload_id: session.upload_id.clone(),
+        offset: offset as u64,
+        data: data.to_vec(),
+    };
+    let received = client
+        .upload_media_chunk(with_token(send(0, pieces[0]), &alice.token))
+        .await
+        .unwrap()
+        .into_inner()
+        .received_bytes;
+    assert_eq!(received, pieces[0].len() as u64);
+    // The same chunk again: a no-op.
+    let again = client
+        .upload_media_chunk(with_token(send(0, pieces[0]), &alice.token))
+        .await
+        .unwrap()
+        .into_inner()
+        .received_bytes;
+    assert_eq!(again, received);
+    let different = client
+        .upload_media_chunk(with_token(
+            send(0, &pieces[1][..pieces[0].len().min(pieces[1].len())]),
+            &alice.token,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (different.code(), reason(&different).as_str()),
+        (Code::FailedPrecondition, "UPLOAD_INVALID")
+    );
+    let gap = client
+        .upload_media_chunk(with_token(send(chunk_size * 2, pieces[2]), &alice.token))
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&gap), "UPLOAD_INVALID");
+    // Resuming: Begin's replay reports what arrived.
+    let resumed = client
+        .begin_media_upload(with_token(begin, &alice.token))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (resumed.upload_id.as_str(), resumed.received_bytes),
+        (session.upload_id.as_str(), received)
+    );
+    let early = client
+        .complete_media_upload(with_token(
+            pb::CompleteMediaUploadRequest {
+                request_id: request_id(),
+                upload_id: session.upload_id.clone(),
+            },
+            &alice.token,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&early), "UPLOAD_INVALID");
+    client
+        .upload_media_chunk(with_token(send(chunk_size, pieces[1]), &alice.token))
+        .await
+        .unwrap();
+    client
+        .upload_media_chunk(with_token(send(chunk_size * 2, pieces[2]), &alice.token))
+        .await
+        .unwrap();
+    let bob = seller(&app);
+    let foreign = client
+        .complete_media_upload(with_token(
+            pb::CompleteMediaUploadRequest {
+                request_id: request_id(),
+                upload_id: session.upload_id.clone(),
+            },
+            &bob.token,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&foreign), "NOT_OWNER");
+    let complete = pb::CompleteMediaUploadRequest {
+        request_id: request_id(),
+        upload_id: session.upload_id.clone(),
+    };
+    let media = client
+        .complete_media_upload(with_token(complete.clone(), &alice.token))
+        .await
+        .unwrap()
+        .into_inner()
+        .media
+        .unwrap();
+    assert_eq!(media.size_bytes, bytes.len() as u64);
+    assert_eq!(media.filename, "lamp.png");
+    let stored = std::fs::read(app.config.media.local_dir.join(format!(
+        "items/{}/{}/original",
+        item.item_id, media.media_id
+    )))
+    .unwrap();
+    assert_eq!(stored, bytes);
+    assert!(
+        !app.config
+            .media
+            .local_dir
+            .join(format!("uploads/{}", session.upload_id))
+            .read_dir()
+            .is_ok_and(|mut entries| entries.next().is_some())
+    );
+    let twice = client
+        .complete_media_upload(with_token(complete, &alice.token))
+        .await
+        .unwrap()
+        .into_inner()
+        .media
+        .unwrap();
+    assert_eq!(twice.media_id, media.media_id);
+    assert_eq!(item_media(&app, &alice, &item.item_id).await.len(), 1);
+    app.stop().await;
+}

@@ -19,7 +19,12 @@
 //! `--database NAME` reuses a seeded database (skips seeding when it holds
 //! listings); `--keep` leaves the database in place afterwards.
 
-#![allow(clippy::expect_used, clippy::unwrap_used, clippy::print_stdout)]
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::print_stdout,
+    clippy::float_arithmetic
+)]
 
 use std::time::{Duration, Instant};
 

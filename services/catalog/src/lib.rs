@@ -77,8 +77,11 @@ pub struct Inner {
     media: Arc<dyn object_store::ObjectStore>,
     /// Active listings per category path and when they were counted: the
     /// contract refreshes `active_listing_count` every minute.
-    active_counts: tokio::sync::Mutex<Option<(std::time::Instant, Vec<(String, i64)>)>>,
+    active_counts: tokio::sync::Mutex<Option<CountedCategories>>,
 }
+
+/// Active listings per category path, and when they were counted.
+type CountedCategories = (std::time::Instant, Vec<(String, i64)>);
 
 /// How long category counts are reused.
 const ACTIVE_COUNTS_TTL: Duration = Duration::from_secs(60);

@@ -558,7 +558,7 @@ impl Inner {
     ) -> Result<Media, Status> {
         let mut transaction = Transaction::begin_write(&self.database).await?;
         // Checked again: another upload may have taken the last slot.
-        self.check_media_slot(&mut transaction, &caller, declared.item_id)
+        self.check_media_slot(&mut transaction, caller, declared.item_id)
             .await?;
         let position = transaction
             .fetch_optional(
@@ -939,8 +939,15 @@ fn check_sniffed(head: &[u8], declared: &str) -> Result<(), CatalogError> {
     }
 }
 
+/// An image's size and its thumbnails (width, height, WebP bytes).
+type Rendered = (u32, u32, Vec<(u32, u32, Vec<u8>)>);
+
 /// Decodes an image and renders its thumbnails (CPU work, off the runtime).
-fn render_thumbnails(bytes: &[u8]) -> Result<(u32, u32, Vec<(u32, u32, Vec<u8>)>), String> {
+#[allow(
+    clippy::float_arithmetic,
+    reason = "pixel scaling, not money: the workspace lint guards amounts"
+)]
+fn render_thumbnails(bytes: &[u8]) -> Result<Rendered, String> {
     let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|error| error.to_string())?;

@@ -245,7 +245,7 @@ impl FullText {
     }
 
     /// `FROM ...` and the score expression; the query is bound once.
-    fn from_and_score(&self, statement: &mut Statement) -> (String, String) {
+    fn source_and_score(&self, statement: &mut Statement) -> (String, String) {
         match self {
             Self::None => (
                 "FROM listings l".to_owned(),
@@ -672,7 +672,7 @@ impl Searcher {
         let keys = sort_keys(sort);
 
         let mut statement = Statement::default();
-        let (from, score) = full_text.from_and_score(&mut statement);
+        let (from, score) = full_text.source_and_score(&mut statement);
         statement.text = format!("SELECT {}, {score} AS score {from}", listing_columns("l"));
         push_conditions(&mut statement, &full_text, &filters, None);
         if let Some(values) = &after {
@@ -744,7 +744,7 @@ impl Searcher {
         omit: Option<Dimension>,
     ) -> Result<u32, CatalogError> {
         let mut statement = Statement::default();
-        let (from, _) = full_text.from_and_score(&mut statement);
+        let (from, _) = full_text.source_and_score(&mut statement);
         statement.text = format!("SELECT 1 AS one {from}");
         push_conditions(&mut statement, full_text, filters, omit);
         let text = format!(
@@ -769,7 +769,7 @@ impl Searcher {
     ) -> Result<SearchFacets, CatalogError> {
         let grouped = |column: &'static str, omit: Dimension| {
             let mut statement = Statement::default();
-            let (from, _) = full_text.from_and_score(&mut statement);
+            let (from, _) = full_text.source_and_score(&mut statement);
             statement.text = format!("SELECT {column} AS facet, COUNT(*) AS n {from}");
             push_conditions(&mut statement, full_text, filters, Some(omit));
             statement.text.push_str(&format!(" GROUP BY {column}"));
@@ -883,6 +883,10 @@ impl Inner {
     }
 
     /// Time-decayed activity score per listing over the trending window.
+    #[allow(
+        clippy::float_arithmetic,
+        reason = "a ranking score, not money: the workspace lint guards amounts"
+    )]
     async fn activity_scores(&self, now_ms: i64) -> Result<HashMap<Uuid, f64>, CatalogError> {
         let rows = sql::fetch_all(
             &self.database,
@@ -955,6 +959,10 @@ impl Inner {
     /// `ListRecommendedListings`: active listings in the caller's interest
     /// categories and in the categories of what they watch or bid on, not
     /// those they already follow (or sell), best first.
+    #[allow(
+        clippy::float_arithmetic,
+        reason = "a ranking score, not money: the workspace lint guards amounts"
+    )]
     pub async fn list_recommended_listings(
         &self,
         request: Request<ListRecommendedListingsRequest>,
@@ -1008,8 +1016,10 @@ impl Inner {
             statuses: vec!["extended", "open", "scheduled"],
             ..Filters::default()
         };
-        let mut statement = Statement::default();
-        statement.text = format!("SELECT {} FROM listings l", listing_columns("l"));
+        let mut statement = Statement {
+            text: format!("SELECT {} FROM listings l", listing_columns("l")),
+            args: Vec::new(),
+        };
         push_conditions(&mut statement, &FullText::None, &filters, None);
         let seller = statement.bind(Arg::Uuid(user));
         statement.text.push_str(&format!(

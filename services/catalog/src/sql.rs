@@ -288,12 +288,3 @@ pub async fn fetch_all(
             .collect(),
     })
 }
-
-/// Runs one query outside an explicit transaction; returns the first row.
-pub async fn fetch_optional(
-    database: &Database,
-    sql: &str,
-    args: &[Arg],
-) -> Result<Option<Row>, StoreError> {
-    Ok(fetch_all(database, sql, args).await?.into_iter().next())
-}

@@ -23,12 +23,13 @@ use auction_platform::auth::{self, Caller, Role};
 use auction_platform::bus::{ms_from_timestamp, timestamp_from_ms};
 use auction_platform::peers::{Peer, ServiceCredentials};
 use auction_proto::v1::bidding_service_client::BiddingServiceClient;
+use auction_proto::v1::user_service_client::UserServiceClient;
 use auction_proto::v1::{
     AuctionFormat, AuctionParameters, AuctionState, AuctionStatus, CancelAuctionRequest,
     CancelListingRequest, CancelListingResponse, CreateAuctionRequest, CreateListingRequest,
     CreateListingResponse, GetAuctionStateRequest, GetListingRequest, GetListingResponse,
-    ListListingsRequest, ListListingsResponse, Listing, ListingSummary, ReserveState,
-    UpdateAuctionRequest, UpdateListingRequest, UpdateListingResponse,
+    GetProfileRequest, ListListingsRequest, ListListingsResponse, Listing, ListingSummary,
+    ReserveState, UpdateAuctionRequest, UpdateListingRequest, UpdateListingResponse,
     auction_parameters::FormatParameters,
 };
 use prost::Message as _;
@@ -529,6 +530,8 @@ impl Inner {
             ),
         )?;
         let listing_id = Uuid::now_v7();
+        // Asked before the transaction: no network wait holds a lock.
+        let seller_handle = self.seller_handle(caller.user_id).await;
         let mut transaction = Transaction::begin_write(&self.database)
             .await
             .map_err(CatalogError::from)?;
@@ -576,7 +579,7 @@ impl Inner {
                     id: listing_id,
                     item_id,
                     seller_id: item.seller_id,
-                    seller_handle: String::new(),
+                    seller_handle: seller_handle.clone(),
                     title: item.title.clone(),
                     description: item.description.clone(),
                     category_id: item.category_id,
@@ -661,6 +664,36 @@ impl Inner {
         *self.active_counts.lock().await = None;
         tracing::info!(auction_id = %listing.id, user_id = %caller.user_id, "listing scheduled");
         Ok(Response::new(response))
+    }
+
+    /// The seller's public handle from the user service (over gRPC, with
+    /// this service's token); empty when it cannot be had within a second
+    /// (the listing does not wait on the user service).
+    async fn seller_handle(&self, user_id: Uuid) -> String {
+        let Ok(channel) = self.peers.channel(Peer::User) else {
+            return String::new();
+        };
+        let mut users =
+            UserServiceClient::with_interceptor(channel, self.peers.service_credentials());
+        let lookup = users.get_profile(GetProfileRequest {
+            user_id: user_id.to_string(),
+        });
+        match tokio::time::timeout(std::time::Duration::from_secs(1), lookup).await {
+            Ok(Ok(response)) => response
+                .into_inner()
+                .user
+                .and_then(|user| user.public_profile)
+                .map(|profile| profile.handle)
+                .unwrap_or_default(),
+            Ok(Err(status)) => {
+                tracing::debug!(user_id = %user_id, code = ?status.code(), "no seller handle from the user service");
+                String::new()
+            }
+            Err(_) => {
+                tracing::warn!(user_id = %user_id, "the user service did not answer within 1 s; listing without a handle");
+                String::new()
+            }
+        }
     }
 
     /// Schedules the auction of a pending listing in bidding (idempotent),

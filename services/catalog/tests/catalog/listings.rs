@@ -16,7 +16,13 @@ use crate::support::{
 async fn schedules_in_bidding(backend: Backend) {
     let app = spawn_app(backend).await;
     let categories = categories(&app).await;
-    let alice = seller(&app);
+    // A real account: the catalog asks the user service for its handle.
+    let handle = format!("alice_{}", &uuid::Uuid::now_v7().simple().to_string()[20..]);
+    let registered = app.register_and_login(&handle).await;
+    let alice = crate::support::User {
+        id: registered.user_id,
+        token: registered.access_token,
+    };
     let item = create_item(
         &app,
         &alice,
@@ -37,6 +43,7 @@ async fn schedules_in_bidding(backend: Backend) {
     assert_eq!(listing.item_id, item.item_id);
     assert_eq!(listing.currency, "USD");
     assert_eq!(listing.reserve_state, pb::ReserveState::NotMet as i32);
+    assert_eq!(listing.seller_handle, handle);
 
     // The auction exists in bidding under the listing's id.
     let state = bidding(&app)

@@ -31,6 +31,9 @@ use crate::{Service, categories, store};
 /// How long clients may cache the category tree.
 const CATEGORY_CACHE: std::time::Duration = std::time::Duration::from_secs(60);
 
+// Every handler first lets the peers facility learn where this process
+// listens (the local address of the call): media URLs and calls to the
+// other services default to it.
 #[tonic::async_trait]
 impl CatalogService for Service {
     async fn list_categories(
@@ -89,6 +92,7 @@ impl CatalogService for Service {
         &self,
         request: Request<CreateItemRequest>,
     ) -> Result<Response<CreateItemResponse>, Status> {
+        self.inner.peers.learn_from(&request);
         self.inner.create_item(request).await
     }
 
@@ -96,6 +100,7 @@ impl CatalogService for Service {
         &self,
         request: Request<GetItemRequest>,
     ) -> Result<Response<GetItemResponse>, Status> {
+        self.inner.peers.learn_from(&request);
         self.inner.get_item(request).await
     }
 
@@ -103,6 +108,7 @@ impl CatalogService for Service {
         &self,
         request: Request<UpdateItemRequest>,
     ) -> Result<Response<UpdateItemResponse>, Status> {
+        self.inner.peers.learn_from(&request);
         self.inner.update_item(request).await
     }
 
@@ -110,6 +116,7 @@ impl CatalogService for Service {
         &self,
         request: Request<ListItemsRequest>,
     ) -> Result<Response<ListItemsResponse>, Status> {
+        self.inner.peers.learn_from(&request);
         self.inner.list_items(request).await
     }
 
@@ -117,6 +124,7 @@ impl CatalogService for Service {
         &self,
         request: Request<DeleteItemRequest>,
     ) -> Result<Response<DeleteItemResponse>, Status> {
+        self.inner.peers.learn_from(&request);
         self.inner.delete_item(request).await
     }
 
@@ -124,6 +132,7 @@ impl CatalogService for Service {
         &self,
         request: Request<Streaming<UploadMediaRequest>>,
     ) -> Result<Response<UploadMediaResponse>, Status> {
+        self.inner.peers.learn_from(&request);
         self.inner.upload_media(request).await
     }
 
@@ -131,6 +140,7 @@ impl CatalogService for Service {
         &self,
         request: Request<BeginMediaUploadRequest>,
     ) -> Result<Response<BeginMediaUploadResponse>, Status> {
+        self.inner.peers.learn_from(&request);
         self.inner.begin_media_upload(request).await
     }
 
@@ -138,6 +148,7 @@ impl CatalogService for Service {
         &self,
         request: Request<UploadMediaChunkRequest>,
     ) -> Result<Response<UploadMediaChunkResponse>, Status> {
+        self.inner.peers.learn_from(&request);
         self.inner.upload_media_chunk(request).await
     }
 
@@ -145,6 +156,7 @@ impl CatalogService for Service {
         &self,
         request: Request<CompleteMediaUploadRequest>,
     ) -> Result<Response<CompleteMediaUploadResponse>, Status> {
+        self.inner.peers.learn_from(&request);
         self.inner.complete_media_upload(request).await
     }
 
@@ -152,6 +164,7 @@ impl CatalogService for Service {
         &self,
         request: Request<DeleteMediaRequest>,
     ) -> Result<Response<DeleteMediaResponse>, Status> {
+        self.inner.peers.learn_from(&request);
         self.inner.delete_media(request).await
     }
 
@@ -159,6 +172,7 @@ impl CatalogService for Service {
         &self,
         request: Request<CreateListingRequest>,
     ) -> Result<Response<CreateListingResponse>, Status> {
+        self.inner.peers.learn_from(&request);
         self.inner.create_listing(request).await
     }
 
@@ -166,6 +180,7 @@ impl CatalogService for Service {
         &self,
         request: Request<UpdateListingRequest>,
     ) -> Result<Response<UpdateListingResponse>, Status> {
+        self.inner.peers.learn_from(&request);
         self.inner.update_listing(request).await
     }
 
@@ -173,6 +188,7 @@ impl CatalogService for Service {
         &self,
         request: Request<GetListingRequest>,
     ) -> Result<Response<GetListingResponse>, Status> {
+        self.inner.peers.learn_from(&request);
         self.inner.get_listing(request).await
     }
 
@@ -180,6 +196,7 @@ impl CatalogService for Service {
         &self,
         request: Request<ListListingsRequest>,
     ) -> Result<Response<ListListingsResponse>, Status> {
+        self.inner.peers.learn_from(&request);
         self.inner.list_listings(request).await
     }
 
@@ -187,6 +204,7 @@ impl CatalogService for Service {
         &self,
         request: Request<CancelListingRequest>,
     ) -> Result<Response<CancelListingResponse>, Status> {
+        self.inner.peers.learn_from(&request);
         self.inner.cancel_listing(request).await
     }
 
@@ -194,6 +212,7 @@ impl CatalogService for Service {
         &self,
         request: Request<SearchListingsRequest>,
     ) -> Result<Response<SearchListingsResponse>, Status> {
+        self.inner.peers.learn_from(&request);
         self.inner.search_listings(request).await
     }
 
@@ -201,6 +220,7 @@ impl CatalogService for Service {
         &self,
         request: Request<ListTrendingListingsRequest>,
     ) -> Result<Response<ListTrendingListingsResponse>, Status> {
+        self.inner.peers.learn_from(&request);
         self.inner.list_trending_listings(request).await
     }
 
@@ -208,6 +228,7 @@ impl CatalogService for Service {
         &self,
         request: Request<ListRecommendedListingsRequest>,
     ) -> Result<Response<ListRecommendedListingsResponse>, Status> {
+        self.inner.peers.learn_from(&request);
         self.inner.list_recommended_listings(request).await
     }
 
@@ -242,6 +263,7 @@ impl CatalogService for Service {
         &self,
         request: Request<AddToWatchlistRequest>,
     ) -> Result<Response<AddToWatchlistResponse>, Status> {
+        self.inner.peers.learn_from(&request);
         self.inner.add_to_watchlist(request).await
     }
 
@@ -249,6 +271,7 @@ impl CatalogService for Service {
         &self,
         request: Request<RemoveFromWatchlistRequest>,
     ) -> Result<Response<RemoveFromWatchlistResponse>, Status> {
+        self.inner.peers.learn_from(&request);
         self.inner.remove_from_watchlist(request).await
     }
 
@@ -256,6 +279,7 @@ impl CatalogService for Service {
         &self,
         request: Request<ListWatchlistRequest>,
     ) -> Result<Response<ListWatchlistResponse>, Status> {
+        self.inner.peers.learn_from(&request);
         self.inner.list_watchlist(request).await
     }
 }

@@ -502,7 +502,6 @@ impl Inner {
         &self,
         request: Request<CreateListingRequest>,
     ) -> Result<Response<CreateListingResponse>, Status> {
-        self.peers.learn_from(&request);
         let caller = auth::caller(&request)?;
         caller.require_role(Role::Seller)?;
         caller.require_scope(auth::Scope::Sell)?;
@@ -921,7 +920,6 @@ impl Inner {
         &self,
         request: Request<CancelListingRequest>,
     ) -> Result<Response<CancelListingResponse>, Status> {
-        self.peers.learn_from(&request);
         let caller = auth::caller(&request)?;
         caller.require_scope(auth::Scope::Sell)?;
         let authorization = request.metadata().get("authorization").cloned();
@@ -998,7 +996,6 @@ impl Inner {
         &self,
         request: Request<UpdateListingRequest>,
     ) -> Result<Response<UpdateListingResponse>, Status> {
-        self.peers.learn_from(&request);
         let caller = auth::caller(&request)?;
         caller.require_scope(auth::Scope::Sell)?;
         let request = request.into_inner();

@@ -469,7 +469,6 @@ impl Inner {
         &self,
         request: Request<Streaming<UploadMediaRequest>>,
     ) -> Result<Response<UploadMediaResponse>, Status> {
-        self.peers.learn_from(&request);
         let caller = auth::caller(&request)?;
         caller.require_scope(auth::Scope::Sell)?;
         let mut stream = request.into_inner();
@@ -723,7 +722,6 @@ impl Inner {
         &self,
         request: Request<DeleteMediaRequest>,
     ) -> Result<Response<DeleteMediaResponse>, Status> {
-        self.peers.learn_from(&request);
         let caller = auth::caller(&request)?;
         caller.require_scope(auth::Scope::Sell)?;
         let request = request.into_inner();

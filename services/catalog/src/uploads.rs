@@ -233,7 +233,6 @@ impl Inner {
         &self,
         request: Request<CompleteMediaUploadRequest>,
     ) -> Result<Response<CompleteMediaUploadResponse>, Status> {
-        self.peers.learn_from(&request);
         let caller = auth::caller(&request)?;
         let request = request.into_inner();
         idempotency::check_request_id(&request.request_id)?;

@@ -272,11 +272,8 @@ impl FullText {
         }
     }
 
-    fn condition(&self) -> Option<&'static str> {
-        match self {
-            Self::Postgres(_) => Some("l.search_vector @@ q"),
-            Self::None | Self::Sqlite(_) => None,
-        }
+    fn is_postgres(&self) -> bool {
+        matches!(self, Self::Postgres(_))
     }
 }
 
@@ -288,8 +285,26 @@ fn push_conditions(
     omit: Option<Dimension>,
 ) {
     let mut conditions: Vec<String> = Vec::new();
-    if let Some(condition) = full_text.condition() {
-        conditions.push(condition.to_owned());
+    // PostgreSQL with keywords: the category subtree is matched inside the
+    // GIN index through the listing's category lexemes ('c/<path>'), so
+    // "keywords AND category" is one index lookup (see the migration
+    // 20261124000004); an empty subtree list matches nothing.
+    let category_in_index = full_text.is_postgres()
+        && omit != Some(Dimension::Category)
+        && filters.category_paths.as_ref().is_some_and(|paths| !paths.is_empty());
+    if full_text.is_postgres() {
+        if category_in_index {
+            let lexemes: Vec<String> = filters
+                .category_paths
+                .iter()
+                .flatten()
+                .map(|path| format!("'c/{}'", path.replace('\\', "").replace('\'', "")))
+                .collect();
+            let categories = statement.bind(Arg::Text(lexemes.join(" | ")));
+            conditions.push(format!("l.search_vector @@ (q && {categories}::tsquery)"));
+        } else {
+            conditions.push("l.search_vector @@ q".to_owned());
+        }
     }
     let list = |statement: &mut Statement, values: &[&'static str]| {
         values
@@ -301,6 +316,7 @@ fn push_conditions(
     let statuses = list(statement, &filters.statuses);
     conditions.push(format!("l.status IN ({statuses})"));
     if omit != Some(Dimension::Category)
+        && !category_in_index
         && let Some(paths) = &filters.category_paths
     {
         if paths.is_empty() {
@@ -321,13 +337,21 @@ fn push_conditions(
         let currency = statement.bind(Arg::Text(currency.clone()));
         conditions.push(format!("l.currency = {currency}"));
     }
+    // With keywords the price range is checked on the rows the text index
+    // found: `+ 0` keeps PostgreSQL from intersecting them with a bitmap of
+    // the price index (a quarter of all listings for a wide range).
+    let price = if full_text.is_postgres() {
+        "(l.current_price_e4 + 0)"
+    } else {
+        "l.current_price_e4"
+    };
     if let Some(min) = filters.min_price {
         let min = statement.bind(Arg::Int(min));
-        conditions.push(format!("l.current_price_e4 >= {min}"));
+        conditions.push(format!("{price} >= {min}"));
     }
     if let Some(max) = filters.max_price {
         let max = statement.bind(Arg::Int(max));
-        conditions.push(format!("l.current_price_e4 <= {max}"));
+        conditions.push(format!("{price} <= {max}"));
     }
     if omit != Some(Dimension::Format) && !filters.formats.is_empty() {
         let formats = list(statement, &filters.formats);

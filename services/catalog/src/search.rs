@@ -293,14 +293,17 @@ fn push_conditions(
     // 20261124000004); an empty subtree list matches nothing.
     let category_in_index = full_text.is_postgres()
         && omit != Some(Dimension::Category)
-        && filters.category_paths.as_ref().is_some_and(|paths| !paths.is_empty());
+        && filters
+            .category_paths
+            .as_ref()
+            .is_some_and(|paths| !paths.is_empty());
     if full_text.is_postgres() {
         if category_in_index {
             let lexemes: Vec<String> = filters
                 .category_paths
                 .iter()
                 .flatten()
-                .map(|path| format!("'c/{}'", path.replace('\\', "").replace('\'', "")))
+                .map(|path| format!("'c/{}'", path.replace(['\\', '\''], "")))
                 .collect();
             let categories = statement.bind(Arg::Text(lexemes.join(" | ")));
             conditions.push(format!("l.search_vector @@ (q && {categories}::tsquery)"));

@@ -31,6 +31,9 @@ use crate::{Service, categories, store};
 /// How long clients may cache the category tree.
 const CATEGORY_CACHE: std::time::Duration = std::time::Duration::from_secs(60);
 
+// Every handler first lets the peers facility learn where this process
+// listens (the local address of the call): media URLs and calls to the
+// other services default to it.
 #[tonic::async_trait]
 impl CatalogService for Service {
     async fn list_categories(
@@ -45,10 +48,22 @@ impl CatalogService for Service {
                 message: format!("`{text}` is not a UUID"),
             })?),
         };
-        let stored = store::list_categories(&self.context.database)
+        let stored = store::list_categories(&self.inner.database)
             .await
             .map_err(CatalogError::from)?;
         let placed = categories::depth_first(&stored, root, request.max_depth)?;
+        let counts = self.inner.active_counts_by_path().await?;
+        let active_under = |path: &str| -> u32 {
+            let prefix = format!("{path}/");
+            let total: i64 = counts
+                .iter()
+                .filter(|(listing_path, _)| {
+                    *listing_path == path || listing_path.starts_with(&prefix)
+                })
+                .map(|(_, count)| *count)
+                .sum();
+            u32::try_from(total).unwrap_or(u32::MAX)
+        };
         let categories = placed
             .into_iter()
             .map(|node| Category {
@@ -63,8 +78,7 @@ impl CatalogService for Service {
                 path_names: node.path_names.into_iter().map(str::to_owned).collect(),
                 depth: node.depth,
                 position: node.category.position,
-                // No listing exists until listings are built (issue 8).
-                active_listing_count: 0,
+                active_listing_count: active_under(&node.category.path),
             })
             .collect();
         let cache_until = std::time::SystemTime::now() + CATEGORY_CACHE;
@@ -76,143 +90,146 @@ impl CatalogService for Service {
 
     async fn create_item(
         &self,
-        _request: Request<CreateItemRequest>,
+        request: Request<CreateItemRequest>,
     ) -> Result<Response<CreateItemResponse>, Status> {
-        Err(unimplemented("auction.v1.CatalogService/CreateItem", 8))
+        self.inner.peers.learn_from(&request);
+        self.inner.create_item(request).await
     }
 
     async fn get_item(
         &self,
-        _request: Request<GetItemRequest>,
+        request: Request<GetItemRequest>,
     ) -> Result<Response<GetItemResponse>, Status> {
-        Err(unimplemented("auction.v1.CatalogService/GetItem", 8))
+        self.inner.peers.learn_from(&request);
+        self.inner.get_item(request).await
     }
 
     async fn update_item(
         &self,
-        _request: Request<UpdateItemRequest>,
+        request: Request<UpdateItemRequest>,
     ) -> Result<Response<UpdateItemResponse>, Status> {
-        Err(unimplemented("auction.v1.CatalogService/UpdateItem", 8))
+        self.inner.peers.learn_from(&request);
+        self.inner.update_item(request).await
     }
 
     async fn list_items(
         &self,
-        _request: Request<ListItemsRequest>,
+        request: Request<ListItemsRequest>,
     ) -> Result<Response<ListItemsResponse>, Status> {
-        Err(unimplemented("auction.v1.CatalogService/ListItems", 8))
+        self.inner.peers.learn_from(&request);
+        self.inner.list_items(request).await
     }
 
     async fn delete_item(
         &self,
-        _request: Request<DeleteItemRequest>,
+        request: Request<DeleteItemRequest>,
     ) -> Result<Response<DeleteItemResponse>, Status> {
-        Err(unimplemented("auction.v1.CatalogService/DeleteItem", 8))
+        self.inner.peers.learn_from(&request);
+        self.inner.delete_item(request).await
     }
 
     async fn upload_media(
         &self,
-        _request: Request<Streaming<UploadMediaRequest>>,
+        request: Request<Streaming<UploadMediaRequest>>,
     ) -> Result<Response<UploadMediaResponse>, Status> {
-        Err(unimplemented("auction.v1.CatalogService/UploadMedia", 8))
+        self.inner.peers.learn_from(&request);
+        self.inner.upload_media(request).await
     }
 
     async fn begin_media_upload(
         &self,
-        _request: Request<BeginMediaUploadRequest>,
+        request: Request<BeginMediaUploadRequest>,
     ) -> Result<Response<BeginMediaUploadResponse>, Status> {
-        Err(unimplemented(
-            "auction.v1.CatalogService/BeginMediaUpload",
-            8,
-        ))
+        self.inner.peers.learn_from(&request);
+        self.inner.begin_media_upload(request).await
     }
 
     async fn upload_media_chunk(
         &self,
-        _request: Request<UploadMediaChunkRequest>,
+        request: Request<UploadMediaChunkRequest>,
     ) -> Result<Response<UploadMediaChunkResponse>, Status> {
-        Err(unimplemented(
-            "auction.v1.CatalogService/UploadMediaChunk",
-            8,
-        ))
+        self.inner.peers.learn_from(&request);
+        self.inner.upload_media_chunk(request).await
     }
 
     async fn complete_media_upload(
         &self,
-        _request: Request<CompleteMediaUploadRequest>,
+        request: Request<CompleteMediaUploadRequest>,
     ) -> Result<Response<CompleteMediaUploadResponse>, Status> {
-        Err(unimplemented(
-            "auction.v1.CatalogService/CompleteMediaUpload",
-            8,
-        ))
+        self.inner.peers.learn_from(&request);
+        self.inner.complete_media_upload(request).await
     }
 
     async fn delete_media(
         &self,
-        _request: Request<DeleteMediaRequest>,
+        request: Request<DeleteMediaRequest>,
     ) -> Result<Response<DeleteMediaResponse>, Status> {
-        Err(unimplemented("auction.v1.CatalogService/DeleteMedia", 8))
+        self.inner.peers.learn_from(&request);
+        self.inner.delete_media(request).await
     }
 
     async fn create_listing(
         &self,
-        _request: Request<CreateListingRequest>,
+        request: Request<CreateListingRequest>,
     ) -> Result<Response<CreateListingResponse>, Status> {
-        Err(unimplemented("auction.v1.CatalogService/CreateListing", 8))
+        self.inner.peers.learn_from(&request);
+        self.inner.create_listing(request).await
     }
 
     async fn update_listing(
         &self,
-        _request: Request<UpdateListingRequest>,
+        request: Request<UpdateListingRequest>,
     ) -> Result<Response<UpdateListingResponse>, Status> {
-        Err(unimplemented("auction.v1.CatalogService/UpdateListing", 8))
+        self.inner.peers.learn_from(&request);
+        self.inner.update_listing(request).await
     }
 
     async fn get_listing(
         &self,
-        _request: Request<GetListingRequest>,
+        request: Request<GetListingRequest>,
     ) -> Result<Response<GetListingResponse>, Status> {
-        Err(unimplemented("auction.v1.CatalogService/GetListing", 8))
+        self.inner.peers.learn_from(&request);
+        self.inner.get_listing(request).await
     }
 
     async fn list_listings(
         &self,
-        _request: Request<ListListingsRequest>,
+        request: Request<ListListingsRequest>,
     ) -> Result<Response<ListListingsResponse>, Status> {
-        Err(unimplemented("auction.v1.CatalogService/ListListings", 8))
+        self.inner.peers.learn_from(&request);
+        self.inner.list_listings(request).await
     }
 
     async fn cancel_listing(
         &self,
-        _request: Request<CancelListingRequest>,
+        request: Request<CancelListingRequest>,
     ) -> Result<Response<CancelListingResponse>, Status> {
-        Err(unimplemented("auction.v1.CatalogService/CancelListing", 8))
+        self.inner.peers.learn_from(&request);
+        self.inner.cancel_listing(request).await
     }
 
     async fn search_listings(
         &self,
-        _request: Request<SearchListingsRequest>,
+        request: Request<SearchListingsRequest>,
     ) -> Result<Response<SearchListingsResponse>, Status> {
-        Err(unimplemented("auction.v1.CatalogService/SearchListings", 8))
+        self.inner.peers.learn_from(&request);
+        self.inner.search_listings(request).await
     }
 
     async fn list_trending_listings(
         &self,
-        _request: Request<ListTrendingListingsRequest>,
+        request: Request<ListTrendingListingsRequest>,
     ) -> Result<Response<ListTrendingListingsResponse>, Status> {
-        Err(unimplemented(
-            "auction.v1.CatalogService/ListTrendingListings",
-            8,
-        ))
+        self.inner.peers.learn_from(&request);
+        self.inner.list_trending_listings(request).await
     }
 
     async fn list_recommended_listings(
         &self,
-        _request: Request<ListRecommendedListingsRequest>,
+        request: Request<ListRecommendedListingsRequest>,
     ) -> Result<Response<ListRecommendedListingsResponse>, Status> {
-        Err(unimplemented(
-            "auction.v1.CatalogService/ListRecommendedListings",
-            8,
-        ))
+        self.inner.peers.learn_from(&request);
+        self.inner.list_recommended_listings(request).await
     }
 
     async fn create_live_session(
@@ -244,25 +261,25 @@ impl CatalogService for Service {
 
     async fn add_to_watchlist(
         &self,
-        _request: Request<AddToWatchlistRequest>,
+        request: Request<AddToWatchlistRequest>,
     ) -> Result<Response<AddToWatchlistResponse>, Status> {
-        Err(unimplemented("auction.v1.CatalogService/AddToWatchlist", 8))
+        self.inner.peers.learn_from(&request);
+        self.inner.add_to_watchlist(request).await
     }
 
     async fn remove_from_watchlist(
         &self,
-        _request: Request<RemoveFromWatchlistRequest>,
+        request: Request<RemoveFromWatchlistRequest>,
     ) -> Result<Response<RemoveFromWatchlistResponse>, Status> {
-        Err(unimplemented(
-            "auction.v1.CatalogService/RemoveFromWatchlist",
-            8,
-        ))
+        self.inner.peers.learn_from(&request);
+        self.inner.remove_from_watchlist(request).await
     }
 
     async fn list_watchlist(
         &self,
-        _request: Request<ListWatchlistRequest>,
+        request: Request<ListWatchlistRequest>,
     ) -> Result<Response<ListWatchlistResponse>, Status> {
-        Err(unimplemented("auction.v1.CatalogService/ListWatchlist", 8))
+        self.inner.peers.learn_from(&request);
+        self.inner.list_watchlist(request).await
     }
 }

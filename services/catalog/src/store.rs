@@ -14,6 +14,22 @@ pub enum StoreError {
     Corrupt(&'static str),
 }
 
+impl StoreError {
+    /// Whether a unique constraint refused the write (a concurrent
+    /// duplicate, e.g. a second active listing of one item).
+    pub fn is_unique_violation(&self) -> bool {
+        match self {
+            Self::Database(sqlx::Error::Database(error)) => matches!(
+                error.code().as_deref(),
+                // PostgreSQL unique_violation; SQLite CONSTRAINT_UNIQUE and
+                // CONSTRAINT_PRIMARYKEY.
+                Some("23505") | Some("2067") | Some("1555")
+            ),
+            Self::Database(_) | Self::Corrupt(_) => false,
+        }
+    }
+}
+
 /// A node of the category tree.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Category {

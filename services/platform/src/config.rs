@@ -47,6 +47,50 @@ pub struct Config {
     /// Orders, escrow and the ledger: fees, deadlines and the background
     /// task's pace.
     pub payment: PaymentConfig,
+    /// Where this process's services reach the other services over gRPC.
+    #[serde(default)]
+    pub peers: PeersConfig,
+}
+
+/// The gRPC addresses of the other services (see [`crate::peers`]). A
+/// service left unset is called at this process's own listener, which is
+/// right when the process serves every service (`auctiond`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeersConfig {
+    /// URL of the user service, e.g. `http://user.internal:50051`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// URL of the catalog service.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub catalog: Option<String>,
+    /// URL of the bidding service.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bidding: Option<String>,
+    /// URL of the payment service.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payment: Option<String>,
+    /// URL of the notification service.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notification: Option<String>,
+    /// How long connecting to a peer may take.
+    pub connect_timeout_ms: u64,
+    /// How long one call to a peer may take.
+    pub request_timeout_ms: u64,
+}
+
+impl Default for PeersConfig {
+    fn default() -> Self {
+        Self {
+            user: None,
+            catalog: None,
+            bidding: None,
+            payment: None,
+            notification: None,
+            connect_timeout_ms: 2_000,
+            request_timeout_ms: 10_000,
+        }
+    }
 }
 
 /// The one listener of a process: gRPC and grpc-web on the same port.
@@ -118,6 +162,51 @@ pub struct StorageConfig {
 pub struct MediaConfig {
     /// The local folder used by the embedded default's object store.
     pub local_dir: PathBuf,
+    /// `local` (files under `local_dir`) or `s3` (an S3-compatible bucket,
+    /// `media.s3`; needs a build with the catalog's `s3` feature).
+    #[serde(default)]
+    pub store: MediaStoreKind,
+    /// The bucket when `store = "s3"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3Config>,
+    /// The public base URL media are served at (`<base>/<object key>`), e.g.
+    /// a CDN in front of the bucket; empty = this process's own listener
+    /// under `/media/` (the embedded default).
+    #[serde(default)]
+    pub public_base_url: String,
+}
+
+/// Which object store holds media.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MediaStoreKind {
+    /// A local folder (`media.local_dir`).
+    #[default]
+    Local,
+    /// An S3-compatible bucket (`media.s3`).
+    S3,
+}
+
+/// An S3-compatible bucket.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Config {
+    /// Bucket name.
+    pub bucket: String,
+    /// Region, e.g. `eu-central-1`.
+    pub region: String,
+    /// Endpoint of an S3-compatible service (MinIO, R2); absent = AWS.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Access key id; absent = the environment's credentials.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub access_key_id: Option<String>,
+    /// Secret access key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret_access_key: Option<Secret>,
+    /// Allow a plain-http endpoint (a local MinIO).
+    #[serde(default)]
+    pub allow_http: bool,
 }
 
 /// Redis, for event streams and live fan-out between nodes. See
@@ -461,6 +550,9 @@ impl Config {
             },
             media: MediaConfig {
                 local_dir: data_dir.join("media"),
+                store: MediaStoreKind::Local,
+                s3: None,
+                public_base_url: String::new(),
             },
             redis: RedisConfig::default(),
             etcd: EtcdConfig {
@@ -505,6 +597,7 @@ impl Config {
             },
             notification: NotificationConfig::default(),
             payment: PaymentConfig::default(),
+            peers: PeersConfig::default(),
         }
     }
 
@@ -661,6 +754,80 @@ impl Config {
         self.validate_bus()?;
         self.validate_notification()?;
         self.validate_payment()?;
+        self.validate_peers()?;
+        self.validate_media()?;
+        Ok(())
+    }
+
+    fn validate_media(&self) -> Result<(), ConfigError> {
+        let media = &self.media;
+        let invalid = |key: &'static str, message: &str| ConfigError::Invalid {
+            key,
+            message: message.to_owned(),
+        };
+        if !(media.public_base_url.is_empty()
+            || media.public_base_url.starts_with("http://")
+            || media.public_base_url.starts_with("https://"))
+        {
+            return Err(invalid(
+                "media.public_base_url",
+                "must start with http:// or https:// (or be empty)",
+            ));
+        }
+        match (media.store, &media.s3) {
+            (MediaStoreKind::Local, _) => {
+                if media.local_dir.as_os_str().is_empty() {
+                    return Err(invalid("media.local_dir", "must not be empty"));
+                }
+            }
+            (MediaStoreKind::S3, None) => {
+                return Err(invalid("media.s3", "is required when media.store = \"s3\""));
+            }
+            (MediaStoreKind::S3, Some(s3)) => {
+                if s3.bucket.is_empty() || s3.region.is_empty() {
+                    return Err(invalid("media.s3", "bucket and region are required"));
+                }
+                if s3.access_key_id.is_some() != s3.secret_access_key.is_some() {
+                    return Err(invalid(
+                        "media.s3.access_key_id",
+                        "access_key_id and secret_access_key go together",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_peers(&self) -> Result<(), ConfigError> {
+        let peers = &self.peers;
+        for (key, url) in [
+            ("peers.user", &peers.user),
+            ("peers.catalog", &peers.catalog),
+            ("peers.bidding", &peers.bidding),
+            ("peers.payment", &peers.payment),
+            ("peers.notification", &peers.notification),
+        ] {
+            if let Some(url) = url
+                && !(url.starts_with("http://") || url.starts_with("https://"))
+            {
+                return Err(ConfigError::Invalid {
+                    key,
+                    message: format!("`{url}` must start with http:// or https://"),
+                });
+            }
+        }
+        if !(100..=60_000).contains(&peers.connect_timeout_ms) {
+            return Err(ConfigError::Invalid {
+                key: "peers.connect_timeout_ms",
+                message: "must be between 100 and 60000 milliseconds".to_owned(),
+            });
+        }
+        if !(100..=600_000).contains(&peers.request_timeout_ms) {
+            return Err(ConfigError::Invalid {
+                key: "peers.request_timeout_ms",
+                message: "must be between 100 and 600000 milliseconds".to_owned(),
+            });
+        }
         Ok(())
     }
 
@@ -1169,6 +1336,8 @@ mod tests {
                 .contains("notification.heartbeat_interval_ms"),
             "{error}"
         );
+        let error = load_text("[peers]\nbidding = \"bidding:50051\"\n").unwrap_err();
+        assert!(error.to_string().contains("peers.bidding"), "{error}");
         let error = load_text("[notification]\nwebhook_retry_delay_ms = [1]\n").unwrap_err();
         assert!(
             error.to_string().contains("webhook_retry_delay_ms"),

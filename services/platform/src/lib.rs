@@ -12,6 +12,8 @@
 //! - [`telemetry`]: the one `tracing` set-up (text or JSON).
 //! - [`database`]: per-service pools and migrations for PostgreSQL and SQLite.
 //! - [`shutdown`]: the shared shutdown signal and SIGTERM/ctrl-c handling.
+//! - [`peers`]: lazily connected gRPC channels to the other services, with
+//!   the calling service's token attached.
 //! - [`error`]: service errors to `tonic::Status` with stable reasons.
 //! - [`service`]: the [`MeshService`] trait every service implements, and
 //!   the `main` of a service's own binary.
@@ -24,6 +26,7 @@ pub mod bus;
 pub mod config;
 pub mod database;
 pub mod error;
+pub mod peers;
 pub mod server;
 pub mod service;
 pub mod shutdown;

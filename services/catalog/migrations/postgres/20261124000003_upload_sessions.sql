@@ -1,0 +1,17 @@
+-- Resumable chunked uploads (BeginMediaUpload / UploadMediaChunk /
+-- CompleteMediaUpload, for grpc-web clients that cannot client-stream).
+-- Chunks are staged as objects `uploads/<id>/<offset, 20 digits>` and
+-- assembled into the media object on completion.
+CREATE TABLE upload_sessions (
+    id             UUID PRIMARY KEY,
+    caller_id      UUID NOT NULL,
+    item_id        UUID NOT NULL,
+    -- auction.v1.MediaUploadMetadata, protobuf-encoded.
+    metadata       BYTEA NOT NULL,
+    received_bytes BIGINT NOT NULL DEFAULT 0,
+    -- Set once completed: a later Complete answers this media.
+    media_id       UUID,
+    expires_at_ms  BIGINT NOT NULL,
+    created_at_ms  BIGINT NOT NULL
+);
+CREATE INDEX upload_sessions_expiry ON upload_sessions (expires_at_ms);

@@ -7,6 +7,8 @@
 //!   with brute-force throttling, TOTP, rotating refresh tokens, profiles,
 //!   API keys, admin role changes and suspensions).
 //! - `error`: its errors and their gRPC codes and reasons.
+//! - `feedback`: the rules of feedback (who, when, which side) and the
+//!   ListFeedback page tokens; pure.
 //! - `orders`: consumes the payment service's order events (topic `order`,
 //!   group `user`) into the order facts feedback is checked against.
 //! - [`store`]: its tables on PostgreSQL or SQLite, through `sql` (one
@@ -19,6 +21,7 @@
 
 pub mod demo;
 mod error;
+mod feedback;
 mod grpc;
 mod orders;
 pub mod secrets;

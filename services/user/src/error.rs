@@ -84,6 +84,22 @@ pub enum UserError {
     /// An admin changing their own admin role or suspending themselves.
     #[error("admins cannot remove their own ADMIN role or suspend themselves")]
     SelfAdminChange,
+    /// The order is unknown, or the caller is neither its buyer nor its
+    /// seller (others' orders are not revealed).
+    #[error("no such order")]
+    OrderNotFound,
+    /// The order is not paid, or its feedback window has closed.
+    #[error("feedback is not allowed: {0}")]
+    FeedbackNotAllowed(&'static str),
+    /// The caller's side already left feedback on the order.
+    #[error("feedback on this order was already left by this side")]
+    FeedbackExists,
+    /// The request id was used before with other content.
+    #[error("this request_id was already used with other content")]
+    IdempotencyKeyReused,
+    /// A page token that is not one of ours, for other filters, or expired.
+    #[error("the page token is not valid for this list")]
+    PageTokenInvalid,
     /// Storage failed.
     #[error("user store")]
     Store(#[source] StoreError),
@@ -113,10 +129,14 @@ impl From<UserError> for Status {
 impl ServiceError for UserError {
     fn code(&self) -> Code {
         match self {
-            Self::Validation { .. } | Self::RequestIdInvalid | Self::WeakPassword => {
-                Code::InvalidArgument
-            }
-            Self::EmailTaken | Self::HandleTaken => Code::AlreadyExists,
+            Self::Validation { .. }
+            | Self::RequestIdInvalid
+            | Self::WeakPassword
+            | Self::PageTokenInvalid => Code::InvalidArgument,
+            Self::EmailTaken
+            | Self::HandleTaken
+            | Self::FeedbackExists
+            | Self::IdempotencyKeyReused => Code::AlreadyExists,
             Self::InvalidCredentials
             | Self::RefreshTokenInvalid
             | Self::RefreshTokenReused
@@ -128,8 +148,9 @@ impl ServiceError for UserError {
             Self::TotpAlreadyEnabled
             | Self::TotpNotEnabled
             | Self::SuspensionStateInvalid(_)
-            | Self::SelfAdminChange => Code::FailedPrecondition,
-            Self::UserNotFound | Self::ApiKeyNotFound => Code::NotFound,
+            | Self::SelfAdminChange
+            | Self::FeedbackNotAllowed(_) => Code::FailedPrecondition,
+            Self::UserNotFound | Self::ApiKeyNotFound | Self::OrderNotFound => Code::NotFound,
             Self::Store(_) | Self::Signing(_) => Code::Internal,
         }
     }
@@ -156,6 +177,11 @@ impl ServiceError for UserError {
             Self::ApiKeyLimitReached => "API_KEY_LIMIT_REACHED",
             Self::SuspensionStateInvalid(_) => "SUSPENSION_STATE_INVALID",
             Self::SelfAdminChange => "SELF_ADMIN_CHANGE",
+            Self::OrderNotFound => "ORDER_NOT_FOUND",
+            Self::FeedbackNotAllowed(_) => "FEEDBACK_NOT_ALLOWED",
+            Self::FeedbackExists => "FEEDBACK_EXISTS",
+            Self::IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
+            Self::PageTokenInvalid => "PAGE_TOKEN_INVALID",
             Self::Store(_) | Self::Signing(_) => "INTERNAL_ERROR",
         }
     }

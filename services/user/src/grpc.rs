@@ -1,6 +1,9 @@
-//! The `auction.v1.UserService` gRPC surface. Every RPC of the contract is
-//! here; the ones not built yet answer UNIMPLEMENTED (reason
-//! `NOT_IMPLEMENTED`) and are listed as such in the README's status table.
+//! The `auction.v1.UserService` gRPC surface: every RPC of the contract,
+//! each built (the README's status table notes what each leaves out).
+//!
+//! Feedback: `leave` validates, loads the order fact (from the bus, see
+//! `orders`), checks the rules of `feedback` and stores the entry with its
+//! request id.
 //!
 //! Identity comes only from [`auction_platform::auth::caller`] (verified by
 //! the listener's auth layer); roles are checked here, in the service that
@@ -10,13 +13,12 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use auction_platform::auth::{AccessGrant, Role, Scope, caller, optional_caller};
-use auction_platform::unimplemented;
 use auction_proto::v1::user_service_server::UserService;
 use auction_proto::v1::{
     AccountStatus, ApiKey, ApiKeyStatus, AuthTokens, ChangePasswordRequest, ChangePasswordResponse,
     ConfirmTotpRequest, ConfirmTotpResponse, CreateApiKeyRequest, CreateApiKeyResponse,
     DisableTotpRequest, DisableTotpResponse, EnrollTotpRequest, EnrollTotpResponse,
-    ExchangeApiKeyRequest, ExchangeApiKeyResponse, GetProfileRequest, GetProfileResponse,
+    ExchangeApiKeyRequest, ExchangeApiKeyResponse, Feedback, GetProfileRequest, GetProfileResponse,
     GetPublicKeysRequest, GetPublicKeysResponse, GetReputationRequest, GetReputationResponse,
     LeaveFeedbackRequest, LeaveFeedbackResponse, ListApiKeysRequest, ListApiKeysResponse,
     ListFeedbackRequest, ListFeedbackResponse, ListUsersRequest, ListUsersResponse, LoginRequest,
@@ -28,13 +30,17 @@ use auction_proto::v1::{
     VerifySecondFactorRequest, VerifySecondFactorResponse, login_response,
     verify_second_factor_request,
 };
+use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::Service;
 use crate::error::UserError;
+use crate::feedback::{self, FeedbackContent, ListFilters, Rating, Side};
 use crate::secrets;
-use crate::store::{self, ApiKeyRecord, NewUser, ProfileChange, Rotation, UserRecord};
+use crate::store::{
+    self, ApiKeyRecord, FeedbackQuery, FeedbackRecord, NewUser, ProfileChange, Rotation, UserRecord,
+};
 
 /// How long a second-factor challenge lives.
 const CHALLENGE_TTL_MS: i64 = 5 * 60 * 1_000;
@@ -46,6 +52,8 @@ const TOTP_ENROLLMENT_TTL_MS: i64 = 10 * 60 * 1_000;
 const MAX_ACTIVE_API_KEYS: i64 = 20;
 /// How long clients may cache the JWKS.
 const PUBLIC_KEYS_CACHE_MS: i64 = 5 * 60 * 1_000;
+/// The trailer on replayed answers (common.proto).
+const REPLAY_TRAILER: &str = "auction-idempotent-replay";
 /// A year, for reputation windows.
 const YEAR_MS: i64 = 365 * 24 * 3_600 * 1_000;
 
@@ -448,6 +456,101 @@ fn format_rfc3339(seconds: i64) -> String {
         of_day % 3_600 / 60,
         of_day % 60
     )
+}
+
+/// The contract's Feedback message of a stored entry.
+fn feedback_message(record: &FeedbackRecord) -> Result<Feedback, UserError> {
+    let side = Side::from_storage_name(&record.side)
+        .ok_or(UserError::Store(store::StoreError::Invalid("stored side")))?;
+    let rating = Rating::from_storage_name(&record.rating).ok_or(UserError::Store(
+        store::StoreError::Invalid("stored rating"),
+    ))?;
+    Ok(Feedback {
+        feedback_id: record.id.to_string(),
+        order_id: record.order_id.to_string(),
+        auction_id: record.auction_id.to_string(),
+        author_user_id: record.author_user_id.to_string(),
+        author_handle: record.author_handle.clone(),
+        subject_user_id: record.subject_user_id.to_string(),
+        side: side.to_proto() as i32,
+        rating: rating.to_proto() as i32,
+        comment: record.comment.clone(),
+        create_time: Some(timestamp(record.created_at_ms)),
+    })
+}
+
+impl Service {
+    /// LeaveFeedback once its request is valid: validate, load, check,
+    /// persist. Returns the stored feedback and whether it is a replay of
+    /// an earlier request with the same id and content.
+    async fn leave(
+        &self,
+        author: Uuid,
+        request_id: &str,
+        content: &FeedbackContent,
+    ) -> Result<(FeedbackRecord, bool), UserError> {
+        let database = &self.context.database;
+        // A replay first: it gets the stored answer even once the window
+        // has closed or the order's other rules would now refuse it.
+        if let Some(stored) = self.replay(author, request_id, content).await? {
+            return Ok((stored, true));
+        }
+        let order = store::find_order_fact(database, content.order_id)
+            .await?
+            .ok_or(UserError::OrderNotFound)?;
+        let side = feedback::side_of(&order, author)?;
+        let now_ms = self.now_ms();
+        feedback::check_window(&order, now_ms)?;
+        if store::feedback_exists(database, order.order_id, side.storage_name()).await? {
+            return Err(UserError::FeedbackExists);
+        }
+        let author_record = self.load_user(author).await?;
+        if author_record.is_suspended(now_ms) {
+            return Err(Self::suspended_error(&author_record));
+        }
+        let subject = feedback::subject_of(&order, side);
+        // The subject must be an account here (the feedback table refers
+        // to it); an order never names anyone else.
+        self.load_user(subject).await?;
+        let record = FeedbackRecord {
+            id: Uuid::now_v7(),
+            order_id: order.order_id,
+            auction_id: order.auction_id,
+            author_user_id: author,
+            author_handle: author_record.handle,
+            subject_user_id: subject,
+            side: side.storage_name().to_owned(),
+            rating: content.rating.storage_name().to_owned(),
+            comment: content.comment.clone(),
+            created_at_ms: now_ms,
+        };
+        if store::insert_feedback(database, &record, request_id).await? {
+            tracing::info!(order_id = %order.order_id, side = side.storage_name(), "feedback left");
+            return Ok((record, false));
+        }
+        // Lost a race on a unique key: a concurrent copy of this request
+        // (a replay), another request id of the same side, or this request
+        // id with other content.
+        match self.replay(author, request_id, content).await? {
+            Some(stored) => Ok((stored, true)),
+            None => Err(UserError::FeedbackExists),
+        }
+    }
+
+    /// The feedback `author` already left with `request_id`: `Some` when
+    /// `content` is the same, IDEMPOTENCY_KEY_REUSED when it differs.
+    async fn replay(
+        &self,
+        author: Uuid,
+        request_id: &str,
+        content: &FeedbackContent,
+    ) -> Result<Option<FeedbackRecord>, UserError> {
+        match store::find_feedback_by_request(&self.context.database, author, request_id).await? {
+            Some(stored) if content.matches(&stored) => Ok(Some(stored)),
+            Some(_) => Err(UserError::IdempotencyKeyReused),
+            None => Ok(None),
+        }
+    }
 }
 
 #[tonic::async_trait]
@@ -1048,20 +1151,82 @@ impl UserService for Service {
         }))
     }
 
+    // The listener's span already carries `user_id` and `request_id`.
+    #[tracing::instrument(skip_all, fields(order_id = %request.get_ref().order_id))]
     async fn leave_feedback(
         &self,
-        _request: Request<LeaveFeedbackRequest>,
+        request: Request<LeaveFeedbackRequest>,
     ) -> Result<Response<LeaveFeedbackResponse>, Status> {
-        // Needs PaymentService orders (issue 9) to know the buyer, seller and
-        // status of an order.
-        Err(unimplemented("auction.v1.UserService/LeaveFeedback", 7))
+        let identity = caller(&request)?;
+        if identity.kind != auction_platform::auth::CallerKind::User {
+            // Feedback speaks for a person: not a partner key, not a service.
+            return Err(auction_platform::to_status(
+                &auction_platform::auth::AuthError::TokenMissing,
+            ));
+        }
+        let message = request.into_inner();
+        check_request_id(&message.request_id)?;
+        let content = FeedbackContent::parse(&message.order_id, message.rating, message.comment)?;
+        let (feedback, replay) = self
+            .leave(identity.user_id, &message.request_id, &content)
+            .await?;
+        let mut response = Response::new(LeaveFeedbackResponse {
+            feedback: Some(feedback_message(&feedback)?),
+        });
+        if replay {
+            response
+                .metadata_mut()
+                .insert(REPLAY_TRAILER, MetadataValue::from_static("true"));
+        }
+        Ok(response)
     }
 
+    #[tracing::instrument(skip_all)]
     async fn list_feedback(
         &self,
-        _request: Request<ListFeedbackRequest>,
+        request: Request<ListFeedbackRequest>,
     ) -> Result<Response<ListFeedbackResponse>, Status> {
-        Err(unimplemented("auction.v1.UserService/ListFeedback", 7))
+        let message = request.into_inner();
+        let user_id = parse_id("user_id", &message.user_id)?;
+        let filters = ListFilters {
+            subject_user_id: user_id,
+            side: Side::filter_from_proto(message.side)?,
+            rating: Rating::filter_from_proto(message.rating)?,
+        };
+        let now_ms = self.now_ms();
+        let before = feedback::read_page_token(&message.page_token, &filters, now_ms)?;
+        self.load_user(user_id).await?;
+        let size = page_size(message.page_size, 20, 100);
+        let mut entries = store::list_feedback(
+            &self.context.database,
+            &FeedbackQuery {
+                subject_user_id: user_id,
+                side: filters.side.map(|side| side.storage_name().to_owned()),
+                rating: filters
+                    .rating
+                    .map(|rating| rating.storage_name().to_owned()),
+                before,
+                // One more than the page tells whether another page follows.
+                limit: size + 1,
+            },
+        )
+        .await
+        .map_err(UserError::from)?;
+        let more = i64::try_from(entries.len()).unwrap_or(i64::MAX) > size;
+        entries.truncate(usize::try_from(size).unwrap_or(usize::MAX));
+        let next_page_token = match entries.last() {
+            Some(last) if more => {
+                feedback::page_token(&filters, (last.created_at_ms, last.id), now_ms)
+            }
+            _ => String::new(),
+        };
+        Ok(Response::new(ListFeedbackResponse {
+            feedback: entries
+                .iter()
+                .map(feedback_message)
+                .collect::<Result<_, _>>()?,
+            next_page_token,
+        }))
     }
 
     #[tracing::instrument(skip_all)]

@@ -7,6 +7,10 @@
 //!   with brute-force throttling, TOTP, rotating refresh tokens, profiles,
 //!   API keys, admin role changes and suspensions).
 //! - `error`: its errors and their gRPC codes and reasons.
+//! - `feedback`: the rules of feedback (who, when, which side) and the
+//!   ListFeedback page tokens; pure.
+//! - `orders`: consumes the payment service's order events (topic `order`,
+//!   group `user`) into the order facts feedback is checked against.
 //! - [`store`]: its tables on PostgreSQL or SQLite, through `sql` (one
 //!   SQL text for both backends).
 //! - [`secrets`]: random tokens and RFC 6238 TOTP.
@@ -17,7 +21,9 @@
 
 pub mod demo;
 mod error;
+mod feedback;
 mod grpc;
+mod orders;
 pub mod secrets;
 mod sql;
 pub mod store;
@@ -27,7 +33,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use auction_platform::auth::{ApiKeyExchange, Clock, SystemClock};
-
+use auction_platform::bus;
 use auction_platform::{MeshService, Migrations, ServiceContext, StartError};
 use auction_proto::v1::user_service_server::UserServiceServer;
 use sqlx::migrate::Migrator;
@@ -125,6 +131,13 @@ impl MeshService for Service {
                     message: auction_platform::error::DisplayChain(&error).to_string(),
                 })?;
         }
+        // Feedback needs to know who bought and sold what, and whether it
+        // was paid: the payment service says so on the bus.
+        let bus = bus::for_process(&context.config).map_err(|error| StartError::Service {
+            service: Self::NAME,
+            message: format!("event bus: {error}"),
+        })?;
+        orders::subscribe(&bus, context.database.clone(), context.shutdown.clone());
         Self::with_context(context)
     }
 

@@ -1207,3 +1207,234 @@ pub async fn feedback_counts(
     }
     Ok(counts)
 }
+
+// ----- orders (from the payment service's events) -----
+
+/// What one `BusOrderEvent` says about its order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderFact {
+    /// The order.
+    pub order_id: Uuid,
+    /// The auction it came from.
+    pub auction_id: Uuid,
+    /// The buyer.
+    pub buyer_id: Uuid,
+    /// The seller.
+    pub seller_id: Uuid,
+    /// When the order was created: the earliest event time seen for it.
+    pub created_at_ms: i64,
+    /// Whether it has been paid (never cleared once set).
+    pub paid: bool,
+}
+
+/// Merges one event's fact into the order's row: the earliest time wins
+/// and `paid` only ever turns on, so applying the same facts again, or in
+/// another order, leaves the same row.
+pub async fn upsert_order_fact(database: &Database, fact: &OrderFact) -> Result<(), StoreError> {
+    sql::execute(
+        database,
+        "INSERT INTO order_facts (order_id, auction_id, buyer_id, seller_id, created_at_ms, paid) \
+         VALUES ($1, $2, $3, $4, $5, $6) \
+         ON CONFLICT (order_id) DO UPDATE SET \
+         created_at_ms = CASE WHEN excluded.created_at_ms < order_facts.created_at_ms \
+         THEN excluded.created_at_ms ELSE order_facts.created_at_ms END, \
+         paid = (order_facts.paid OR excluded.paid)",
+        &[
+            Arg::Uuid(fact.order_id),
+            Arg::Uuid(fact.auction_id),
+            Arg::Uuid(fact.buyer_id),
+            Arg::Uuid(fact.seller_id),
+            Arg::Int(fact.created_at_ms),
+            Arg::Bool(fact.paid),
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// What the service knows of an order, if it has seen any of its events.
+pub async fn find_order_fact(
+    database: &Database,
+    order_id: Uuid,
+) -> Result<Option<OrderFact>, StoreError> {
+    sql::fetch_optional(
+        database,
+        "SELECT order_id, auction_id, buyer_id, seller_id, created_at_ms, paid \
+         FROM order_facts WHERE order_id = $1",
+        &[Arg::Uuid(order_id)],
+    )
+    .await?
+    .map(|row| {
+        Ok(OrderFact {
+            order_id: row.uuid("order_id")?,
+            auction_id: row.uuid("auction_id")?,
+            buyer_id: row.uuid("buyer_id")?,
+            seller_id: row.uuid("seller_id")?,
+            created_at_ms: row.int("created_at_ms")?,
+            paid: row.bool("paid")?,
+        })
+    })
+    .transpose()
+}
+
+// ----- feedback entries -----
+
+/// A feedback entry as stored, with its author's current handle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeedbackRecord {
+    /// UUIDv7.
+    pub id: Uuid,
+    /// The order it is about.
+    pub order_id: Uuid,
+    /// The order's auction.
+    pub auction_id: Uuid,
+    /// Who left it.
+    pub author_user_id: Uuid,
+    /// The author's handle (read from `users`, so it follows handle changes).
+    pub author_handle: String,
+    /// Who it is about.
+    pub subject_user_id: Uuid,
+    /// `from_buyer` or `from_seller`.
+    pub side: String,
+    /// `positive`, `neutral` or `negative`.
+    pub rating: String,
+    /// At most 500 characters.
+    pub comment: String,
+    /// When it was left.
+    pub created_at_ms: i64,
+}
+
+const FEEDBACK_SELECT: &str = "SELECT f.id, f.order_id, f.auction_id, f.author_user_id, \
+     u.username AS author_handle, f.subject_user_id, f.side, f.rating, f.comment, f.created_at_ms \
+     FROM feedback f JOIN users u ON u.id = f.author_user_id";
+
+fn feedback_from_row(row: &Row) -> Result<FeedbackRecord, StoreError> {
+    Ok(FeedbackRecord {
+        id: row.uuid("id")?,
+        order_id: row.uuid("order_id")?,
+        auction_id: row.uuid("auction_id")?,
+        author_user_id: row.uuid("author_user_id")?,
+        author_handle: row.text("author_handle")?,
+        subject_user_id: row.uuid("subject_user_id")?,
+        side: row.text("side")?,
+        rating: row.text("rating")?,
+        comment: row.text("comment")?,
+        created_at_ms: row.int("created_at_ms")?,
+    })
+}
+
+/// The feedback `author` left with `request_id`, if any.
+pub async fn find_feedback_by_request(
+    database: &Database,
+    author: Uuid,
+    request_id: &str,
+) -> Result<Option<FeedbackRecord>, StoreError> {
+    sql::fetch_optional(
+        database,
+        &format!("{FEEDBACK_SELECT} WHERE f.author_user_id = $1 AND f.request_id = $2"),
+        &[Arg::Uuid(author), Arg::Text(request_id.to_owned())],
+    )
+    .await?
+    .as_ref()
+    .map(feedback_from_row)
+    .transpose()
+}
+
+/// Whether `side` has left feedback on `order_id`.
+pub async fn feedback_exists(
+    database: &Database,
+    order_id: Uuid,
+    side: &str,
+) -> Result<bool, StoreError> {
+    let row = sql::fetch_optional(
+        database,
+        "SELECT COUNT(*) AS n FROM feedback WHERE order_id = $1 AND side = $2",
+        &[Arg::Uuid(order_id), Arg::Text(side.to_owned())],
+    )
+    .await?;
+    Ok(row.map_or(Ok(0), |row| row.int("n"))? > 0)
+}
+
+/// Stores a feedback entry with the request id that made it. Returns
+/// false, storing nothing, when a unique key is taken: that side already
+/// left feedback on the order, or the author already used the request id
+/// (the caller tells which by looking again).
+pub async fn insert_feedback(
+    database: &Database,
+    feedback: &FeedbackRecord,
+    request_id: &str,
+) -> Result<bool, StoreError> {
+    let inserted = sql::execute(
+        database,
+        "INSERT INTO feedback (id, order_id, auction_id, author_user_id, subject_user_id, side, \
+         rating, comment, created_at_ms, request_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        &[
+            Arg::Uuid(feedback.id),
+            Arg::Uuid(feedback.order_id),
+            Arg::Uuid(feedback.auction_id),
+            Arg::Uuid(feedback.author_user_id),
+            Arg::Uuid(feedback.subject_user_id),
+            Arg::Text(feedback.side.clone()),
+            Arg::Text(feedback.rating.clone()),
+            Arg::Text(feedback.comment.clone()),
+            Arg::Int(feedback.created_at_ms),
+            Arg::Text(request_id.to_owned()),
+        ],
+    )
+    .await;
+    match inserted {
+        Ok(_) => Ok(true),
+        Err(StoreError::Database(sqlx::Error::Database(error))) if error.is_unique_violation() => {
+            Ok(false)
+        }
+        Err(error) => Err(error),
+    }
+}
+
+/// Which feedback of a subject to list, and from where.
+#[derive(Debug, Clone)]
+pub struct FeedbackQuery {
+    /// Whose received feedback.
+    pub subject_user_id: Uuid,
+    /// Only this side (`from_buyer`, `from_seller`), or both.
+    pub side: Option<String>,
+    /// Only this rating, or all.
+    pub rating: Option<String>,
+    /// Only entries strictly older than this `(created_at_ms, id)`, the
+    /// last entry of the previous page; `None` from the newest.
+    pub before: Option<(i64, Uuid)>,
+    /// At most this many.
+    pub limit: i64,
+}
+
+/// Feedback received by a user, newest first (`created_at_ms`, then id,
+/// both descending, so pages never skip or repeat an entry).
+pub async fn list_feedback(
+    database: &Database,
+    query: &FeedbackQuery,
+) -> Result<Vec<FeedbackRecord>, StoreError> {
+    // The first page starts after the largest possible position, so one
+    // SQL text serves every page.
+    let (before_ms, before_id) = query.before.unwrap_or((i64::MAX, Uuid::max()));
+    sql::fetch_all(
+        database,
+        &format!(
+            "{FEEDBACK_SELECT} WHERE f.subject_user_id = $1 \
+             AND ($2 IS NULL OR f.side = $2) AND ($3 IS NULL OR f.rating = $3) \
+             AND (f.created_at_ms < $4 OR (f.created_at_ms = $4 AND f.id < $5)) \
+             ORDER BY f.created_at_ms DESC, f.id DESC LIMIT $6"
+        ),
+        &[
+            Arg::Uuid(query.subject_user_id),
+            Arg::OptText(query.side.clone()),
+            Arg::OptText(query.rating.clone()),
+            Arg::Int(before_ms),
+            Arg::Uuid(before_id),
+            Arg::Int(query.limit),
+        ],
+    )
+    .await?
+    .iter()
+    .map(feedback_from_row)
+    .collect()
+}

@@ -11,6 +11,7 @@
 #   deploy/local/cluster.sh restart N
 #   deploy/local/cluster.sh stop     # stops the nodes and the gateway (the backing services keep running)
 #
+# CLUSTER_BUILD=0 uses the binaries in target/release as they are.
 # The gateway listens on 127.0.0.1:${CLUSTER_GATEWAY_PORT:-50100}; nodes on the
 # next three ports. State lives in .tmp/cluster (database `cluster` on the
 # test PostgreSQL, etcd prefix /auction/cluster). Keys for the load generator:
@@ -39,6 +40,7 @@ backing_env() {
 }
 
 build() {
+  [ "${CLUSTER_BUILD:-1}" = 0 ] && return 0
   local flag=()
   [ "$profile" = release ] && flag=(--release)
   cargo build "${flag[@]}" --quiet -p auction-bidding -p auction-gateway
@@ -168,7 +170,7 @@ stop)
   for n in $(seq 0 $((nodes - 1))); do stop_pid "$dir/bidding-$n.pid"; done
   ;;
 *)
-  sed -n '2,17p' "$0"
+  sed -n '2,18p' "$0"
   exit 2
   ;;
 esac

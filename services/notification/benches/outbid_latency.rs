@@ -1,15 +1,15 @@
 //! Latency from an outbidding bid's acknowledgement to the OUTBID
-//! notification on the outbid user's Subscribe stream.
+//! notification on the outbid user's Subscribe stream, through the real
+//! mesh: a real English auction in the bidding service; per sample, user A
+//! bids to lead, then user B outbids A with `PlaceBid`; the clock starts
+//! when B's answer arrives (bidding has committed the bid and staged its
+//! bus event in the same transaction) and stops when A's stream delivers
+//! the OUTBID notification. Path: bidding's outbox -> relay -> bus ->
+//! notification consumer group -> inbox transaction -> stream wake-up ->
+//! gRPC. Wiring measured:
 //!
-//! Until the bidding service stages its events in an outbox, the bid is
-//! played by a producer that does exactly what bidding's `Log::append` will
-//! do: commit the `BusAuctionEvent` into an outbox table (SQLite) and wake
-//! its relay. The clock starts when that commit returns (the moment bidding
-//! acknowledges the bid) and stops when the stream delivers the
-//! notification to a gRPC client over loopback. Wiring measured:
-//!
-//! - `redis+postgres`: production wiring: relay -> a private Redis (AOF,
-//!   fsync always) -> consumer group -> inbox on PostgreSQL -> stream.
+//! - `redis+postgres`: production wiring: every service on PostgreSQL, the
+//!   bus on a private Redis (AOF, fsync always).
 //! - `in-process+sqlite`: the embedded default.
 //!
 //! Run: `cargo bench -p auction-notification --bench outbid_latency`
@@ -17,17 +17,12 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::float_arithmetic)]
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use auction_platform::Database;
-use auction_platform::Shutdown;
 use auction_platform::auth::Role;
-use auction_platform::bus::outbox::{self, Relay, RelayOptions};
-use auction_platform::bus::redis::RedisStreamsBus;
-use auction_platform::bus::{self, Envelope, EventBus, TOPIC_AUCTION};
 use auction_platform::config::RedisConfig;
 use auction_proto::v1 as pb;
+use auction_proto::v1::bidding_service_client::BiddingServiceClient;
 use auction_proto::v1::notification_service_client::NotificationServiceClient;
 use auction_testkit::{Backend, RedisServer, spawn_app_with, with_token};
 use uuid::Uuid;
@@ -35,27 +30,26 @@ use uuid::Uuid;
 const WARMUP: usize = 200;
 const SAMPLES: usize = 2_000;
 
-fn outbid(auction_id: &str, sequence: u64, user: Uuid) -> Envelope {
-    let leader = Uuid::now_v7().to_string();
-    let event = pb::BusAuctionEvent {
-        auction_id: auction_id.to_owned(),
-        sequence,
-        title: "Lamp".to_owned(),
-        kind: Some(pb::bus_auction_event::Kind::BidPlaced(
-            pb::BusAuctionBidPlaced {
-                bidder_id: leader.clone(),
-                price: Some(pb::Money {
-                    currency: "USD".to_owned(),
-                    amount: format!("{sequence}.00"),
-                }),
-                leader_id: leader,
-                outbid_user_id: user.to_string(),
-                ..pb::BusAuctionBidPlaced::default()
-            },
-        )),
-        ..pb::BusAuctionEvent::default()
-    };
-    Envelope::new("bidding", TOPIC_AUCTION, auction_id, 0, &event)
+fn usd(amount: &str) -> pb::Money {
+    pb::Money {
+        currency: "USD".to_owned(),
+        amount: amount.to_owned(),
+    }
+}
+
+fn place_bid(
+    auction_id: &str,
+    amount: pb::Money,
+    token: &str,
+) -> tonic::Request<pb::PlaceBidRequest> {
+    with_token(
+        pb::PlaceBidRequest {
+            request_id: format!("bench-{}", Uuid::now_v7()),
+            auction_id: auction_id.to_owned(),
+            amount: Some(amount),
+        },
+        token,
+    )
 }
 
 async fn measure(name: &str, backend: Backend, redis: Option<&RedisServer>) {
@@ -67,37 +61,21 @@ async fn measure(name: &str, backend: Backend, redis: Option<&RedisServer>) {
     let app_redis = redis_config.clone();
     let app = spawn_app_with(backend, move |config| {
         config.telemetry.log_filter = "warn".to_owned();
+        // One user bidding as fast as the answers come: not what the
+        // per-user rate limit is for.
+        config.gateway.user_requests_per_second = 1_000_000;
+        config.gateway.user_burst = 1_000_000;
         if let Some(redis) = app_redis {
             config.redis = redis;
         }
     })
     .await;
-    let bus: Arc<dyn EventBus> = match &redis_config {
-        Some(config) => Arc::new(RedisStreamsBus::new(config).unwrap()),
-        None => bus::for_process(&app.config).unwrap(),
-    };
-    let shutdown = Shutdown::new();
-    let dir = tempfile::tempdir().unwrap();
-    let options = sqlx::sqlite::SqliteConnectOptions::new()
-        .filename(dir.path().join("producer.db"))
-        .create_if_missing(true)
-        .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
-        .synchronous(sqlx::sqlite::SqliteSynchronous::Full);
-    let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
-    sqlx::raw_sql(outbox::SQLITE_MIGRATION)
-        .execute(&pool)
-        .await
-        .unwrap();
-    let relay = Relay::spawn(
-        Database::Sqlite(pool.clone()),
-        bus,
-        shutdown.clone(),
-        RelayOptions::default(),
-    );
-
     let user = Uuid::now_v7();
     let token = app.access_token(user, &[Role::Bidder]);
+    let rival = app.access_token(Uuid::now_v7(), &[Role::Bidder]);
+    let admin = app.access_token(Uuid::now_v7(), &[Role::Admin]);
     let mut client = NotificationServiceClient::new(app.channel().await);
+    let mut bidding = BiddingServiceClient::new(app.channel().await);
     let mut stream = client
         .subscribe(with_token(
             pb::SubscribeRequest {
@@ -109,15 +87,57 @@ async fn measure(name: &str, backend: Backend, redis: Option<&RedisServer>) {
         .unwrap()
         .into_inner();
     stream.message().await.unwrap().unwrap(); // the snapshot
-    let auction = Uuid::now_v7().to_string();
+    let now = std::time::SystemTime::now();
+    let created = bidding
+        .create_auction(with_token(
+            pb::CreateAuctionRequest {
+                request_id: format!("bench-create-{}", Uuid::now_v7()),
+                seller_id: Uuid::now_v7().to_string(),
+                seller_handle: "seller".to_owned(),
+                title: "Lamp".to_owned(),
+                parameters: Some(pb::AuctionParameters {
+                    format: pb::AuctionFormat::English as i32,
+                    format_parameters: Some(pb::auction_parameters::FormatParameters::English(
+                        pb::EnglishParameters {
+                            starting_price: Some(usd("1.00")),
+                            ..pb::EnglishParameters::default()
+                        },
+                    )),
+                }),
+                start_time: Some(prost_types::Timestamp::from(now - Duration::from_secs(1))),
+                end_time: Some(prost_types::Timestamp::from(
+                    now + Duration::from_secs(3_600),
+                )),
+                ..pb::CreateAuctionRequest::default()
+            },
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .state
+        .unwrap();
+    let auction = created.auction_id;
+    let mut minimum = created.minimum_next_bid.unwrap();
     let mut samples = Vec::with_capacity(SAMPLES);
     for index in 0..WARMUP + SAMPLES {
-        let envelope = outbid(&auction, index as u64 + 1, user);
-        let mut transaction = pool.begin().await.unwrap();
-        outbox::stage(&mut transaction, &[envelope]).await.unwrap();
-        transaction.commit().await.unwrap();
+        // A leads, then B outbids A: the clock runs from B's answer.
+        let led = bidding
+            .place_bid(place_bid(&auction, minimum, &token))
+            .await
+            .unwrap()
+            .into_inner();
+        let outbidding = bidding
+            .place_bid(place_bid(
+                &auction,
+                led.state.unwrap().minimum_next_bid.unwrap(),
+                &rival,
+            ))
+            .await
+            .unwrap()
+            .into_inner();
         let acknowledged = Instant::now();
-        relay.wake();
+        minimum = outbidding.state.unwrap().minimum_next_bid.unwrap();
         loop {
             let message = tokio::time::timeout(Duration::from_secs(10), stream.message())
                 .await
@@ -147,7 +167,6 @@ async fn measure(name: &str, backend: Backend, redis: Option<&RedisServer>) {
         at(0.99).as_secs_f64() * 1e3,
         samples[samples.len() - 1].as_secs_f64() * 1e3,
     );
-    shutdown.trigger();
     app.stop().await;
 }
 

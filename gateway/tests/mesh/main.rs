@@ -10,4 +10,5 @@ mod crash;
 mod feedback;
 mod grpc_web_node;
 mod process;
+mod tls;
 mod wire;

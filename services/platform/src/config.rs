@@ -108,6 +108,20 @@ pub struct ServerConfig {
     /// is taken from `x-forwarded-for` (the rightmost address that is not a
     /// trusted proxy). Empty: the TCP peer is the client.
     pub trusted_proxies: Vec<String>,
+    /// TLS on the listener (gRPC and grpc-web over HTTPS); absent: plain
+    /// text (behind a TLS-terminating proxy, or on loopback).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ServerTlsConfig>,
+}
+
+/// The listener's certificate and key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerTlsConfig {
+    /// PEM certificate chain, leaf first.
+    pub cert_file: PathBuf,
+    /// PEM private key of the leaf certificate.
+    pub key_file: PathBuf,
 }
 
 /// How logs are written.
@@ -537,6 +551,7 @@ impl Config {
                 shutdown_grace_ms: 4_000,
                 cors_allowed_origins: vec!["*".to_owned()],
                 trusted_proxies: Vec::new(),
+                tls: None,
             },
             telemetry: TelemetryConfig {
                 log_format: LogFormat::Text,
@@ -645,6 +660,19 @@ impl Config {
         }
         self.listen_address()?;
         self.trusted_proxies()?;
+        if let Some(tls) = &self.server.tls {
+            for (key, path) in [
+                ("server.tls.cert_file", &tls.cert_file),
+                ("server.tls.key_file", &tls.key_file),
+            ] {
+                if !path.is_file() {
+                    return Err(invalid(
+                        key,
+                        format!("`{}` is not a readable file", path.display()),
+                    ));
+                }
+            }
+        }
         if self.server.shutdown_grace_ms == 0 || self.server.shutdown_grace_ms > 60_000 {
             return Err(invalid(
                 "server.shutdown_grace_ms",

@@ -37,6 +37,9 @@ pub enum ServeError {
     /// A trusted proxy is not a network.
     #[error("{0}")]
     TrustedProxies(String),
+    /// The TLS certificate or key cannot be read.
+    #[error("server.tls: {0}")]
+    Tls(String),
 }
 
 /// Serves `routes` on `listener` until `shutdown` fires, then drains.
@@ -69,7 +72,18 @@ pub async fn serve(
     let trusted_proxies = crate::Config::parse_trusted_proxies(&config.trusted_proxies)
         .map_err(|error| ServeError::TrustedProxies(error.to_string()))?;
 
-    let server = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = &config.tls {
+        let read = |path: &std::path::Path| {
+            std::fs::read(path)
+                .map_err(|error| ServeError::Tls(format!("{}: {error}", path.display())))
+        };
+        let identity =
+            tonic::transport::Identity::from_pem(read(&tls.cert_file)?, read(&tls.key_file)?);
+        builder =
+            builder.tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))?;
+    }
+    let server = builder
         // grpc-web arrives over HTTP/1.1 as well as HTTP/2.
         .accept_http1(true)
         // Dead peers must not hold streams open for ever.
@@ -294,9 +308,16 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
-        let peer = request
-            .extensions()
+        let extensions = request.extensions();
+        let peer = extensions
             .get::<tonic::transport::server::TcpConnectInfo>()
+            .or_else(|| {
+                extensions
+                    .get::<tonic::transport::server::TlsConnectInfo<
+                        tonic::transport::server::TcpConnectInfo,
+                    >>()
+                    .map(tonic::transport::server::TlsConnectInfo::get_ref)
+            })
             .and_then(tonic::transport::server::TcpConnectInfo::remote_addr)
             .map(|address| address.ip());
         let forwarded = request

@@ -151,6 +151,9 @@ impl<S, B, ResponseBody> tower::Service<http::Request<B>> for RateLimitService<S
 where
     S: tower::Service<http::Request<B>, Response = http::Response<ResponseBody>>,
     S::Future: Send + 'static,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     ResponseBody: Default + Send + 'static,
 {
     type Response = S::Response;
@@ -174,11 +177,8 @@ where
                     retry_after_ms = limited.retry_after.as_millis() as u64,
                     "rate limited"
                 );
-                let response = auction_platform::auth::early_response(
-                    auction_platform::to_status(&limited),
-                    request.version(),
-                );
-                Box::pin(async move { Ok(response) })
+                let status = auction_platform::to_status(&limited);
+                Box::pin(async move { Ok(auction_platform::auth::refuse(request, status).await) })
             }
         }
     }

@@ -309,3 +309,62 @@ async fn demo_auctions_are_running() {
     );
     app.stop().await;
 }
+
+/// Sends one grpc-web call (HTTP/1.1, an empty `GetProfile` with a bad
+/// token) on `stream` and reads the whole answer; returns its text.
+async fn refused_grpc_web_call(stream: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    // One grpc-web frame: flag 0, length 0 (an empty request message).
+    let body = [0_u8, 0, 0, 0, 0];
+    let head = format!(
+        "POST /auction.v1.UserService/GetProfile HTTP/1.1\r\nhost: localhost\r\n\
+         content-type: application/grpc-web+proto\r\nx-grpc-web: 1\r\n\
+         authorization: Bearer not-a-token\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&body).await.unwrap();
+    let mut answer = Vec::new();
+    let mut buffer = [0_u8; 4096];
+    // The refusal is small: read until its (empty-bodied) end.
+    loop {
+        let read =
+            tokio::time::timeout(std::time::Duration::from_secs(5), stream.read(&mut buffer))
+                .await
+                .expect("an answer")
+                .unwrap();
+        if read == 0 {
+            break;
+        }
+        answer.extend_from_slice(&buffer[..read]);
+        let text = String::from_utf8_lossy(&answer);
+        if let Some((headers, rest)) = text.split_once("\r\n\r\n")
+            && (headers.to_ascii_lowercase().contains("content-length: 0")
+                || rest.ends_with("0\r\n\r\n"))
+        {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+// Proves a grpc-web call refused before its body was read (a bad token)
+// still gets its status over HTTP/1.1 and leaves the connection usable: the
+// server reads the small body first instead of dropping the connection on
+// a client that may still be writing (seen as a broken pipe by Node).
+#[tokio::test]
+async fn refused_grpc_web_calls_keep_the_connection() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let mut stream = tokio::net::TcpStream::connect(app.address).await.unwrap();
+    for _ in 0..2 {
+        let answer = refused_grpc_web_call(&mut stream).await;
+        let lower = answer.to_ascii_lowercase();
+        assert!(lower.starts_with("http/1.1 200"), "{answer}");
+        assert!(
+            lower.contains("grpc-status: 16"),
+            "UNAUTHENTICATED: {answer}"
+        );
+        assert!(!lower.contains("connection: close"), "{answer}");
+    }
+    app.stop().await;
+}

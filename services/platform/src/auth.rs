@@ -1209,7 +1209,9 @@ where
         + Send
         + 'static,
     S::Future: Send + 'static,
-    B: Send + 'static,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     ResponseBody: Default + Send + 'static,
 {
     type Response = S::Response;
@@ -1235,27 +1237,42 @@ where
                     request.extensions_mut().insert(caller);
                 }
                 Ok(None) => {}
-                Err(status) => return Ok(early_response(status, request.version())),
+                Err(status) => return Ok(refuse(request, status).await),
             }
             inner.call(request).await
         })
     }
 }
 
-/// The answer to a call refused before its body was read. Over HTTP/1.1
-/// (grpc-web) the unread body would leave the connection unusable, so the
-/// client is told to close it rather than send its next call down a
-/// connection the server is about to drop.
-pub fn early_response<ResponseBody: Default>(
+/// Answers a call refused before its body was read. Over HTTP/1.1
+/// (grpc-web) the body is read first (at most 64 KiB, within a second): a
+/// client still writing its request when the server answers and drops the
+/// connection sees a broken pipe instead of the status (Node's HTTP client
+/// did, as INTERNAL), and a drained connection stays usable. A larger or
+/// slower body gets the answer with `connection: close`.
+pub async fn refuse<B, ResponseBody>(
+    request: http::Request<B>,
     status: Status,
-    version: http::Version,
-) -> http::Response<ResponseBody> {
+) -> http::Response<ResponseBody>
+where
+    B: http_body::Body,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    ResponseBody: Default,
+{
     let mut response = status.into_http();
-    if version < http::Version::HTTP_2 {
-        response.headers_mut().insert(
-            http::header::CONNECTION,
-            http::HeaderValue::from_static("close"),
-        );
+    if request.version() < http::Version::HTTP_2 {
+        let body = http_body_util::Limited::new(request.into_body(), 64 * 1024);
+        let drained = tokio::time::timeout(
+            std::time::Duration::from_secs(1),
+            http_body_util::BodyExt::collect(body),
+        )
+        .await;
+        if !matches!(drained, Ok(Ok(_))) {
+            response.headers_mut().insert(
+                http::header::CONNECTION,
+                http::HeaderValue::from_static("close"),
+            );
+        }
     }
     response
 }

@@ -6,7 +6,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
-auctiond=${AUCTIOND:-target/debug/auctiond}
+auctiond=${AUCTIOND:-${CARGO_TARGET_DIR:-target}/debug/auctiond}
 
 venv=.tmp/venv
 if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import grpc_reflection, grpc_health' 2>/dev/null; then

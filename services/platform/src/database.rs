@@ -20,10 +20,13 @@ use crate::config::{StorageBackend, StorageConfig};
 /// query written once (with `sqlx::QueryBuilder`, whose `push_bind` writes
 /// each backend's own placeholder) serves both backends:
 ///
-/// ```ignore
-/// let count: i64 = on_pool!(&database, pool => {
+/// ```no_run
+/// # async fn example(database: auction_platform::Database) -> Result<i64, sqlx::Error> {
+/// let count: i64 = auction_platform::on_pool!(&database, pool => {
 ///     sqlx::QueryBuilder::new("SELECT COUNT(*) FROM auctions").build_query_scalar().fetch_one(pool).await
 /// })?;
+/// # Ok(count)
+/// # }
 /// ```
 #[macro_export]
 macro_rules! on_pool {

@@ -287,10 +287,10 @@ fn push_conditions(
     omit: Option<Dimension>,
 ) {
     let mut conditions: Vec<String> = Vec::new();
-    // PostgreSQL with keywords: the category subtree is matched inside the
-    // GIN index through the listing's category lexemes ('c/<path>'), so
-    // "keywords AND category" is one index lookup (see the migration
-    // 20261124000004); an empty subtree list matches nothing.
+    // PostgreSQL with keywords: the listing's tsvector also carries one
+    // lexeme per ancestor category path ('c/<path>', migration
+    // 20261124000004), so "keywords AND category" is one GIN lookup; the
+    // other conditions are checked on the rows it finds.
     let category_in_index = full_text.is_postgres()
         && omit != Some(Dimension::Category)
         && filters
@@ -299,14 +299,17 @@ fn push_conditions(
             .is_some_and(|paths| !paths.is_empty());
     if full_text.is_postgres() {
         if category_in_index {
-            let lexemes: Vec<String> = filters
-                .category_paths
-                .iter()
-                .flatten()
+            let paths = filters.category_paths.as_deref().unwrap_or_default();
+            let lexemes: Vec<String> = subtree_roots(paths)
+                .into_iter()
                 .map(|path| format!("'c/{}'", path.replace(['\\', '\''], "")))
                 .collect();
             let categories = statement.bind(Arg::Text(lexemes.join(" | ")));
-            conditions.push(format!("l.search_vector @@ (q && {categories}::tsquery)"));
+            // `numnode(q) > 0`: keywords that are all stop words match
+            // nothing, as `@@ q` alone does, not the whole category.
+            conditions.push(format!(
+                "numnode(q) > 0 AND l.search_vector @@ (q && {categories}::tsquery)"
+            ));
         } else {
             conditions.push("l.search_vector @@ q".to_owned());
         }
@@ -385,6 +388,24 @@ fn push_conditions(
     }
     statement.text.push_str(" WHERE ");
     statement.text.push_str(&conditions.join(" AND "));
+}
+
+/// The paths of `paths` that are not below another one of them: a listing's
+/// tsvector holds a lexeme for every ancestor of its category, so the
+/// root of a subtree alone matches the whole subtree.
+fn subtree_roots(paths: &[String]) -> Vec<&str> {
+    let mut roots: Vec<&str> = Vec::new();
+    for path in paths {
+        let below_another = paths.iter().any(|other| {
+            path.len() > other.len()
+                && path.starts_with(other.as_str())
+                && path.as_bytes().get(other.len()) == Some(&b'/')
+        });
+        if !below_another && !roots.contains(&path.as_str()) {
+            roots.push(path);
+        }
+    }
+    roots
 }
 
 /// The sort actually used.
@@ -1147,6 +1168,22 @@ fn request_hash(bytes: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
+    // Proves a category filter names each subtree once in the index query.
+    #[test]
+    fn a_subtree_root_stands_for_its_subtree() {
+        let paths = [
+            "electronics".to_owned(),
+            "electronics/cameras".to_owned(),
+            "electronics-parts".to_owned(),
+            "art/prints".to_owned(),
+            "electronics".to_owned(),
+        ];
+        assert_eq!(
+            super::subtree_roots(&paths),
+            ["electronics", "electronics-parts", "art/prints"]
+        );
+    }
+
     use super::*;
 
     // Proves the query language: words ANDed, phrases, exclusions, limits.

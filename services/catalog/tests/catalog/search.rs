@@ -223,6 +223,30 @@ async fn full_text_filters_sorts_facets(backend: Backend) {
         titles(&priced),
         ["Leica M6 rangefinder", "Nikon F3 camera body"]
     );
+    // Price bounds exactly on listings' prices are inclusive.
+    for (min, max, expected) in [
+        ("150", "150", vec!["Leica branded phone"]),
+        ("149.99", "150", vec!["Leica branded phone"]),
+        ("150.01", "299.99", vec![]),
+        ("199.99", "200", vec![]),
+        ("300", "900", vec!["Leica M6 rangefinder", "Nikon F3 camera body"]),
+        ("0.01", "99999", vec!["Leica M6 rangefinder", "Nikon F3 camera body", "Leica branded phone"]),
+    ] {
+        let found = run(
+            &app,
+            search(
+                "leica",
+                pb::SearchFilter {
+                    min_price: Some(usd(min)),
+                    max_price: Some(usd(max)),
+                    ..electronics.clone()
+                },
+                pb::SearchSort::PriceDesc,
+            ),
+        )
+        .await;
+        assert_eq!(titles(&found), expected, "{min} to {max}");
+    }
     let by_seller = run(
         &app,
         search(

@@ -11,6 +11,8 @@
 //!   ListFeedback page tokens; pure.
 //! - `orders`: consumes the payment service's order events (topic `order`,
 //!   group `user`) into the order facts feedback is checked against.
+//! - `replay`: request-id replay: the claim, the stored outcome in the
+//!   same transaction as the change, sealed secrets (issue 7).
 //! - [`store`]: its tables on PostgreSQL or SQLite, through `sql` (one
 //!   SQL text for both backends).
 //! - [`secrets`]: random tokens and RFC 6238 TOTP.
@@ -24,6 +26,7 @@ mod error;
 mod feedback;
 mod grpc;
 mod orders;
+mod replay;
 pub mod secrets;
 mod sql;
 pub mod store;
@@ -33,7 +36,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use auction_platform::auth::{ApiKeyExchange, Clock, SystemClock};
-use auction_platform::bus;
+use auction_platform::bus::{self, EventBus};
 use auction_platform::{MeshService, Migrations, ServiceContext, StartError};
 use auction_proto::v1::user_service_server::UserServiceServer;
 use sqlx::migrate::Migrator;
@@ -52,6 +55,9 @@ pub struct Service {
     /// An argon2id hash checked when a login names an unknown e-mail, so
     /// the answer takes as long as for a real account.
     dummy_hash: Arc<str>,
+    /// Fingerprints request content and seals the secrets of replayable
+    /// answers (see `replay`).
+    replay_keys: Arc<replay::ReplayKeys>,
 }
 
 impl std::fmt::Debug for Service {
@@ -87,7 +93,7 @@ impl ApiKeyExchange for ApiKeyExchanger {
     ) -> Pin<Box<dyn Future<Output = Result<String, tonic::Status>> + Send + 'a>> {
         Box::pin(async move {
             self.service
-                .exchange(secret)
+                .exchange(&mut sql::Pool(&self.service.context.database), secret)
                 .await
                 .map(|(token, _)| token.token)
                 .map_err(tonic::Status::from)
@@ -103,10 +109,15 @@ impl Service {
                 message: error.to_string(),
             }
         })?;
+        // A process without the token signing key issues no tokens, so
+        // has nothing to replay that needs the derived key.
+        let replay_keys = replay::ReplayKeys::derive(&context.keys)
+            .unwrap_or_else(|_| replay::ReplayKeys::random());
         Ok(Self {
             context,
             clock: Arc::new(SystemClock),
             dummy_hash: dummy_hash.into(),
+            replay_keys: Arc::new(replay_keys),
         })
     }
 }
@@ -133,11 +144,16 @@ impl MeshService for Service {
         }
         // Feedback needs to know who bought and sold what, and whether it
         // was paid: the payment service says so on the bus.
-        let bus = bus::for_process(&context.config).map_err(|error| StartError::Service {
-            service: Self::NAME,
-            message: format!("event bus: {error}"),
-        })?;
+        let bus: Arc<dyn EventBus> =
+            bus::for_process(&context.config).map_err(|error| StartError::Service {
+                service: Self::NAME,
+                message: format!("event bus: {error}"),
+            })?;
         orders::subscribe(&bus, context.database.clone(), context.shutdown.clone());
+        tokio::spawn(replay::purge_expired(
+            context.database.clone(),
+            context.shutdown.clone(),
+        ));
         Self::with_context(context)
     }
 

@@ -10,5 +10,6 @@ mod crash;
 mod feedback;
 mod grpc_web_node;
 mod process;
+mod replay;
 mod tls;
 mod wire;

@@ -37,6 +37,7 @@ use uuid::Uuid;
 
 use crate::Service;
 use crate::error::UserError;
+use crate::events;
 use crate::feedback::{self, FeedbackContent, ListFilters, Rating, Side};
 use crate::replay::{
     self, Attempt, Begun, LONG_WINDOW_MS, REPLAY_TRAILER, Replayable, RequestKey, SHORT_WINDOW_MS,
@@ -264,6 +265,13 @@ impl Service {
             fingerprint: self.replay_keys.fingerprint(method, content),
             window_ms,
             client_secret: client_secret.as_bytes().to_vec(),
+        }
+    }
+
+    /// Wakes the outbox relay after a commit that staged events.
+    fn publish_soon(&self) {
+        if let Some(relay) = &self.relay {
+            relay.wake();
         }
     }
 
@@ -650,6 +658,12 @@ impl Service {
         let tokens = self
             .open_session(transaction, &record, false, now_ms)
             .await?;
+        transaction
+            .stage(&[
+                events::contact_changed(record.id, &record.display_name, now_ms),
+                events::interests_changed(record.id, &record.interests, now_ms),
+            ])
+            .await?;
         tracing::info!(user_id = %record.id, "account registered");
         Ok(RegisterResponse {
             user: Some(self.user_message(transaction, &record, true).await?),
@@ -951,6 +965,14 @@ impl Service {
         let transaction = attempt.tx();
         store::update_profile(transaction, user_id, change, now_ms).await?;
         let user = self.load_user_in(transaction, user_id).await?;
+        let mut changes = Vec::new();
+        if change.display_name.is_some() {
+            changes.push(events::contact_changed(user.id, &user.display_name, now_ms));
+        }
+        if change.interests.is_some() {
+            changes.push(events::interests_changed(user.id, &user.interests, now_ms));
+        }
+        transaction.stage(&changes).await?;
         Ok(UpdateProfileResponse {
             user: Some(self.user_message(transaction, &user, true).await?),
         })
@@ -1243,7 +1265,9 @@ impl UserService for Service {
         let result = self
             .register_in(&mut attempt, &user, &password_hash, &interests, &country)
             .await;
-        Ok(Response::new(attempt.finish(result).await?))
+        let response = attempt.finish(result).await?;
+        self.publish_soon();
+        Ok(Response::new(response))
     }
 
     #[tracing::instrument(skip_all)]
@@ -1594,7 +1618,9 @@ impl UserService for Service {
         let result = self
             .update_profile_in(&mut attempt, identity.user_id, &change)
             .await;
-        Ok(Response::new(attempt.finish(result).await?))
+        let response = attempt.finish(result).await?;
+        self.publish_soon();
+        Ok(Response::new(response))
     }
 
     #[tracing::instrument(skip_all)]

@@ -13,6 +13,8 @@
 //!   group `user`) into the order facts feedback is checked against.
 //! - `replay`: request-id replay: the claim, the stored outcome in the
 //!   same transaction as the change, sealed secrets (issue 7).
+//! - `events`: the `BusUserEvent`s (topic `user`) staged in the outbox
+//!   with the account changes they describe (issue 10).
 //! - [`store`]: its tables on PostgreSQL or SQLite, through `sql` (one
 //!   SQL text for both backends).
 //! - [`secrets`]: random tokens and RFC 6238 TOTP.
@@ -23,6 +25,7 @@
 
 pub mod demo;
 mod error;
+mod events;
 mod feedback;
 mod grpc;
 mod orders;
@@ -36,6 +39,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use auction_platform::auth::{ApiKeyExchange, Clock, SystemClock};
+use auction_platform::bus::outbox::{Relay, RelayOptions};
 use auction_platform::bus::{self, EventBus};
 use auction_platform::{MeshService, Migrations, ServiceContext, StartError};
 use auction_proto::v1::user_service_server::UserServiceServer;
@@ -58,6 +62,9 @@ pub struct Service {
     /// Fingerprints request content and seals the secrets of replayable
     /// answers (see `replay`).
     replay_keys: Arc<replay::ReplayKeys>,
+    /// Publishes the staged user events soon after each commit; `None` in
+    /// the gateway's in-process API-key exchanger, which changes nothing.
+    relay: Option<Relay>,
 }
 
 impl std::fmt::Debug for Service {
@@ -81,7 +88,7 @@ impl ApiKeyExchanger {
     /// An exchanger over the user service's database and keys.
     pub async fn new(context: ServiceContext) -> Result<Self, StartError> {
         Ok(Self {
-            service: Service::with_context(context)?,
+            service: Service::with_context(context, None)?,
         })
     }
 }
@@ -102,7 +109,7 @@ impl ApiKeyExchange for ApiKeyExchanger {
 }
 
 impl Service {
-    fn with_context(context: ServiceContext) -> Result<Self, StartError> {
+    fn with_context(context: ServiceContext, relay: Option<Relay>) -> Result<Self, StartError> {
         let dummy_hash = store::hash_password("not a password of anyone").map_err(|error| {
             StartError::Service {
                 service: Self::NAME,
@@ -118,6 +125,7 @@ impl Service {
             clock: Arc::new(SystemClock),
             dummy_hash: dummy_hash.into(),
             replay_keys: Arc::new(replay_keys),
+            relay,
         })
     }
 }
@@ -150,11 +158,19 @@ impl MeshService for Service {
                 message: format!("event bus: {error}"),
             })?;
         orders::subscribe(&bus, context.database.clone(), context.shutdown.clone());
+        // Account changes stage BusUserEvents in the outbox; the relay
+        // publishes them (catalog and notification consume them).
+        let relay = Relay::spawn(
+            context.database.clone(),
+            Arc::clone(&bus),
+            context.shutdown.clone(),
+            RelayOptions::default(),
+        );
         tokio::spawn(replay::purge_expired(
             context.database.clone(),
             context.shutdown.clone(),
         ));
-        Self::with_context(context)
+        Self::with_context(context, Some(relay))
     }
 
     fn add_routes(self, routes: &mut RoutesBuilder) {

@@ -171,6 +171,23 @@ impl Transaction {
         Ok(())
     }
 
+    /// Stages bus envelopes in the outbox of this transaction: they are
+    /// published after it commits, and never if it rolls back.
+    pub async fn stage(
+        &mut self,
+        envelopes: &[auction_platform::bus::Envelope],
+    ) -> Result<(), StoreError> {
+        match self {
+            Self::Postgres(transaction) => {
+                auction_platform::bus::outbox::stage(transaction, envelopes).await?;
+            }
+            Self::Sqlite(transaction) => {
+                auction_platform::bus::outbox::stage(transaction, envelopes).await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Runs a statement; returns the rows affected.
     pub async fn execute(&mut self, sql: &str, args: &[Arg]) -> Result<u64, StoreError> {
         Ok(match self {

@@ -12,4 +12,5 @@ mod grpc_web_node;
 mod process;
 mod replay;
 mod tls;
+mod user_events;
 mod wire;

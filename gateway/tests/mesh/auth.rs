@@ -670,9 +670,10 @@ fn capture_logs() -> SharedLog {
     .clone()
 }
 
-// Proves a full session (register, failed and good logins, refresh, API key
-// creation and use, TOTP enrollment and verification, logout) logs no
-// password, token, API-key secret, TOTP secret or recovery code.
+// Proves a full session (register, failed and good logins, refresh and its
+// replay, API key creation, its replay and use, TOTP enrollment and
+// verification, logout) logs no password, token, API-key secret, TOTP
+// secret or recovery code.
 #[tokio::test]
 async fn logs_hold_no_secrets() {
     let log = capture_logs();
@@ -693,11 +694,12 @@ async fn logs_hold_no_secrets() {
             password: wrong_password.to_owned(),
         })
         .await;
+    let refresh_request = RefreshRequest {
+        request_id: request_id(),
+        refresh_token: frank.refresh_token.clone(),
+    };
     let refreshed = client
-        .refresh(RefreshRequest {
-            request_id: request_id(),
-            refresh_token: frank.refresh_token.clone(),
-        })
+        .refresh(refresh_request.clone())
         .await
         .unwrap()
         .into_inner()
@@ -705,20 +707,33 @@ async fn logs_hold_no_secrets() {
         .unwrap();
     secrets.push(refreshed.access_token.clone());
     secrets.push(refreshed.refresh_token.clone());
+    // A replay unseals the stored secrets: they stay out of the logs too.
+    let replayed = client
+        .refresh(refresh_request)
+        .await
+        .unwrap()
+        .into_inner()
+        .tokens
+        .unwrap();
+    assert_eq!(replayed, refreshed);
+    let key_request = CreateApiKeyRequest {
+        request_id: request_id(),
+        name: "logs".to_owned(),
+        scopes: vec![ApiKeyScope::Read as i32],
+        expire_time: None,
+    };
     let key = client
-        .create_api_key(with_token(
-            CreateApiKeyRequest {
-                request_id: request_id(),
-                name: "logs".to_owned(),
-                scopes: vec![ApiKeyScope::Read as i32],
-                expire_time: None,
-            },
-            &refreshed.access_token,
-        ))
+        .create_api_key(with_token(key_request.clone(), &refreshed.access_token))
         .await
         .unwrap()
         .into_inner();
     secrets.push(key.secret.clone());
+    let key_again = client
+        .create_api_key(with_token(key_request, &refreshed.access_token))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(key_again.secret, key.secret);
     let mut request = tonic::Request::new(GetProfileRequest::default());
     request
         .metadata_mut()

@@ -10,5 +10,7 @@ mod crash;
 mod feedback;
 mod grpc_web_node;
 mod process;
+mod replay;
 mod tls;
+mod user_events;
 mod wire;

@@ -8,6 +8,7 @@ use auction_platform::ServiceError;
 use auction_proto::v1::{ErrorDetail, FieldViolation};
 use tonic::{Code, Status};
 
+use crate::replay::Refused;
 use crate::store::StoreError;
 
 /// Why a user-service call failed.
@@ -116,6 +117,48 @@ impl From<StoreError> for UserError {
             StoreError::Database(_) | StoreError::Hash | StoreError::Invalid(_) => {
                 Self::Store(error)
             }
+        }
+    }
+}
+
+impl UserError {
+    /// What a claimed request does with this refusal (see
+    /// [`crate::replay::Refused`]). Exhaustive on purpose: a new error must
+    /// say whether a retry with the same request id may execute again.
+    pub fn refused(&self) -> Refused {
+        match self {
+            // The same request would be refused again: remember the answer.
+            Self::Validation { .. }
+            | Self::WeakPassword
+            | Self::EmailTaken
+            | Self::HandleTaken
+            | Self::TotpAlreadyEnabled
+            | Self::TotpNotEnabled
+            | Self::UserNotFound
+            | Self::ApiKeyNotFound
+            | Self::SuspensionStateInvalid(_)
+            | Self::SelfAdminChange
+            | Self::OrderNotFound
+            | Self::FeedbackNotAllowed(_)
+            | Self::FeedbackExists
+            | Self::PageTokenInvalid => Refused::Recorded,
+            // Credentials are checked on every try; what a refusal wrote (a
+            // counted failure, a family revoked for reuse) stays.
+            Self::InvalidCredentials
+            | Self::RefreshTokenInvalid
+            | Self::RefreshTokenReused
+            | Self::ChallengeInvalid
+            | Self::TotpInvalid
+            | Self::ApiKeyInvalid
+            | Self::AccountSuspended { .. } => Refused::KeepWrites,
+            // RESOURCE_EXHAUSTED and INTERNAL are transient (common.proto);
+            // the last two never reach a claimed request.
+            Self::TooManyAttempts { .. }
+            | Self::ApiKeyLimitReached
+            | Self::Store(_)
+            | Self::Signing(_)
+            | Self::RequestIdInvalid
+            | Self::IdempotencyKeyReused => Refused::Transient,
         }
     }
 }

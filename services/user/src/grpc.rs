@@ -30,14 +30,20 @@ use auction_proto::v1::{
     VerifySecondFactorRequest, VerifySecondFactorResponse, login_response,
     verify_second_factor_request,
 };
+use prost::Message as _;
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::Service;
 use crate::error::UserError;
+use crate::events;
 use crate::feedback::{self, FeedbackContent, ListFilters, Rating, Side};
+use crate::replay::{
+    self, Attempt, Begun, LONG_WINDOW_MS, REPLAY_TRAILER, Replayable, RequestKey, SHORT_WINDOW_MS,
+};
 use crate::secrets;
+use crate::sql::{Executor, Pool, Transaction};
 use crate::store::{
     self, ApiKeyRecord, FeedbackQuery, FeedbackRecord, NewUser, ProfileChange, Rotation, UserRecord,
 };
@@ -52,8 +58,6 @@ const TOTP_ENROLLMENT_TTL_MS: i64 = 10 * 60 * 1_000;
 const MAX_ACTIVE_API_KEYS: i64 = 20;
 /// How long clients may cache the JWKS.
 const PUBLIC_KEYS_CACHE_MS: i64 = 5 * 60 * 1_000;
-/// The trailer on replayed answers (common.proto).
-const REPLAY_TRAILER: &str = "auction-idempotent-replay";
 /// A year, for reputation windows.
 const YEAR_MS: i64 = 365 * 24 * 3_600 * 1_000;
 
@@ -69,6 +73,34 @@ fn timestamp_ms(timestamp: &prost_types::Timestamp) -> i64 {
         .seconds
         .saturating_mul(1_000)
         .saturating_add(i64::from(timestamp.nanos / 1_000_000))
+}
+
+/// The content of a request for its fingerprint: every field but the
+/// request id (common.proto).
+macro_rules! without_request_id {
+    ($message:expr) => {{
+        let mut content = $message.clone();
+        content.request_id = String::new();
+        content.encode_to_vec()
+    }};
+}
+
+/// Claims a request's key; returns the stored answer from the enclosing
+/// handler when it is a replay.
+macro_rules! claim {
+    ($service:expr, $key:expr) => {
+        match replay::begin(
+            &$service.context.database,
+            &$service.replay_keys,
+            $key,
+            $service.now_ms(),
+        )
+        .await?
+        {
+            Begun::Fresh(attempt) => attempt,
+            Begun::Replay(stored) => return replay::replayed(stored),
+        }
+    };
 }
 
 fn check_request_id(request_id: &str) -> Result<(), UserError> {
@@ -210,10 +242,47 @@ impl Service {
         }
     }
 
-    async fn user_message(&self, user: &UserRecord, private: bool) -> Result<User, UserError> {
+    /// The pool as an [`Executor`], for reads and writes outside a request
+    /// transaction.
+    fn pool(&self) -> Pool<'_> {
+        Pool(&self.context.database)
+    }
+
+    /// The key of a request scoped to `scope` (see `replay`).
+    fn request_key(
+        &self,
+        method: &'static str,
+        scope: String,
+        request_id: &str,
+        content: &[u8],
+        window_ms: i64,
+        client_secret: &str,
+    ) -> RequestKey {
+        RequestKey {
+            scope,
+            method,
+            request_id: request_id.to_owned(),
+            fingerprint: self.replay_keys.fingerprint(method, content),
+            window_ms,
+            client_secret: client_secret.as_bytes().to_vec(),
+        }
+    }
+
+    /// Wakes the outbox relay after a commit that staged events.
+    fn publish_soon(&self) {
+        if let Some(relay) = &self.relay {
+            relay.wake();
+        }
+    }
+
+    async fn user_message(
+        &self,
+        conn: &mut impl Executor,
+        user: &UserRecord,
+        private: bool,
+    ) -> Result<User, UserError> {
         let now_ms = self.now_ms();
-        let overall =
-            store::feedback_counts(&self.context.database, user.id, None, now_ms - YEAR_MS).await?;
+        let overall = store::feedback_counts(conn, user.id, None, now_ms - YEAR_MS).await?;
         let suspended = user.is_suspended(now_ms);
         let public_profile = PublicProfile {
             user_id: user.id.to_string(),
@@ -271,17 +340,18 @@ impl Service {
 
     async fn open_session(
         &self,
+        transaction: &mut Transaction,
         user: &UserRecord,
         second_factor: bool,
+        now_ms: i64,
     ) -> Result<AuthTokens, UserError> {
-        let now_ms = self.now_ms();
         let session_id = Uuid::now_v7();
         let refresh_token = secrets::new_refresh_token();
         let refresh_expires_at_ms = now_ms.saturating_add(
             i64::try_from(self.context.config.auth.refresh_token_ttl_ms).unwrap_or(i64::MAX),
         );
         store::create_session(
-            &self.context.database,
+            transaction,
             session_id,
             user.id,
             second_factor,
@@ -315,21 +385,35 @@ impl Service {
     }
 
     async fn load_user(&self, user_id: Uuid) -> Result<UserRecord, UserError> {
-        store::find_user(&self.context.database, user_id)
+        self.load_user_in(&mut self.pool(), user_id).await
+    }
+
+    async fn load_user_in(
+        &self,
+        conn: &mut impl Executor,
+        user_id: Uuid,
+    ) -> Result<UserRecord, UserError> {
+        store::find_user(conn, user_id)
             .await?
             .ok_or(UserError::UserNotFound)
     }
 
     /// Checks a TOTP code against the user's confirmed secret, accepting
     /// each step once.
-    async fn check_totp(&self, user: &UserRecord, code: &str) -> Result<(), UserError> {
+    async fn check_totp(
+        &self,
+        conn: &mut impl Executor,
+        user: &UserRecord,
+        code: &str,
+        now_ms: i64,
+    ) -> Result<(), UserError> {
         let secret = user
             .totp_secret
             .as_deref()
             .ok_or(UserError::TotpNotEnabled)?;
-        let step = secrets::matching_totp_step(secret, code, self.now_ms())
-            .ok_or(UserError::TotpInvalid)?;
-        if store::accept_totp_step(&self.context.database, user.id, step).await? {
+        let step =
+            secrets::matching_totp_step(secret, code, now_ms).ok_or(UserError::TotpInvalid)?;
+        if store::accept_totp_step(conn, user.id, step).await? {
             Ok(())
         } else {
             // The code was valid but already used: a replay.
@@ -373,20 +457,21 @@ impl Service {
     /// Exchanges an API key secret for an access token.
     pub(crate) async fn exchange(
         &self,
+        conn: &mut impl Executor,
         secret: &str,
     ) -> Result<(auction_platform::auth::IssuedToken, ApiKeyRecord), UserError> {
         let now_ms = self.now_ms();
-        let key = store::find_api_key_by_secret(&self.context.database, secret)
+        let key = store::find_api_key_by_secret(conn, secret)
             .await?
             .ok_or(UserError::ApiKeyInvalid)?;
         if key.revoked_at_ms.is_some() || key.expires_at_ms.is_some_and(|at| at <= now_ms) {
             return Err(UserError::ApiKeyInvalid);
         }
-        let owner = self.load_user(key.user_id).await?;
+        let owner = self.load_user_in(conn, key.user_id).await?;
         if owner.is_suspended(now_ms) {
             return Err(Self::suspended_error(&owner));
         }
-        store::touch_api_key(&self.context.database, key.id, now_ms).await?;
+        store::touch_api_key(conn, key.id, now_ms).await?;
         let token = self
             .context
             .keys
@@ -553,6 +638,587 @@ impl Service {
     }
 }
 
+/// The work of each replayable RPC inside its claimed transaction
+/// (`replay`): every write goes through `attempt.tx()`, "now" is the
+/// claim's time, and the answer returned is what a retry will get.
+impl Service {
+    async fn register_in(
+        &self,
+        attempt: &mut Attempt,
+        user: &NewUser,
+        password_hash: &str,
+        interests: &[String],
+        country: &str,
+    ) -> Result<RegisterResponse, UserError> {
+        let now_ms = attempt.now_ms();
+        let transaction = attempt.tx();
+        store::insert_user_with(transaction, user, password_hash, interests, country, now_ms)
+            .await?;
+        let record = self.load_user_in(transaction, user.id).await?;
+        let tokens = self
+            .open_session(transaction, &record, false, now_ms)
+            .await?;
+        transaction
+            .stage(&[
+                events::contact_changed(record.id, &record.display_name, now_ms),
+                events::interests_changed(record.id, &record.interests, now_ms),
+            ])
+            .await?;
+        tracing::info!(user_id = %record.id, "account registered");
+        Ok(RegisterResponse {
+            user: Some(self.user_message(transaction, &record, true).await?),
+            tokens: Some(tokens),
+        })
+    }
+
+    async fn login_in(
+        &self,
+        attempt: &mut Attempt,
+        email: &str,
+        password: &str,
+        source: &str,
+    ) -> Result<LoginResponse, UserError> {
+        let now_ms = attempt.now_ms();
+        self.login_throttle(email, source).await?;
+        let transaction = attempt.tx();
+        let user = store::find_user_by_email(transaction, email).await?;
+        let verified = match &user {
+            Some(user) => store::verify_password(&user.password_hash, password),
+            None => {
+                // Spend the same time as for a real account, so timing does
+                // not tell which e-mails exist.
+                let _ = store::verify_password(&self.dummy_hash, password);
+                false
+            }
+        };
+        let Some(user) = user.filter(|_| verified) else {
+            let window_ms =
+                i64::try_from(self.context.config.auth.failed_login_window_ms).unwrap_or(i64::MAX);
+            store::record_login_failure(transaction, email, source, now_ms, now_ms - window_ms)
+                .await?;
+            tracing::info!(source, "login failed");
+            return Err(UserError::InvalidCredentials);
+        };
+        store::clear_login_failures(transaction, email).await?;
+        if user.is_suspended(now_ms) {
+            return Err(Self::suspended_error(&user));
+        }
+        if user.totp_secret.is_some() {
+            let challenge_id = Uuid::now_v7();
+            let expires_at_ms = now_ms + CHALLENGE_TTL_MS;
+            store::create_challenge(transaction, challenge_id, user.id, expires_at_ms).await?;
+            return Ok(LoginResponse {
+                outcome: Some(login_response::Outcome::SecondFactorChallenge(
+                    SecondFactorChallenge {
+                        challenge_id: challenge_id.to_string(),
+                        expire_time: Some(timestamp(expires_at_ms)),
+                        methods: vec![
+                            SecondFactorMethod::Totp as i32,
+                            SecondFactorMethod::RecoveryCode as i32,
+                        ],
+                    },
+                )),
+                user: None,
+            });
+        }
+        let tokens = self.open_session(transaction, &user, false, now_ms).await?;
+        Ok(LoginResponse {
+            outcome: Some(login_response::Outcome::Tokens(tokens)),
+            user: Some(self.user_message(transaction, &user, true).await?),
+        })
+    }
+
+    async fn verify_second_factor_in(
+        &self,
+        attempt: &mut Attempt,
+        challenge_id: Uuid,
+        code: Option<&verify_second_factor_request::Code>,
+    ) -> Result<VerifySecondFactorResponse, UserError> {
+        let now_ms = attempt.now_ms();
+        let transaction = attempt.tx();
+        let challenge = store::find_challenge(transaction, challenge_id)
+            .await?
+            .ok_or(UserError::ChallengeInvalid)?;
+        if challenge.used_at_ms.is_some() || challenge.expires_at_ms <= now_ms {
+            return Err(UserError::ChallengeInvalid);
+        }
+        if challenge.failed_attempts >= CHALLENGE_MAX_FAILURES {
+            return Err(UserError::TooManyAttempts {
+                retry_after: Duration::from_secs(1),
+            });
+        }
+        let user = self.load_user_in(transaction, challenge.user_id).await?;
+        let proven = match code {
+            Some(verify_second_factor_request::Code::TotpCode(code)) => {
+                self.check_totp(transaction, &user, code, now_ms).await
+            }
+            Some(verify_second_factor_request::Code::RecoveryCode(code)) => {
+                if store::consume_recovery_code(transaction, user.id, code.trim(), now_ms).await? {
+                    Ok(())
+                } else {
+                    Err(UserError::TotpInvalid)
+                }
+            }
+            None => Err(UserError::Validation {
+                field: "code",
+                message: "a TOTP code or a recovery code is required",
+            }),
+        };
+        if let Err(error) = proven {
+            if matches!(error, UserError::TotpInvalid) {
+                // Kept: a refused code is not undone with the request.
+                store::fail_challenge(transaction, challenge_id).await?;
+            }
+            return Err(error);
+        }
+        if !store::use_challenge(transaction, challenge_id, now_ms).await? {
+            return Err(UserError::ChallengeInvalid);
+        }
+        if user.is_suspended(now_ms) {
+            return Err(Self::suspended_error(&user));
+        }
+        let tokens = self.open_session(transaction, &user, true, now_ms).await?;
+        let remaining = store::recovery_codes_remaining(transaction, user.id).await?;
+        Ok(VerifySecondFactorResponse {
+            tokens: Some(tokens),
+            user: Some(self.user_message(transaction, &user, true).await?),
+            recovery_codes_remaining: u32::try_from(remaining).unwrap_or(0),
+        })
+    }
+
+    async fn refresh_in(
+        &self,
+        attempt: &mut Attempt,
+        presented: &str,
+    ) -> Result<RefreshResponse, UserError> {
+        let now_ms = attempt.now_ms();
+        let transaction = attempt.tx();
+        let next = secrets::new_refresh_token();
+        let session = match store::rotate_refresh_token(transaction, presented, &next, now_ms)
+            .await?
+        {
+            Rotation::Rotated(session) => session,
+            Rotation::Reused { session_id } => {
+                // Kept: the family's revocation commits with the refusal.
+                tracing::warn!(session_id = %session_id, "refresh token reused: session revoked");
+                return Err(UserError::RefreshTokenReused);
+            }
+            Rotation::SessionEnded | Rotation::Unknown => {
+                return Err(UserError::RefreshTokenInvalid);
+            }
+        };
+        let user = self.load_user_in(transaction, session.user_id).await?;
+        if user.is_suspended(now_ms) {
+            return Err(Self::suspended_error(&user));
+        }
+        // Roles are read afresh: SetRoles takes effect at the next refresh.
+        let access = self
+            .context
+            .keys
+            .issue_access_token(
+                &AccessGrant {
+                    user_id: user.id,
+                    session_id: Some(session.id),
+                    roles: user.roles.clone(),
+                    api_key: None,
+                    second_factor_verified: session.second_factor,
+                },
+                now_ms,
+            )
+            .map_err(UserError::Signing)?;
+        Ok(RefreshResponse {
+            tokens: Some(AuthTokens {
+                access_token: access.token,
+                access_token_expire_time: Some(timestamp(access.expires_at_ms)),
+                refresh_token: next,
+                refresh_token_expire_time: Some(timestamp(session.expires_at_ms)),
+                session_id: session.id.to_string(),
+            }),
+        })
+    }
+
+    async fn change_password_in(
+        &self,
+        attempt: &mut Attempt,
+        user_id: Uuid,
+        current_password: &str,
+        new_hash: &str,
+        second_factor: bool,
+    ) -> Result<ChangePasswordResponse, UserError> {
+        let now_ms = attempt.now_ms();
+        let transaction = attempt.tx();
+        let user = self.load_user_in(transaction, user_id).await?;
+        if !store::verify_password(&user.password_hash, current_password) {
+            return Err(UserError::InvalidCredentials);
+        }
+        store::set_password(transaction, user.id, new_hash, now_ms).await?;
+        store::revoke_user_sessions(transaction, user.id, None, "password changed", now_ms).await?;
+        let tokens = self
+            .open_session(transaction, &user, second_factor, now_ms)
+            .await?;
+        Ok(ChangePasswordResponse {
+            tokens: Some(tokens),
+        })
+    }
+
+    async fn enroll_totp_in(
+        &self,
+        attempt: &mut Attempt,
+        user_id: Uuid,
+        password: &str,
+    ) -> Result<EnrollTotpResponse, UserError> {
+        let now_ms = attempt.now_ms();
+        let transaction = attempt.tx();
+        let user = self.load_user_in(transaction, user_id).await?;
+        if !store::verify_password(&user.password_hash, password) {
+            return Err(UserError::InvalidCredentials);
+        }
+        if user.totp_secret.is_some() {
+            return Err(UserError::TotpAlreadyEnabled);
+        }
+        let secret = secrets::new_totp_secret();
+        let expires_at_ms = now_ms + TOTP_ENROLLMENT_TTL_MS;
+        store::set_pending_totp(transaction, user.id, &secret, expires_at_ms).await?;
+        let otpauth_uri = format!(
+            "otpauth://totp/Auction%20Mesh:{}?secret={secret}&issuer=Auction%20Mesh&algorithm=SHA1&digits=6&period=30",
+            user.handle
+        );
+        Ok(EnrollTotpResponse {
+            secret_base32: secret,
+            otpauth_uri,
+            expire_time: Some(timestamp(expires_at_ms)),
+        })
+    }
+
+    async fn confirm_totp_in(
+        &self,
+        attempt: &mut Attempt,
+        user_id: Uuid,
+        totp_code: &str,
+    ) -> Result<ConfirmTotpResponse, UserError> {
+        let now_ms = attempt.now_ms();
+        let transaction = attempt.tx();
+        let user = self.load_user_in(transaction, user_id).await?;
+        if user.totp_secret.is_some() {
+            return Err(UserError::TotpAlreadyEnabled);
+        }
+        let pending = user
+            .totp_pending_secret
+            .as_deref()
+            .filter(|_| {
+                user.totp_pending_expires_at_ms
+                    .is_some_and(|at| at > now_ms)
+            })
+            .ok_or(UserError::TotpNotEnabled)?;
+        let step = secrets::matching_totp_step(pending, totp_code, now_ms)
+            .ok_or(UserError::TotpInvalid)?;
+        if !store::accept_totp_step(transaction, user.id, step).await? {
+            return Err(UserError::TotpInvalid);
+        }
+        let codes: Vec<String> = (0..10).map(|_| secrets::new_recovery_code()).collect();
+        store::confirm_totp(transaction, user.id, &codes, now_ms).await?;
+        tracing::info!(user_id = %user.id, "TOTP enabled");
+        Ok(ConfirmTotpResponse {
+            recovery_codes: codes,
+        })
+    }
+
+    async fn disable_totp_in(
+        &self,
+        attempt: &mut Attempt,
+        user_id: Uuid,
+        password: &str,
+        code: Option<&auction_proto::v1::disable_totp_request::Code>,
+    ) -> Result<DisableTotpResponse, UserError> {
+        use auction_proto::v1::disable_totp_request::Code;
+        let now_ms = attempt.now_ms();
+        let transaction = attempt.tx();
+        let user = self.load_user_in(transaction, user_id).await?;
+        if !store::verify_password(&user.password_hash, password) {
+            return Err(UserError::InvalidCredentials);
+        }
+        if user.totp_secret.is_none() {
+            return Err(UserError::TotpNotEnabled);
+        }
+        match code {
+            Some(Code::TotpCode(code)) => self.check_totp(transaction, &user, code, now_ms).await?,
+            Some(Code::RecoveryCode(code)) => {
+                if !store::consume_recovery_code(transaction, user.id, code.trim(), now_ms).await? {
+                    return Err(UserError::TotpInvalid);
+                }
+            }
+            None => return Err(UserError::TotpInvalid),
+        }
+        store::disable_totp(transaction, user.id, now_ms).await?;
+        Ok(DisableTotpResponse {
+            totp_enabled: false,
+        })
+    }
+
+    async fn update_profile_in(
+        &self,
+        attempt: &mut Attempt,
+        user_id: Uuid,
+        change: &ProfileChange,
+    ) -> Result<UpdateProfileResponse, UserError> {
+        let now_ms = attempt.now_ms();
+        let transaction = attempt.tx();
+        store::update_profile(transaction, user_id, change, now_ms).await?;
+        let user = self.load_user_in(transaction, user_id).await?;
+        let mut changes = Vec::new();
+        if change.display_name.is_some() {
+            changes.push(events::contact_changed(user.id, &user.display_name, now_ms));
+        }
+        if change.interests.is_some() {
+            changes.push(events::interests_changed(user.id, &user.interests, now_ms));
+        }
+        transaction.stage(&changes).await?;
+        Ok(UpdateProfileResponse {
+            user: Some(self.user_message(transaction, &user, true).await?),
+        })
+    }
+
+    async fn create_api_key_in(
+        &self,
+        attempt: &mut Attempt,
+        user_id: Uuid,
+        name: String,
+        scopes: BTreeSet<Scope>,
+        expires_at_ms: Option<i64>,
+    ) -> Result<CreateApiKeyResponse, UserError> {
+        let now_ms = attempt.now_ms();
+        let transaction = attempt.tx();
+        let user = self.load_user_in(transaction, user_id).await?;
+        if user.is_suspended(now_ms) {
+            return Err(Self::suspended_error(&user));
+        }
+        if store::count_active_api_keys(transaction, user.id, now_ms).await? >= MAX_ACTIVE_API_KEYS
+        {
+            return Err(UserError::ApiKeyLimitReached);
+        }
+        let secret = secrets::new_api_key_secret();
+        let key = ApiKeyRecord {
+            id: Uuid::now_v7(),
+            user_id: user.id,
+            name,
+            prefix: secret.chars().take(12).collect(),
+            scopes,
+            created_at_ms: now_ms,
+            expires_at_ms,
+            last_used_at_ms: None,
+            revoked_at_ms: None,
+        };
+        store::insert_api_key(transaction, &key, &secret).await?;
+        tracing::info!(api_key_id = %key.id, user_id = %user.id, "API key created");
+        Ok(CreateApiKeyResponse {
+            api_key: Some(api_key_message(&key, now_ms)),
+            secret,
+        })
+    }
+
+    async fn set_roles_in(
+        &self,
+        attempt: &mut Attempt,
+        user_id: Uuid,
+        roles: &BTreeSet<Role>,
+    ) -> Result<SetRolesResponse, UserError> {
+        let now_ms = attempt.now_ms();
+        let transaction = attempt.tx();
+        self.load_user_in(transaction, user_id).await?;
+        store::set_roles(transaction, user_id, roles, now_ms).await?;
+        let user = self.load_user_in(transaction, user_id).await?;
+        Ok(SetRolesResponse {
+            user: Some(self.user_message(transaction, &user, true).await?),
+        })
+    }
+
+    async fn suspend_user_in(
+        &self,
+        attempt: &mut Attempt,
+        user_id: Uuid,
+        reason: &str,
+        until_ms: Option<i64>,
+        by: Uuid,
+    ) -> Result<SuspendUserResponse, UserError> {
+        let now_ms = attempt.now_ms();
+        let transaction = attempt.tx();
+        self.load_user_in(transaction, user_id).await?;
+        if !store::suspend(transaction, user_id, reason, until_ms, by, now_ms).await? {
+            return Err(UserError::SuspensionStateInvalid("already suspended"));
+        }
+        let user = self.load_user_in(transaction, user_id).await?;
+        Ok(SuspendUserResponse {
+            user: Some(self.user_message(transaction, &user, true).await?),
+        })
+    }
+
+    async fn unsuspend_user_in(
+        &self,
+        attempt: &mut Attempt,
+        user_id: Uuid,
+    ) -> Result<UnsuspendUserResponse, UserError> {
+        let now_ms = attempt.now_ms();
+        let transaction = attempt.tx();
+        self.load_user_in(transaction, user_id).await?;
+        if !store::unsuspend(transaction, user_id, now_ms).await? {
+            return Err(UserError::SuspensionStateInvalid("not suspended"));
+        }
+        let user = self.load_user_in(transaction, user_id).await?;
+        Ok(UnsuspendUserResponse {
+            user: Some(self.user_message(transaction, &user, true).await?),
+        })
+    }
+}
+
+/// The access and refresh tokens of an answer are its secrets.
+fn take_tokens(tokens: &mut Option<AuthTokens>) -> Vec<String> {
+    tokens.as_mut().map_or_else(Vec::new, |tokens| {
+        vec![
+            std::mem::take(&mut tokens.access_token),
+            std::mem::take(&mut tokens.refresh_token),
+        ]
+    })
+}
+
+fn put_tokens(tokens: &mut Option<AuthTokens>, secrets: Vec<String>) -> bool {
+    match (tokens.as_mut(), <[String; 2]>::try_from(secrets)) {
+        (Some(tokens), Ok([access_token, refresh_token])) => {
+            tokens.access_token = access_token;
+            tokens.refresh_token = refresh_token;
+            true
+        }
+        (None, Err(secrets)) => secrets.is_empty(),
+        _ => false,
+    }
+}
+
+impl Replayable for RegisterResponse {
+    fn take_secrets(&mut self) -> Vec<String> {
+        take_tokens(&mut self.tokens)
+    }
+    fn put_secrets(&mut self, secrets: Vec<String>) -> bool {
+        put_tokens(&mut self.tokens, secrets)
+    }
+}
+
+impl Replayable for LoginResponse {
+    fn take_secrets(&mut self) -> Vec<String> {
+        match &mut self.outcome {
+            Some(login_response::Outcome::Tokens(tokens)) => {
+                let mut taken = Some(std::mem::take(tokens));
+                let secrets = take_tokens(&mut taken);
+                *tokens = taken.unwrap_or_default();
+                secrets
+            }
+            Some(login_response::Outcome::SecondFactorChallenge(_)) | None => Vec::new(),
+        }
+    }
+    fn put_secrets(&mut self, secrets: Vec<String>) -> bool {
+        match &mut self.outcome {
+            Some(login_response::Outcome::Tokens(tokens)) => {
+                let mut put = Some(std::mem::take(tokens));
+                let fits = put_tokens(&mut put, secrets);
+                *tokens = put.unwrap_or_default();
+                fits
+            }
+            Some(login_response::Outcome::SecondFactorChallenge(_)) | None => secrets.is_empty(),
+        }
+    }
+}
+
+impl Replayable for VerifySecondFactorResponse {
+    fn take_secrets(&mut self) -> Vec<String> {
+        take_tokens(&mut self.tokens)
+    }
+    fn put_secrets(&mut self, secrets: Vec<String>) -> bool {
+        put_tokens(&mut self.tokens, secrets)
+    }
+}
+
+impl Replayable for RefreshResponse {
+    fn take_secrets(&mut self) -> Vec<String> {
+        take_tokens(&mut self.tokens)
+    }
+    fn put_secrets(&mut self, secrets: Vec<String>) -> bool {
+        put_tokens(&mut self.tokens, secrets)
+    }
+}
+
+impl Replayable for ChangePasswordResponse {
+    fn take_secrets(&mut self) -> Vec<String> {
+        take_tokens(&mut self.tokens)
+    }
+    fn put_secrets(&mut self, secrets: Vec<String>) -> bool {
+        put_tokens(&mut self.tokens, secrets)
+    }
+}
+
+impl Replayable for EnrollTotpResponse {
+    fn take_secrets(&mut self) -> Vec<String> {
+        vec![
+            std::mem::take(&mut self.secret_base32),
+            std::mem::take(&mut self.otpauth_uri),
+        ]
+    }
+    fn put_secrets(&mut self, secrets: Vec<String>) -> bool {
+        match <[String; 2]>::try_from(secrets) {
+            Ok([secret_base32, otpauth_uri]) => {
+                self.secret_base32 = secret_base32;
+                self.otpauth_uri = otpauth_uri;
+                true
+            }
+            Err(_) => false,
+        }
+    }
+}
+
+impl Replayable for ConfirmTotpResponse {
+    fn take_secrets(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.recovery_codes)
+    }
+    fn put_secrets(&mut self, secrets: Vec<String>) -> bool {
+        self.recovery_codes = secrets;
+        true
+    }
+}
+
+impl Replayable for CreateApiKeyResponse {
+    fn take_secrets(&mut self) -> Vec<String> {
+        vec![std::mem::take(&mut self.secret)]
+    }
+    fn put_secrets(&mut self, secrets: Vec<String>) -> bool {
+        match <[String; 1]>::try_from(secrets) {
+            Ok([secret]) => {
+                self.secret = secret;
+                true
+            }
+            Err(_) => false,
+        }
+    }
+}
+
+impl Replayable for ExchangeApiKeyResponse {
+    fn take_secrets(&mut self) -> Vec<String> {
+        vec![std::mem::take(&mut self.access_token)]
+    }
+    fn put_secrets(&mut self, secrets: Vec<String>) -> bool {
+        match <[String; 1]>::try_from(secrets) {
+            Ok([access_token]) => {
+                self.access_token = access_token;
+                true
+            }
+            Err(_) => false,
+        }
+    }
+}
+
+// Answers without secrets are stored whole.
+impl Replayable for DisableTotpResponse {}
+impl Replayable for UpdateProfileResponse {}
+impl Replayable for SetRolesResponse {}
+impl Replayable for SuspendUserResponse {}
+impl Replayable for UnsuspendUserResponse {}
+
 #[tonic::async_trait]
 impl UserService for Service {
     #[tracing::instrument(skip_all)]
@@ -574,33 +1240,34 @@ impl UserService for Service {
         }
         let country = check_country(&message.country)?;
         let interests = check_interests(&message.interest_category_ids)?;
-        let id = Uuid::now_v7();
-        store::insert_user_with(
-            &self.context.database,
-            &NewUser {
-                id,
-                email,
-                username: handle,
-                password: message.password,
-                display_name: message.display_name,
-                roles: vec![
-                    Role::Bidder.storage_name().to_owned(),
-                    Role::Seller.storage_name().to_owned(),
-                ],
-            },
-            &interests,
-            &country,
-            self.now_ms(),
-        )
-        .await
-        .map_err(UserError::from)?;
-        let user = self.load_user(id).await?;
-        tracing::info!(user_id = %id, "account registered");
-        let tokens = self.open_session(&user, false).await?;
-        Ok(Response::new(RegisterResponse {
-            user: Some(self.user_message(&user, true).await?),
-            tokens: Some(tokens),
-        }))
+        let key = self.request_key(
+            "Register",
+            self.replay_keys.subject_scope("email", &email),
+            &message.request_id,
+            &without_request_id!(message),
+            LONG_WINDOW_MS,
+            &message.password,
+        );
+        // Hashing is slow: done before the claim holds any lock.
+        let password_hash = store::hash_password(&message.password).map_err(UserError::from)?;
+        let user = NewUser {
+            id: Uuid::now_v7(),
+            email,
+            username: handle,
+            password: String::new(),
+            display_name: message.display_name,
+            roles: vec![
+                Role::Bidder.storage_name().to_owned(),
+                Role::Seller.storage_name().to_owned(),
+            ],
+        };
+        let mut attempt = claim!(self, key);
+        let result = self
+            .register_in(&mut attempt, &user, &password_hash, &interests, &country)
+            .await;
+        let response = attempt.finish(result).await?;
+        self.publish_soon();
+        Ok(Response::new(response))
     }
 
     #[tracing::instrument(skip_all)]
@@ -612,66 +1279,19 @@ impl UserService for Service {
         let message = request.into_inner();
         check_request_id(&message.request_id)?;
         let email = message.email.trim().to_lowercase();
-        self.login_throttle(&email, &source).await?;
-        let user = store::find_user_by_email(&self.context.database, &email)
-            .await
-            .map_err(UserError::from)?;
-        let verified = match &user {
-            Some(user) => store::verify_password(&user.password_hash, &message.password),
-            None => {
-                // Spend the same time as for a real account, so timing does
-                // not tell which e-mails exist.
-                let _ = store::verify_password(&self.dummy_hash, &message.password);
-                false
-            }
-        };
-        let Some(user) = user.filter(|_| verified) else {
-            let now_ms = self.now_ms();
-            let window_ms =
-                i64::try_from(self.context.config.auth.failed_login_window_ms).unwrap_or(i64::MAX);
-            store::record_login_failure(
-                &self.context.database,
-                &email,
-                &source,
-                now_ms,
-                now_ms - window_ms,
-            )
-            .await
-            .map_err(UserError::from)?;
-            tracing::info!(source, "login failed");
-            return Err(UserError::InvalidCredentials.into());
-        };
-        store::clear_login_failures(&self.context.database, &email)
-            .await
-            .map_err(UserError::from)?;
-        if user.is_suspended(self.now_ms()) {
-            return Err(Self::suspended_error(&user).into());
-        }
-        if user.totp_secret.is_some() {
-            let challenge_id = Uuid::now_v7();
-            let expires_at_ms = self.now_ms() + CHALLENGE_TTL_MS;
-            store::create_challenge(&self.context.database, challenge_id, user.id, expires_at_ms)
-                .await
-                .map_err(UserError::from)?;
-            return Ok(Response::new(LoginResponse {
-                outcome: Some(login_response::Outcome::SecondFactorChallenge(
-                    SecondFactorChallenge {
-                        challenge_id: challenge_id.to_string(),
-                        expire_time: Some(timestamp(expires_at_ms)),
-                        methods: vec![
-                            SecondFactorMethod::Totp as i32,
-                            SecondFactorMethod::RecoveryCode as i32,
-                        ],
-                    },
-                )),
-                user: None,
-            }));
-        }
-        let tokens = self.open_session(&user, false).await?;
-        Ok(Response::new(LoginResponse {
-            outcome: Some(login_response::Outcome::Tokens(tokens)),
-            user: Some(self.user_message(&user, true).await?),
-        }))
+        let key = self.request_key(
+            "Login",
+            self.replay_keys.subject_scope("email", &email),
+            &message.request_id,
+            &without_request_id!(message),
+            SHORT_WINDOW_MS,
+            &message.password,
+        );
+        let mut attempt = claim!(self, key);
+        let result = self
+            .login_in(&mut attempt, &email, &message.password, &source)
+            .await;
+        Ok(Response::new(attempt.finish(result).await?))
     }
 
     #[tracing::instrument(skip_all)]
@@ -685,67 +1305,25 @@ impl UserService for Service {
             .challenge_id
             .parse()
             .map_err(|_| UserError::ChallengeInvalid)?;
-        let database = &self.context.database;
-        let challenge = store::find_challenge(database, challenge_id)
-            .await
-            .map_err(UserError::from)?
-            .ok_or(UserError::ChallengeInvalid)?;
-        let now_ms = self.now_ms();
-        if challenge.used_at_ms.is_some() || challenge.expires_at_ms <= now_ms {
-            return Err(UserError::ChallengeInvalid.into());
-        }
-        if challenge.failed_attempts >= CHALLENGE_MAX_FAILURES {
-            return Err(UserError::TooManyAttempts {
-                retry_after: Duration::from_secs(1),
-            }
-            .into());
-        }
-        let user = self.load_user(challenge.user_id).await?;
-        let proven = match &message.code {
-            Some(verify_second_factor_request::Code::TotpCode(code)) => {
-                self.check_totp(&user, code).await
-            }
-            Some(verify_second_factor_request::Code::RecoveryCode(code)) => {
-                if store::consume_recovery_code(database, user.id, code.trim(), now_ms)
-                    .await
-                    .map_err(UserError::from)?
-                {
-                    Ok(())
-                } else {
-                    Err(UserError::TotpInvalid)
-                }
-            }
-            None => Err(UserError::Validation {
-                field: "code",
-                message: "a TOTP code or a recovery code is required",
-            }),
+        let code_secret = match &message.code {
+            Some(verify_second_factor_request::Code::TotpCode(code))
+            | Some(verify_second_factor_request::Code::RecoveryCode(code)) => code.clone(),
+            None => String::new(),
         };
-        if let Err(error) = proven {
-            if matches!(error, UserError::TotpInvalid) {
-                store::fail_challenge(database, challenge_id)
-                    .await
-                    .map_err(UserError::from)?;
-            }
-            return Err(error.into());
-        }
-        if !store::use_challenge(database, challenge_id, now_ms)
-            .await
-            .map_err(UserError::from)?
-        {
-            return Err(UserError::ChallengeInvalid.into());
-        }
-        if user.is_suspended(now_ms) {
-            return Err(Self::suspended_error(&user).into());
-        }
-        let tokens = self.open_session(&user, true).await?;
-        let remaining = store::recovery_codes_remaining(database, user.id)
-            .await
-            .map_err(UserError::from)?;
-        Ok(Response::new(VerifySecondFactorResponse {
-            tokens: Some(tokens),
-            user: Some(self.user_message(&user, true).await?),
-            recovery_codes_remaining: u32::try_from(remaining).unwrap_or(0),
-        }))
+        let key = self.request_key(
+            "VerifySecondFactor",
+            self.replay_keys
+                .subject_scope("challenge", &challenge_id.to_string()),
+            &message.request_id,
+            &without_request_id!(message),
+            SHORT_WINDOW_MS,
+            &code_secret,
+        );
+        let mut attempt = claim!(self, key);
+        let result = self
+            .verify_second_factor_in(&mut attempt, challenge_id, message.code.as_ref())
+            .await;
+        Ok(Response::new(attempt.finish(result).await?))
     }
 
     #[tracing::instrument(skip_all)]
@@ -755,54 +1333,20 @@ impl UserService for Service {
     ) -> Result<Response<RefreshResponse>, Status> {
         let message = request.into_inner();
         check_request_id(&message.request_id)?;
-        let now_ms = self.now_ms();
-        let next = secrets::new_refresh_token();
-        let rotation = store::rotate_refresh_token(
-            &self.context.database,
+        // The subject is the presented token: a retry with the same request
+        // id and the same (now retired) token is a replay, not a reuse.
+        let key = self.request_key(
+            "Refresh",
+            self.replay_keys
+                .subject_scope("refresh_token", &message.refresh_token),
+            &message.request_id,
+            &without_request_id!(message),
+            SHORT_WINDOW_MS,
             &message.refresh_token,
-            &next,
-            now_ms,
-        )
-        .await
-        .map_err(UserError::from)?;
-        let session = match rotation {
-            Rotation::Rotated(session) => session,
-            Rotation::Reused { session_id } => {
-                tracing::warn!(session_id = %session_id, "refresh token reused: session revoked");
-                return Err(UserError::RefreshTokenReused.into());
-            }
-            Rotation::SessionEnded | Rotation::Unknown => {
-                return Err(UserError::RefreshTokenInvalid.into());
-            }
-        };
-        let user = self.load_user(session.user_id).await?;
-        if user.is_suspended(now_ms) {
-            return Err(Self::suspended_error(&user).into());
-        }
-        // Roles are read afresh: SetRoles takes effect at the next refresh.
-        let access = self
-            .context
-            .keys
-            .issue_access_token(
-                &AccessGrant {
-                    user_id: user.id,
-                    session_id: Some(session.id),
-                    roles: user.roles.clone(),
-                    api_key: None,
-                    second_factor_verified: session.second_factor,
-                },
-                now_ms,
-            )
-            .map_err(UserError::Signing)?;
-        Ok(Response::new(RefreshResponse {
-            tokens: Some(AuthTokens {
-                access_token: access.token,
-                access_token_expire_time: Some(timestamp(access.expires_at_ms)),
-                refresh_token: next,
-                refresh_token_expire_time: Some(timestamp(session.expires_at_ms)),
-                session_id: session.id.to_string(),
-            }),
-        }))
+        );
+        let mut attempt = claim!(self, key);
+        let result = self.refresh_in(&mut attempt, &message.refresh_token).await;
+        Ok(Response::new(attempt.finish(result).await?))
     }
 
     #[tracing::instrument(skip_all)]
@@ -818,22 +1362,15 @@ impl UserService for Service {
             let identity = identity.ok_or_else(|| {
                 auction_platform::to_status(&auction_platform::auth::AuthError::TokenMissing)
             })?;
-            store::revoke_user_sessions(
-                &self.context.database,
-                identity.user_id,
-                None,
-                "logout",
-                now_ms,
-            )
-            .await
-            .map_err(UserError::from)?
+            store::revoke_user_sessions(&mut self.pool(), identity.user_id, None, "logout", now_ms)
+                .await
+                .map_err(UserError::from)?
         } else {
-            let session =
-                store::session_of_refresh_token(&self.context.database, &message.refresh_token)
-                    .await
-                    .map_err(UserError::from)?
-                    .ok_or(UserError::RefreshTokenInvalid)?;
-            store::revoke_session(&self.context.database, session.id, "logout", now_ms)
+            let session = store::session_of_refresh_token(&mut self.pool(), &message.refresh_token)
+                .await
+                .map_err(UserError::from)?
+                .ok_or(UserError::RefreshTokenInvalid)?;
+            store::revoke_session(&mut self.pool(), session.id, "logout", now_ms)
                 .await
                 .map_err(UserError::from)?
         };
@@ -856,34 +1393,26 @@ impl UserService for Service {
         let message = request.into_inner();
         check_request_id(&message.request_id)?;
         check_password(&message.new_password)?;
-        let user = self.load_user(identity.user_id).await?;
-        if !store::verify_password(&user.password_hash, &message.current_password) {
-            return Err(UserError::InvalidCredentials.into());
-        }
-        let now_ms = self.now_ms();
-        store::set_password(
-            &self.context.database,
-            user.id,
-            &message.new_password,
-            now_ms,
-        )
-        .await
-        .map_err(UserError::from)?;
-        store::revoke_user_sessions(
-            &self.context.database,
-            user.id,
-            None,
-            "password changed",
-            now_ms,
-        )
-        .await
-        .map_err(UserError::from)?;
-        let tokens = self
-            .open_session(&user, identity.second_factor_verified)
-            .await?;
-        Ok(Response::new(ChangePasswordResponse {
-            tokens: Some(tokens),
-        }))
+        let key = self.request_key(
+            "ChangePassword",
+            identity.user_id.to_string(),
+            &message.request_id,
+            &without_request_id!(message),
+            LONG_WINDOW_MS,
+            &message.current_password,
+        );
+        let new_hash = store::hash_password(&message.new_password).map_err(UserError::from)?;
+        let mut attempt = claim!(self, key);
+        let result = self
+            .change_password_in(
+                &mut attempt,
+                identity.user_id,
+                &message.current_password,
+                &new_hash,
+                identity.second_factor_verified,
+            )
+            .await;
+        Ok(Response::new(attempt.finish(result).await?))
     }
 
     #[tracing::instrument(skip_all)]
@@ -894,29 +1423,22 @@ impl UserService for Service {
         let identity = caller(&request)?;
         let message = request.into_inner();
         check_request_id(&message.request_id)?;
-        let user = self.load_user(identity.user_id).await?;
-        if identity.kind != auction_platform::auth::CallerKind::User
-            || !store::verify_password(&user.password_hash, &message.password)
-        {
+        if identity.kind != auction_platform::auth::CallerKind::User {
             return Err(UserError::InvalidCredentials.into());
         }
-        if user.totp_secret.is_some() {
-            return Err(UserError::TotpAlreadyEnabled.into());
-        }
-        let secret = secrets::new_totp_secret();
-        let expires_at_ms = self.now_ms() + TOTP_ENROLLMENT_TTL_MS;
-        store::set_pending_totp(&self.context.database, user.id, &secret, expires_at_ms)
-            .await
-            .map_err(UserError::from)?;
-        let otpauth_uri = format!(
-            "otpauth://totp/Auction%20Mesh:{}?secret={secret}&issuer=Auction%20Mesh&algorithm=SHA1&digits=6&period=30",
-            user.handle
+        let key = self.request_key(
+            "EnrollTotp",
+            identity.user_id.to_string(),
+            &message.request_id,
+            &without_request_id!(message),
+            LONG_WINDOW_MS,
+            &message.password,
         );
-        Ok(Response::new(EnrollTotpResponse {
-            secret_base32: secret,
-            otpauth_uri,
-            expire_time: Some(timestamp(expires_at_ms)),
-        }))
+        let mut attempt = claim!(self, key);
+        let result = self
+            .enroll_totp_in(&mut attempt, identity.user_id, &message.password)
+            .await;
+        Ok(Response::new(attempt.finish(result).await?))
     }
 
     #[tracing::instrument(skip_all)]
@@ -927,35 +1449,19 @@ impl UserService for Service {
         let identity = caller(&request)?;
         let message = request.into_inner();
         check_request_id(&message.request_id)?;
-        let user = self.load_user(identity.user_id).await?;
-        if user.totp_secret.is_some() {
-            return Err(UserError::TotpAlreadyEnabled.into());
-        }
-        let now_ms = self.now_ms();
-        let pending = user
-            .totp_pending_secret
-            .as_deref()
-            .filter(|_| {
-                user.totp_pending_expires_at_ms
-                    .is_some_and(|at| at > now_ms)
-            })
-            .ok_or(UserError::TotpNotEnabled)?;
-        let step = secrets::matching_totp_step(pending, &message.totp_code, now_ms)
-            .ok_or(UserError::TotpInvalid)?;
-        if !store::accept_totp_step(&self.context.database, user.id, step)
-            .await
-            .map_err(UserError::from)?
-        {
-            return Err(UserError::TotpInvalid.into());
-        }
-        let codes: Vec<String> = (0..10).map(|_| secrets::new_recovery_code()).collect();
-        store::confirm_totp(&self.context.database, user.id, &codes, now_ms)
-            .await
-            .map_err(UserError::from)?;
-        tracing::info!(user_id = %user.id, "TOTP enabled");
-        Ok(Response::new(ConfirmTotpResponse {
-            recovery_codes: codes,
-        }))
+        let key = self.request_key(
+            "ConfirmTotp",
+            identity.user_id.to_string(),
+            &message.request_id,
+            &without_request_id!(message),
+            LONG_WINDOW_MS,
+            "",
+        );
+        let mut attempt = claim!(self, key);
+        let result = self
+            .confirm_totp_in(&mut attempt, identity.user_id, &message.totp_code)
+            .await;
+        Ok(Response::new(attempt.finish(result).await?))
     }
 
     #[tracing::instrument(skip_all)]
@@ -963,43 +1469,30 @@ impl UserService for Service {
         &self,
         request: Request<DisableTotpRequest>,
     ) -> Result<Response<DisableTotpResponse>, Status> {
-        use auction_proto::v1::disable_totp_request::Code;
         let identity = caller(&request)?;
         let message = request.into_inner();
         check_request_id(&message.request_id)?;
-        let user = self.load_user(identity.user_id).await?;
-        if identity.kind != auction_platform::auth::CallerKind::User
-            || !store::verify_password(&user.password_hash, &message.password)
-        {
+        if identity.kind != auction_platform::auth::CallerKind::User {
             return Err(UserError::InvalidCredentials.into());
         }
-        if user.totp_secret.is_none() {
-            return Err(UserError::TotpNotEnabled.into());
-        }
-        let now_ms = self.now_ms();
-        match &message.code {
-            Some(Code::TotpCode(code)) => self.check_totp(&user, code).await?,
-            Some(Code::RecoveryCode(code)) => {
-                if !store::consume_recovery_code(
-                    &self.context.database,
-                    user.id,
-                    code.trim(),
-                    now_ms,
-                )
-                .await
-                .map_err(UserError::from)?
-                {
-                    return Err(UserError::TotpInvalid.into());
-                }
-            }
-            None => return Err(UserError::TotpInvalid.into()),
-        }
-        store::disable_totp(&self.context.database, user.id, now_ms)
-            .await
-            .map_err(UserError::from)?;
-        Ok(Response::new(DisableTotpResponse {
-            totp_enabled: false,
-        }))
+        let key = self.request_key(
+            "DisableTotp",
+            identity.user_id.to_string(),
+            &message.request_id,
+            &without_request_id!(message),
+            LONG_WINDOW_MS,
+            &message.password,
+        );
+        let mut attempt = claim!(self, key);
+        let result = self
+            .disable_totp_in(
+                &mut attempt,
+                identity.user_id,
+                &message.password,
+                message.code.as_ref(),
+            )
+            .await;
+        Ok(Response::new(attempt.finish(result).await?))
     }
 
     #[tracing::instrument(skip_all)]
@@ -1019,7 +1512,7 @@ impl UserService for Service {
             .as_ref()
             .is_some_and(|identity| identity.is_user(user_id) || identity.is_admin());
         Ok(Response::new(GetProfileResponse {
-            user: Some(self.user_message(&user, private).await?),
+            user: Some(self.user_message(&mut self.pool(), &user, private).await?),
         }))
     }
 
@@ -1034,9 +1527,10 @@ impl UserService for Service {
         }
         let message = request.into_inner();
         check_request_id(&message.request_id)?;
-        let profile = message.profile.unwrap_or_default();
+        let profile = message.profile.clone().unwrap_or_default();
         let paths = message
             .update_mask
+            .clone()
             .map(|mask| mask.paths)
             .unwrap_or_default();
         if paths.is_empty() {
@@ -1112,18 +1606,21 @@ impl UserService for Service {
                 }
             }
         }
-        store::update_profile(
-            &self.context.database,
-            identity.user_id,
-            &change,
-            self.now_ms(),
-        )
-        .await
-        .map_err(UserError::from)?;
-        let user = self.load_user(identity.user_id).await?;
-        Ok(Response::new(UpdateProfileResponse {
-            user: Some(self.user_message(&user, true).await?),
-        }))
+        let key = self.request_key(
+            "UpdateProfile",
+            identity.user_id.to_string(),
+            &message.request_id,
+            &without_request_id!(message),
+            LONG_WINDOW_MS,
+            "",
+        );
+        let mut attempt = claim!(self, key);
+        let result = self
+            .update_profile_in(&mut attempt, identity.user_id, &change)
+            .await;
+        let response = attempt.finish(result).await?;
+        self.publish_soon();
+        Ok(Response::new(response))
     }
 
     #[tracing::instrument(skip_all)]
@@ -1134,7 +1631,7 @@ impl UserService for Service {
         let user_id = parse_id("user_id", &request.get_ref().user_id)?;
         let user = self.load_user(user_id).await?;
         let since_ms = self.now_ms() - YEAR_MS;
-        let database = &self.context.database;
+        let database = &mut self.pool();
         let as_seller = store::feedback_counts(database, user.id, Some("from_buyer"), since_ms)
             .await
             .map_err(UserError::from)?;
@@ -1276,37 +1773,19 @@ impl UserService for Service {
             }
             .into());
         }
-        let user = self.load_user(identity.user_id).await?;
-        if user.is_suspended(now_ms) {
-            return Err(Self::suspended_error(&user).into());
-        }
-        if store::count_active_api_keys(&self.context.database, user.id, now_ms)
-            .await
-            .map_err(UserError::from)?
-            >= MAX_ACTIVE_API_KEYS
-        {
-            return Err(UserError::ApiKeyLimitReached.into());
-        }
-        let secret = secrets::new_api_key_secret();
-        let key = ApiKeyRecord {
-            id: Uuid::now_v7(),
-            user_id: user.id,
-            name,
-            prefix: secret.chars().take(12).collect(),
-            scopes,
-            created_at_ms: now_ms,
-            expires_at_ms,
-            last_used_at_ms: None,
-            revoked_at_ms: None,
-        };
-        store::insert_api_key(&self.context.database, &key, &secret)
-            .await
-            .map_err(UserError::from)?;
-        tracing::info!(api_key_id = %key.id, user_id = %user.id, "API key created");
-        Ok(Response::new(CreateApiKeyResponse {
-            api_key: Some(api_key_message(&key, now_ms)),
-            secret,
-        }))
+        let key = self.request_key(
+            "CreateApiKey",
+            identity.user_id.to_string(),
+            &message.request_id,
+            &without_request_id!(message),
+            LONG_WINDOW_MS,
+            "",
+        );
+        let mut attempt = claim!(self, key);
+        let result = self
+            .create_api_key_in(&mut attempt, identity.user_id, name, scopes, expires_at_ms)
+            .await;
+        Ok(Response::new(attempt.finish(result).await?))
     }
 
     #[tracing::instrument(skip_all)]
@@ -1352,17 +1831,17 @@ impl UserService for Service {
         let message = request.into_inner();
         check_request_id(&message.request_id)?;
         let key_id = parse_id("api_key_id", &message.api_key_id)?;
-        let key = store::find_api_key(&self.context.database, key_id)
+        let key = store::find_api_key(&mut self.pool(), key_id)
             .await
             .map_err(UserError::from)?
             // Someone else's key is reported as missing: ids are not probed.
             .filter(|key| identity.is_user(key.user_id) || identity.is_admin())
             .ok_or(UserError::ApiKeyNotFound)?;
         let now_ms = self.now_ms();
-        store::revoke_api_key(&self.context.database, key.id, now_ms)
+        store::revoke_api_key(&mut self.pool(), key.id, now_ms)
             .await
             .map_err(UserError::from)?;
-        let key = store::find_api_key(&self.context.database, key.id)
+        let key = store::find_api_key(&mut self.pool(), key.id)
             .await
             .map_err(UserError::from)?
             .ok_or(UserError::ApiKeyNotFound)?;
@@ -1379,12 +1858,26 @@ impl UserService for Service {
     ) -> Result<Response<ExchangeApiKeyResponse>, Status> {
         let message = request.into_inner();
         check_request_id(&message.request_id)?;
-        let (token, key) = self.exchange(message.api_key.trim()).await?;
-        Ok(Response::new(ExchangeApiKeyResponse {
-            access_token: token.token,
-            access_token_expire_time: Some(timestamp(token.expires_at_ms)),
-            api_key: Some(api_key_message(&key, self.now_ms())),
-        }))
+        let secret = message.api_key.trim();
+        let key = self.request_key(
+            "ExchangeApiKey",
+            self.replay_keys.subject_scope("api_key", secret),
+            &message.request_id,
+            &without_request_id!(message),
+            SHORT_WINDOW_MS,
+            secret,
+        );
+        let mut attempt = claim!(self, key);
+        let now_ms = attempt.now_ms();
+        let result = self
+            .exchange(attempt.tx(), secret)
+            .await
+            .map(|(token, key)| ExchangeApiKeyResponse {
+                access_token: token.token,
+                access_token_expire_time: Some(timestamp(token.expires_at_ms)),
+                api_key: Some(api_key_message(&key, now_ms)),
+            });
+        Ok(Response::new(attempt.finish(result).await?))
     }
 
     async fn get_public_keys(
@@ -1440,7 +1933,7 @@ impl UserService for Service {
                 AccountStatus::Suspended => user.is_suspended(now_ms),
             };
             if role_matches && status_matches {
-                out.push(self.user_message(user, true).await?);
+                out.push(self.user_message(&mut self.pool(), user, true).await?);
             }
         }
         Ok(Response::new(ListUsersResponse {
@@ -1476,15 +1969,19 @@ impl UserService for Service {
         if user_id == identity.user_id && !roles.contains(&Role::Admin) {
             return Err(UserError::SelfAdminChange.into());
         }
-        self.load_user(user_id).await?;
-        store::set_roles(&self.context.database, user_id, &roles, self.now_ms())
-            .await
-            .map_err(UserError::from)?;
-        let user = self.load_user(user_id).await?;
+        let key = self.request_key(
+            "SetRoles",
+            identity.user_id.to_string(),
+            &message.request_id,
+            &without_request_id!(message),
+            LONG_WINDOW_MS,
+            "",
+        );
+        let mut attempt = claim!(self, key);
+        let result = self.set_roles_in(&mut attempt, user_id, &roles).await;
+        let response = attempt.finish(result).await?;
         tracing::info!(user_id = %user_id, by = %identity.user_id, "roles set");
-        Ok(Response::new(SetRolesResponse {
-            user: Some(self.user_message(&user, true).await?),
-        }))
+        Ok(Response::new(response))
     }
 
     #[tracing::instrument(skip_all)]
@@ -1516,25 +2013,27 @@ impl UserService for Service {
             }
             .into());
         }
-        self.load_user(user_id).await?;
-        if !store::suspend(
-            &self.context.database,
-            user_id,
-            &message.reason,
-            until_ms,
-            identity.user_id,
-            now_ms,
-        )
-        .await
-        .map_err(UserError::from)?
-        {
-            return Err(UserError::SuspensionStateInvalid("already suspended").into());
-        }
+        let key = self.request_key(
+            "SuspendUser",
+            identity.user_id.to_string(),
+            &message.request_id,
+            &without_request_id!(message),
+            LONG_WINDOW_MS,
+            "",
+        );
+        let mut attempt = claim!(self, key);
+        let result = self
+            .suspend_user_in(
+                &mut attempt,
+                user_id,
+                &message.reason,
+                until_ms,
+                identity.user_id,
+            )
+            .await;
+        let response = attempt.finish(result).await?;
         tracing::info!(user_id = %user_id, by = %identity.user_id, "account suspended");
-        let user = self.load_user(user_id).await?;
-        Ok(Response::new(SuspendUserResponse {
-            user: Some(self.user_message(&user, true).await?),
-        }))
+        Ok(Response::new(response))
     }
 
     #[tracing::instrument(skip_all)]
@@ -1547,18 +2046,19 @@ impl UserService for Service {
         let message = request.into_inner();
         check_request_id(&message.request_id)?;
         let user_id = parse_id("user_id", &message.user_id)?;
-        self.load_user(user_id).await?;
-        if !store::unsuspend(&self.context.database, user_id, self.now_ms())
-            .await
-            .map_err(UserError::from)?
-        {
-            return Err(UserError::SuspensionStateInvalid("not suspended").into());
-        }
+        let key = self.request_key(
+            "UnsuspendUser",
+            identity.user_id.to_string(),
+            &message.request_id,
+            &without_request_id!(message),
+            LONG_WINDOW_MS,
+            "",
+        );
+        let mut attempt = claim!(self, key);
+        let result = self.unsuspend_user_in(&mut attempt, user_id).await;
+        let response = attempt.finish(result).await?;
         tracing::info!(user_id = %user_id, by = %identity.user_id, "suspension lifted");
-        let user = self.load_user(user_id).await?;
-        Ok(Response::new(UnsuspendUserResponse {
-            user: Some(self.user_message(&user, true).await?),
-        }))
+        Ok(Response::new(response))
     }
 }
 

@@ -11,6 +11,10 @@
 //!   ListFeedback page tokens; pure.
 //! - `orders`: consumes the payment service's order events (topic `order`,
 //!   group `user`) into the order facts feedback is checked against.
+//! - `replay`: request-id replay: the claim, the stored outcome in the
+//!   same transaction as the change, sealed secrets (issue 7).
+//! - `events`: the `BusUserEvent`s (topic `user`) staged in the outbox
+//!   with the account changes they describe (issue 10).
 //! - [`store`]: its tables on PostgreSQL or SQLite, through `sql` (one
 //!   SQL text for both backends).
 //! - [`secrets`]: random tokens and RFC 6238 TOTP.
@@ -21,9 +25,11 @@
 
 pub mod demo;
 mod error;
+mod events;
 mod feedback;
 mod grpc;
 mod orders;
+mod replay;
 pub mod secrets;
 mod sql;
 pub mod store;
@@ -33,7 +39,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use auction_platform::auth::{ApiKeyExchange, Clock, SystemClock};
-use auction_platform::bus;
+use auction_platform::bus::outbox::{Relay, RelayOptions};
+use auction_platform::bus::{self, EventBus};
 use auction_platform::{MeshService, Migrations, ServiceContext, StartError};
 use auction_proto::v1::user_service_server::UserServiceServer;
 use sqlx::migrate::Migrator;
@@ -52,6 +59,12 @@ pub struct Service {
     /// An argon2id hash checked when a login names an unknown e-mail, so
     /// the answer takes as long as for a real account.
     dummy_hash: Arc<str>,
+    /// Fingerprints request content and seals the secrets of replayable
+    /// answers (see `replay`).
+    replay_keys: Arc<replay::ReplayKeys>,
+    /// Publishes the staged user events soon after each commit; `None` in
+    /// the gateway's in-process API-key exchanger, which changes nothing.
+    relay: Option<Relay>,
 }
 
 impl std::fmt::Debug for Service {
@@ -75,7 +88,7 @@ impl ApiKeyExchanger {
     /// An exchanger over the user service's database and keys.
     pub async fn new(context: ServiceContext) -> Result<Self, StartError> {
         Ok(Self {
-            service: Service::with_context(context)?,
+            service: Service::with_context(context, None)?,
         })
     }
 }
@@ -87,7 +100,7 @@ impl ApiKeyExchange for ApiKeyExchanger {
     ) -> Pin<Box<dyn Future<Output = Result<String, tonic::Status>> + Send + 'a>> {
         Box::pin(async move {
             self.service
-                .exchange(secret)
+                .exchange(&mut sql::Pool(&self.service.context.database), secret)
                 .await
                 .map(|(token, _)| token.token)
                 .map_err(tonic::Status::from)
@@ -96,17 +109,23 @@ impl ApiKeyExchange for ApiKeyExchanger {
 }
 
 impl Service {
-    fn with_context(context: ServiceContext) -> Result<Self, StartError> {
+    fn with_context(context: ServiceContext, relay: Option<Relay>) -> Result<Self, StartError> {
         let dummy_hash = store::hash_password("not a password of anyone").map_err(|error| {
             StartError::Service {
                 service: Self::NAME,
                 message: error.to_string(),
             }
         })?;
+        // A process without the token signing key issues no tokens, so
+        // has nothing to replay that needs the derived key.
+        let replay_keys = replay::ReplayKeys::derive(&context.keys)
+            .unwrap_or_else(|_| replay::ReplayKeys::random());
         Ok(Self {
             context,
             clock: Arc::new(SystemClock),
             dummy_hash: dummy_hash.into(),
+            replay_keys: Arc::new(replay_keys),
+            relay,
         })
     }
 }
@@ -133,12 +152,25 @@ impl MeshService for Service {
         }
         // Feedback needs to know who bought and sold what, and whether it
         // was paid: the payment service says so on the bus.
-        let bus = bus::for_process(&context.config).map_err(|error| StartError::Service {
-            service: Self::NAME,
-            message: format!("event bus: {error}"),
-        })?;
+        let bus: Arc<dyn EventBus> =
+            bus::for_process(&context.config).map_err(|error| StartError::Service {
+                service: Self::NAME,
+                message: format!("event bus: {error}"),
+            })?;
         orders::subscribe(&bus, context.database.clone(), context.shutdown.clone());
-        Self::with_context(context)
+        // Account changes stage BusUserEvents in the outbox; the relay
+        // publishes them (catalog and notification consume them).
+        let relay = Relay::spawn(
+            context.database.clone(),
+            Arc::clone(&bus),
+            context.shutdown.clone(),
+            RelayOptions::default(),
+        );
+        tokio::spawn(replay::purge_expired(
+            context.database.clone(),
+            context.shutdown.clone(),
+        ));
+        Self::with_context(context, Some(relay))
     }
 
     fn add_routes(self, routes: &mut RoutesBuilder) {

@@ -29,6 +29,8 @@ pub enum Arg {
     OptInt(Option<i64>),
     /// A boolean.
     Bool(bool),
+    /// Optional bytes (BYTEA on PostgreSQL, BLOB on SQLite).
+    OptBytes(Option<Vec<u8>>),
 }
 
 /// A row of either backend.
@@ -94,6 +96,14 @@ impl Row {
         })
     }
 
+    /// An optional bytes column.
+    pub fn opt_bytes(&self, column: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(match self {
+            Self::Postgres(row) => row.try_get(column)?,
+            Self::Sqlite(row) => row.try_get(column)?,
+        })
+    }
+
     /// A boolean column.
     pub fn bool(&self, column: &str) -> Result<bool, StoreError> {
         Ok(match self {
@@ -115,6 +125,7 @@ macro_rules! bind_all {
                 Arg::Int(value) => query.bind(*value),
                 Arg::OptInt(value) => query.bind(*value),
                 Arg::Bool(value) => query.bind(*value),
+                Arg::OptBytes(value) => query.bind(value.clone()),
             };
         }
         query
@@ -147,6 +158,32 @@ impl Transaction {
         match self {
             Self::Postgres(transaction) => transaction.commit().await?,
             Self::Sqlite(transaction) => transaction.commit().await?,
+        }
+        Ok(())
+    }
+
+    /// Rolls it back.
+    pub async fn rollback(self) -> Result<(), StoreError> {
+        match self {
+            Self::Postgres(transaction) => transaction.rollback().await?,
+            Self::Sqlite(transaction) => transaction.rollback().await?,
+        }
+        Ok(())
+    }
+
+    /// Stages bus envelopes in the outbox of this transaction: they are
+    /// published after it commits, and never if it rolls back.
+    pub async fn stage(
+        &mut self,
+        envelopes: &[auction_platform::bus::Envelope],
+    ) -> Result<(), StoreError> {
+        match self {
+            Self::Postgres(transaction) => {
+                auction_platform::bus::outbox::stage(transaction, envelopes).await?;
+            }
+            Self::Sqlite(transaction) => {
+                auction_platform::bus::outbox::stage(transaction, envelopes).await?;
+            }
         }
         Ok(())
     }
@@ -236,4 +273,71 @@ pub async fn fetch_optional(
     args: &[Arg],
 ) -> Result<Option<Row>, StoreError> {
     Ok(fetch_all(database, sql, args).await?.into_iter().next())
+}
+
+/// Where a store function runs its statements: inside a [`Transaction`]
+/// (so they commit with the rest of a request, see `crate::replay`) or
+/// straight on the pool ([`Pool`]).
+pub trait Executor: Send {
+    /// Runs a statement; returns the rows affected.
+    fn run<'a>(
+        &'a mut self,
+        sql: &'a str,
+        args: &'a [Arg],
+    ) -> auction_platform::bus::BoxFuture<'a, Result<u64, StoreError>>;
+
+    /// Runs a query; returns every row.
+    fn rows<'a>(
+        &'a mut self,
+        sql: &'a str,
+        args: &'a [Arg],
+    ) -> auction_platform::bus::BoxFuture<'a, Result<Vec<Row>, StoreError>>;
+
+    /// Runs a query; returns the first row, if any.
+    fn row<'a>(
+        &'a mut self,
+        sql: &'a str,
+        args: &'a [Arg],
+    ) -> auction_platform::bus::BoxFuture<'a, Result<Option<Row>, StoreError>> {
+        Box::pin(async move { Ok(self.rows(sql, args).await?.into_iter().next()) })
+    }
+}
+
+impl Executor for Transaction {
+    fn run<'a>(
+        &'a mut self,
+        sql: &'a str,
+        args: &'a [Arg],
+    ) -> auction_platform::bus::BoxFuture<'a, Result<u64, StoreError>> {
+        Box::pin(self.execute(sql, args))
+    }
+
+    fn rows<'a>(
+        &'a mut self,
+        sql: &'a str,
+        args: &'a [Arg],
+    ) -> auction_platform::bus::BoxFuture<'a, Result<Vec<Row>, StoreError>> {
+        Box::pin(self.fetch_all(sql, args))
+    }
+}
+
+/// The pool of a database as an [`Executor`]: each statement on its own.
+pub struct Pool<'d>(pub &'d Database);
+
+impl Executor for Pool<'_> {
+    fn run<'a>(
+        &'a mut self,
+        sql: &'a str,
+        args: &'a [Arg],
+    ) -> auction_platform::bus::BoxFuture<'a, Result<u64, StoreError>> {
+        Box::pin(execute(self.0, sql, args))
+    }
+
+    fn rows<'a>(
+        &'a mut self,
+        sql: &'a str,
+        args: &'a [Arg],
+    ) -> auction_platform::bus::BoxFuture<'a, Result<Vec<Row>, StoreError>> {
+        Box::pin(fetch_all(self.0, sql, args))
+    }
 }

@@ -12,7 +12,7 @@ use auction_platform::Database;
 use auction_platform::auth::{Role, Scope};
 use uuid::Uuid;
 
-use crate::sql::{self, Arg, Row, Transaction};
+use crate::sql::{self, Arg, Executor, Row, Transaction};
 
 /// A storage operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -109,19 +109,23 @@ pub async fn insert_user(
     user: &NewUser,
     now_ms: i64,
 ) -> Result<(), StoreError> {
-    insert_user_with(database, user, &[], "", now_ms).await
+    let hash = hash_password(&user.password)?;
+    let mut transaction = Transaction::begin(database).await?;
+    insert_user_with(&mut transaction, user, &hash, &[], "", now_ms).await?;
+    transaction.commit().await
 }
 
-/// [`insert_user`] with interests and a country.
+/// [`insert_user`] inside a transaction, with the password already hashed
+/// (hashing is slow; it is done before the transaction holds locks), with
+/// interests and a country. `user.password` is not read.
 pub async fn insert_user_with(
-    database: &Database,
+    transaction: &mut Transaction,
     user: &NewUser,
+    password_hash: &str,
     interests: &[String],
     country: &str,
     now_ms: i64,
 ) -> Result<(), StoreError> {
-    let hash = hash_password(&user.password)?;
-    let mut transaction = Transaction::begin(database).await?;
     transaction
         .execute(
             "INSERT INTO users (id, email, username, password_hash, display_name, location, created_at_ms, updated_at_ms) \
@@ -130,7 +134,7 @@ pub async fn insert_user_with(
                 Arg::Uuid(user.id),
                 Arg::Text(user.email.clone()),
                 Arg::Text(user.username.clone()),
-                Arg::Text(hash),
+                Arg::Text(password_hash.to_owned()),
                 Arg::Text(user.display_name.clone()),
                 Arg::Text(country.to_owned()),
                 Arg::Int(now_ms),
@@ -155,7 +159,7 @@ pub async fn insert_user_with(
             )
             .await?;
     }
-    transaction.commit().await
+    Ok(())
 }
 
 /// An account as stored.
@@ -229,29 +233,29 @@ const USER_COLUMNS: &str = "id, email, username, password_hash, display_name, lo
      preferred_currency, suspended, suspension_reason, suspended_at_ms, suspended_until_ms, \
      suspended_by, totp_secret, totp_pending_secret, totp_pending_expires_at_ms, created_at_ms, updated_at_ms";
 
-async fn user_from_row(database: &Database, row: &Row) -> Result<UserRecord, StoreError> {
+async fn user_from_row(conn: &mut impl Executor, row: &Row) -> Result<UserRecord, StoreError> {
     let id = row.uuid("id")?;
-    let roles = sql::fetch_all(
-        database,
-        "SELECT role FROM user_roles WHERE user_id = $1",
-        &[Arg::Uuid(id)],
-    )
-    .await?
-    .iter()
-    .map(|row| row.text("role"))
-    .collect::<Result<Vec<_>, _>>()?
-    .iter()
-    .filter_map(|name| Role::from_storage_name(name))
-    .collect();
-    let interests = sql::fetch_all(
-        database,
-        "SELECT category_slug FROM user_interests WHERE user_id = $1 ORDER BY category_slug",
-        &[Arg::Uuid(id)],
-    )
-    .await?
-    .iter()
-    .map(|row| row.text("category_slug"))
-    .collect::<Result<Vec<_>, _>>()?;
+    let roles = conn
+        .rows(
+            "SELECT role FROM user_roles WHERE user_id = $1",
+            &[Arg::Uuid(id)],
+        )
+        .await?
+        .iter()
+        .map(|row| row.text("role"))
+        .collect::<Result<Vec<_>, _>>()?
+        .iter()
+        .filter_map(|name| Role::from_storage_name(name))
+        .collect();
+    let interests = conn
+        .rows(
+            "SELECT category_slug FROM user_interests WHERE user_id = $1 ORDER BY category_slug",
+            &[Arg::Uuid(id)],
+        )
+        .await?
+        .iter()
+        .map(|row| row.text("category_slug"))
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(UserRecord {
         id,
         email: row.text("email")?,
@@ -279,31 +283,34 @@ async fn user_from_row(database: &Database, row: &Row) -> Result<UserRecord, Sto
 
 /// The account with this (lowercase) e-mail.
 pub async fn find_user_by_email(
-    database: &Database,
+    conn: &mut impl Executor,
     email: &str,
 ) -> Result<Option<UserRecord>, StoreError> {
-    let row = sql::fetch_optional(
-        database,
-        &format!("SELECT {USER_COLUMNS} FROM users WHERE email = $1"),
-        &[Arg::Text(email.to_owned())],
-    )
-    .await?;
+    let row = conn
+        .row(
+            &format!("SELECT {USER_COLUMNS} FROM users WHERE email = $1"),
+            &[Arg::Text(email.to_owned())],
+        )
+        .await?;
     match row {
-        Some(row) => Ok(Some(user_from_row(database, &row).await?)),
+        Some(row) => Ok(Some(user_from_row(conn, &row).await?)),
         None => Ok(None),
     }
 }
 
 /// The account with this id.
-pub async fn find_user(database: &Database, id: Uuid) -> Result<Option<UserRecord>, StoreError> {
-    let row = sql::fetch_optional(
-        database,
-        &format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"),
-        &[Arg::Uuid(id)],
-    )
-    .await?;
+pub async fn find_user(
+    conn: &mut impl Executor,
+    id: Uuid,
+) -> Result<Option<UserRecord>, StoreError> {
+    let row = conn
+        .row(
+            &format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"),
+            &[Arg::Uuid(id)],
+        )
+        .await?;
     match row {
-        Some(row) => Ok(Some(user_from_row(database, &row).await?)),
+        Some(row) => Ok(Some(user_from_row(conn, &row).await?)),
         None => Ok(None),
     }
 }
@@ -328,19 +335,18 @@ pub async fn list_users(
     .await?;
     let mut users = Vec::with_capacity(rows.len());
     for row in &rows {
-        users.push(user_from_row(database, row).await?);
+        users.push(user_from_row(&mut sql::Pool(database), row).await?);
     }
     Ok(users)
 }
 
 /// Replaces the roles of an account.
 pub async fn set_roles(
-    database: &Database,
+    transaction: &mut Transaction,
     user_id: Uuid,
     roles: &BTreeSet<Role>,
     now_ms: i64,
 ) -> Result<(), StoreError> {
-    let mut transaction = Transaction::begin(database).await?;
     transaction
         .execute(
             "UPDATE users SET updated_at_ms = $1 WHERE id = $2",
@@ -364,7 +370,7 @@ pub async fn set_roles(
             )
             .await?;
     }
-    transaction.commit().await
+    Ok(())
 }
 
 /// The profile fields UpdateProfile may change; `None` leaves a field alone.
@@ -388,12 +394,11 @@ pub struct ProfileChange {
 
 /// Applies a profile change in one transaction.
 pub async fn update_profile(
-    database: &Database,
+    transaction: &mut Transaction,
     user_id: Uuid,
     change: &ProfileChange,
     now_ms: i64,
 ) -> Result<(), StoreError> {
-    let mut transaction = Transaction::begin(database).await?;
     transaction
         .execute(
             "UPDATE users SET username = COALESCE($1, username), display_name = COALESCE($2, display_name), \
@@ -429,19 +434,18 @@ pub async fn update_profile(
                 .await?;
         }
     }
-    transaction.commit().await
+    Ok(())
 }
 
 /// Replaces the password hash.
 pub async fn set_password(
-    database: &Database,
+    conn: &mut impl Executor,
     user_id: Uuid,
-    password: &str,
+    password_hash: &str,
     now_ms: i64,
 ) -> Result<(), StoreError> {
-    let hash = hash_password(password)?;
-    sql::execute(
-        database,
+    let hash = password_hash.to_owned();
+    conn.run(
         "UPDATE users SET password_hash = $1, updated_at_ms = $2 WHERE id = $3",
         &[Arg::Text(hash), Arg::Int(now_ms), Arg::Uuid(user_id)],
     )
@@ -451,14 +455,13 @@ pub async fn set_password(
 
 /// Suspends an account and revokes its sessions; false if it already was.
 pub async fn suspend(
-    database: &Database,
+    transaction: &mut Transaction,
     user_id: Uuid,
     reason: &str,
     until_ms: Option<i64>,
     by: Uuid,
     now_ms: i64,
 ) -> Result<bool, StoreError> {
-    let mut transaction = Transaction::begin(database).await?;
     let changed = transaction
         .execute(
             "UPDATE users SET suspended = $1, suspension_reason = $2, suspended_at_ms = $3, \
@@ -488,19 +491,16 @@ pub async fn suspend(
             )
             .await?;
     }
-    transaction.commit().await?;
     Ok(changed == 1)
 }
 
 /// Lifts a suspension; false if the account was not suspended.
 pub async fn unsuspend(
-    database: &Database,
+    conn: &mut impl Executor,
     user_id: Uuid,
     now_ms: i64,
 ) -> Result<bool, StoreError> {
-    let changed = sql::execute(
-        database,
-        "UPDATE users SET suspended = $1, suspension_reason = NULL, suspended_at_ms = NULL, \
+    let changed = conn.run("UPDATE users SET suspended = $1, suspension_reason = NULL, suspended_at_ms = NULL, \
          suspended_until_ms = NULL, suspended_by = NULL, updated_at_ms = $2 WHERE id = $3 AND suspended = $4",
         &[
             Arg::Bool(false),
@@ -532,7 +532,7 @@ pub struct SessionRecord {
 
 /// Opens a session and stores the hash of its first refresh token.
 pub async fn create_session(
-    database: &Database,
+    transaction: &mut Transaction,
     session_id: Uuid,
     user_id: Uuid,
     second_factor: bool,
@@ -540,7 +540,6 @@ pub async fn create_session(
     now_ms: i64,
     expires_at_ms: i64,
 ) -> Result<(), StoreError> {
-    let mut transaction = Transaction::begin(database).await?;
     transaction
         .execute(
             "INSERT INTO sessions (id, user_id, second_factor, created_at_ms, expires_at_ms) \
@@ -564,7 +563,7 @@ pub async fn create_session(
             ],
         )
         .await?;
-    transaction.commit().await
+    Ok(())
 }
 
 /// What presenting a refresh token led to.
@@ -597,13 +596,12 @@ fn session_from_row(row: &Row) -> Result<SessionRecord, StoreError> {
 /// revokes the whole family. The spend is one conditional UPDATE, so two
 /// concurrent uses of the same token cannot both succeed.
 pub async fn rotate_refresh_token(
-    database: &Database,
+    transaction: &mut Transaction,
     presented: &str,
     next: &str,
     now_ms: i64,
 ) -> Result<Rotation, StoreError> {
     let presented_hash = secret_hash(presented);
-    let mut transaction = Transaction::begin(database).await?;
     // Write first: SQLite then holds the write lock for the whole transaction.
     let spent = transaction
         .execute(
@@ -619,7 +617,6 @@ pub async fn rotate_refresh_token(
         )
         .await?
     else {
-        transaction.commit().await?;
         return Ok(Rotation::Unknown);
     };
     let session = session_from_row(&row)?;
@@ -635,13 +632,11 @@ pub async fn rotate_refresh_token(
                 ],
             )
             .await?;
-        transaction.commit().await?;
         return Ok(Rotation::Reused {
             session_id: session.id,
         });
     }
     if session.revoked_at_ms.is_some() || session.expires_at_ms <= now_ms {
-        transaction.commit().await?;
         return Ok(Rotation::SessionEnded);
     }
     transaction
@@ -654,35 +649,32 @@ pub async fn rotate_refresh_token(
             ],
         )
         .await?;
-    transaction.commit().await?;
     Ok(Rotation::Rotated(session))
 }
 
 /// The session a refresh token belongs to.
 pub async fn session_of_refresh_token(
-    database: &Database,
+    conn: &mut impl Executor,
     token: &str,
 ) -> Result<Option<SessionRecord>, StoreError> {
-    let row = sql::fetch_optional(
-        database,
-        "SELECT s.id, s.user_id, s.second_factor, s.expires_at_ms, s.revoked_at_ms \
+    let row = conn
+        .row(
+            "SELECT s.id, s.user_id, s.second_factor, s.expires_at_ms, s.revoked_at_ms \
          FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id WHERE t.token_hash = $1",
-        &[Arg::Text(secret_hash(token))],
-    )
-    .await?;
+            &[Arg::Text(secret_hash(token))],
+        )
+        .await?;
     row.as_ref().map(session_from_row).transpose()
 }
 
 /// Revokes one session; returns how many were revoked (0 or 1).
 pub async fn revoke_session(
-    database: &Database,
+    conn: &mut impl Executor,
     session_id: Uuid,
     reason: &str,
     now_ms: i64,
 ) -> Result<u64, StoreError> {
-    sql::execute(
-        database,
-        "UPDATE sessions SET revoked_at_ms = $1, revoke_reason = $2 WHERE id = $3 AND revoked_at_ms IS NULL",
+    conn.run("UPDATE sessions SET revoked_at_ms = $1, revoke_reason = $2 WHERE id = $3 AND revoked_at_ms IS NULL",
         &[
             Arg::Int(now_ms),
             Arg::Text(reason.to_owned()),
@@ -694,14 +686,13 @@ pub async fn revoke_session(
 
 /// Revokes every session of a user except `keep`; returns how many.
 pub async fn revoke_user_sessions(
-    database: &Database,
+    conn: &mut impl Executor,
     user_id: Uuid,
     keep: Option<Uuid>,
     reason: &str,
     now_ms: i64,
 ) -> Result<u64, StoreError> {
-    sql::execute(
-        database,
+    conn.run(
         "UPDATE sessions SET revoked_at_ms = $1, revoke_reason = $2 \
          WHERE user_id = $3 AND revoked_at_ms IS NULL AND ($4 IS NULL OR id <> $4)",
         &[
@@ -767,14 +758,13 @@ pub async fn count_login_failures(
 
 /// Records a failed login, and forgets failures older than `forget_before_ms`.
 pub async fn record_login_failure(
-    database: &Database,
+    conn: &mut impl Executor,
     email: &str,
     source: &str,
     now_ms: i64,
     forget_before_ms: i64,
 ) -> Result<(), StoreError> {
-    sql::execute(
-        database,
+    conn.run(
         "INSERT INTO login_failures (id, email, source, at_ms) VALUES ($1, $2, $3, $4)",
         &[
             Arg::Uuid(Uuid::now_v7()),
@@ -784,8 +774,7 @@ pub async fn record_login_failure(
         ],
     )
     .await?;
-    sql::execute(
-        database,
+    conn.run(
         "DELETE FROM login_failures WHERE at_ms <= $1",
         &[Arg::Int(forget_before_ms)],
     )
@@ -794,9 +783,8 @@ pub async fn record_login_failure(
 }
 
 /// Forgets an account's failed logins after a successful one.
-pub async fn clear_login_failures(database: &Database, email: &str) -> Result<(), StoreError> {
-    sql::execute(
-        database,
+pub async fn clear_login_failures(conn: &mut impl Executor, email: &str) -> Result<(), StoreError> {
+    conn.run(
         "DELETE FROM login_failures WHERE email = $1",
         &[Arg::Text(email.to_owned())],
     )
@@ -808,13 +796,12 @@ pub async fn clear_login_failures(database: &Database, email: &str) -> Result<()
 
 /// Stores a pending TOTP secret until `expires_at_ms`.
 pub async fn set_pending_totp(
-    database: &Database,
+    conn: &mut impl Executor,
     user_id: Uuid,
     secret: &str,
     expires_at_ms: i64,
 ) -> Result<(), StoreError> {
-    sql::execute(
-        database,
+    conn.run(
         "UPDATE users SET totp_pending_secret = $1, totp_pending_expires_at_ms = $2 WHERE id = $3",
         &[
             Arg::Text(secret.to_owned()),
@@ -829,13 +816,11 @@ pub async fn set_pending_totp(
 /// Accepts a TOTP step for a user only if it is later than every step
 /// accepted before (a code works once). Returns whether it was accepted.
 pub async fn accept_totp_step(
-    database: &Database,
+    conn: &mut impl Executor,
     user_id: Uuid,
     step: i64,
 ) -> Result<bool, StoreError> {
-    let changed = sql::execute(
-        database,
-        "UPDATE users SET totp_last_step = $1 WHERE id = $2 AND (totp_last_step IS NULL OR totp_last_step < $1)",
+    let changed = conn.run("UPDATE users SET totp_last_step = $1 WHERE id = $2 AND (totp_last_step IS NULL OR totp_last_step < $1)",
         &[Arg::Int(step), Arg::Uuid(user_id)],
     )
     .await?;
@@ -844,12 +829,11 @@ pub async fn accept_totp_step(
 
 /// Activates the pending secret and stores recovery-code hashes.
 pub async fn confirm_totp(
-    database: &Database,
+    transaction: &mut Transaction,
     user_id: Uuid,
     recovery_codes: &[String],
     now_ms: i64,
 ) -> Result<(), StoreError> {
-    let mut transaction = Transaction::begin(database).await?;
     transaction
         .execute(
             "UPDATE users SET totp_secret = totp_pending_secret, totp_pending_secret = NULL, \
@@ -871,16 +855,15 @@ pub async fn confirm_totp(
             )
             .await?;
     }
-    transaction.commit().await
+    Ok(())
 }
 
 /// Turns TOTP off.
 pub async fn disable_totp(
-    database: &Database,
+    transaction: &mut Transaction,
     user_id: Uuid,
     now_ms: i64,
 ) -> Result<(), StoreError> {
-    let mut transaction = Transaction::begin(database).await?;
     transaction
         .execute(
             "UPDATE users SET totp_secret = NULL, totp_pending_secret = NULL, \
@@ -894,19 +877,17 @@ pub async fn disable_totp(
             &[Arg::Uuid(user_id)],
         )
         .await?;
-    transaction.commit().await
+    Ok(())
 }
 
 /// Consumes a recovery code; returns whether it was unused and valid.
 pub async fn consume_recovery_code(
-    database: &Database,
+    conn: &mut impl Executor,
     user_id: Uuid,
     code: &str,
     now_ms: i64,
 ) -> Result<bool, StoreError> {
-    let changed = sql::execute(
-        database,
-        "UPDATE recovery_codes SET used_at_ms = $1 WHERE user_id = $2 AND code_hash = $3 AND used_at_ms IS NULL",
+    let changed = conn.run("UPDATE recovery_codes SET used_at_ms = $1 WHERE user_id = $2 AND code_hash = $3 AND used_at_ms IS NULL",
         &[
             Arg::Int(now_ms),
             Arg::Uuid(user_id),
@@ -919,15 +900,15 @@ pub async fn consume_recovery_code(
 
 /// Unused recovery codes left.
 pub async fn recovery_codes_remaining(
-    database: &Database,
+    conn: &mut impl Executor,
     user_id: Uuid,
 ) -> Result<i64, StoreError> {
-    let row = sql::fetch_optional(
-        database,
-        "SELECT COUNT(*) AS n FROM recovery_codes WHERE user_id = $1 AND used_at_ms IS NULL",
-        &[Arg::Uuid(user_id)],
-    )
-    .await?;
+    let row = conn
+        .row(
+            "SELECT COUNT(*) AS n FROM recovery_codes WHERE user_id = $1 AND used_at_ms IS NULL",
+            &[Arg::Uuid(user_id)],
+        )
+        .await?;
     row.map_or(Ok(0), |row| row.int("n"))
 }
 
@@ -946,13 +927,12 @@ pub struct ChallengeRecord {
 
 /// Stores a challenge.
 pub async fn create_challenge(
-    database: &Database,
+    conn: &mut impl Executor,
     challenge_id: Uuid,
     user_id: Uuid,
     expires_at_ms: i64,
 ) -> Result<(), StoreError> {
-    sql::execute(
-        database,
+    conn.run(
         "INSERT INTO second_factor_challenges (id, user_id, expires_at_ms) VALUES ($1, $2, $3)",
         &[
             Arg::Uuid(challenge_id),
@@ -966,12 +946,10 @@ pub async fn create_challenge(
 
 /// Reads a challenge.
 pub async fn find_challenge(
-    database: &Database,
+    conn: &mut impl Executor,
     challenge_id: Uuid,
 ) -> Result<Option<ChallengeRecord>, StoreError> {
-    let row = sql::fetch_optional(
-        database,
-        "SELECT user_id, expires_at_ms, failed_attempts, used_at_ms FROM second_factor_challenges WHERE id = $1",
+    let row = conn.row("SELECT user_id, expires_at_ms, failed_attempts, used_at_ms FROM second_factor_challenges WHERE id = $1",
         &[Arg::Uuid(challenge_id)],
     )
     .await?;
@@ -987,9 +965,11 @@ pub async fn find_challenge(
 }
 
 /// Counts a wrong code against a challenge.
-pub async fn fail_challenge(database: &Database, challenge_id: Uuid) -> Result<(), StoreError> {
-    sql::execute(
-        database,
+pub async fn fail_challenge(
+    conn: &mut impl Executor,
+    challenge_id: Uuid,
+) -> Result<(), StoreError> {
+    conn.run(
         "UPDATE second_factor_challenges SET failed_attempts = failed_attempts + 1 WHERE id = $1",
         &[Arg::Uuid(challenge_id)],
     )
@@ -999,13 +979,11 @@ pub async fn fail_challenge(database: &Database, challenge_id: Uuid) -> Result<(
 
 /// Marks a challenge used; false if it already was.
 pub async fn use_challenge(
-    database: &Database,
+    conn: &mut impl Executor,
     challenge_id: Uuid,
     now_ms: i64,
 ) -> Result<bool, StoreError> {
-    let changed = sql::execute(
-        database,
-        "UPDATE second_factor_challenges SET used_at_ms = $1 WHERE id = $2 AND used_at_ms IS NULL",
+    let changed = conn.run("UPDATE second_factor_challenges SET used_at_ms = $1 WHERE id = $2 AND used_at_ms IS NULL",
         &[Arg::Int(now_ms), Arg::Uuid(challenge_id)],
     )
     .await?;
@@ -1059,14 +1037,12 @@ fn api_key_from_row(row: &Row) -> Result<ApiKeyRecord, StoreError> {
 
 /// Stores a new key (its secret's hash only).
 pub async fn insert_api_key(
-    database: &Database,
+    conn: &mut impl Executor,
     key: &ApiKeyRecord,
     secret: &str,
 ) -> Result<(), StoreError> {
     let scopes: Vec<&str> = key.scopes.iter().map(|scope| scope.claim_name()).collect();
-    sql::execute(
-        database,
-        "INSERT INTO api_keys (id, user_id, name, prefix, secret_hash, scopes, created_at_ms, expires_at_ms) \
+    conn.run("INSERT INTO api_keys (id, user_id, name, prefix, secret_hash, scopes, created_at_ms, expires_at_ms) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         &[
             Arg::Uuid(key.id),
@@ -1085,17 +1061,17 @@ pub async fn insert_api_key(
 
 /// Active (not revoked, not expired) keys of a user.
 pub async fn count_active_api_keys(
-    database: &Database,
+    conn: &mut impl Executor,
     user_id: Uuid,
     now_ms: i64,
 ) -> Result<i64, StoreError> {
-    let row = sql::fetch_optional(
-        database,
-        "SELECT COUNT(*) AS n FROM api_keys WHERE user_id = $1 AND revoked_at_ms IS NULL \
+    let row = conn
+        .row(
+            "SELECT COUNT(*) AS n FROM api_keys WHERE user_id = $1 AND revoked_at_ms IS NULL \
          AND (expires_at_ms IS NULL OR expires_at_ms > $2)",
-        &[Arg::Uuid(user_id), Arg::Int(now_ms)],
-    )
-    .await?;
+            &[Arg::Uuid(user_id), Arg::Int(now_ms)],
+        )
+        .await?;
     row.map_or(Ok(0), |row| row.int("n"))
 }
 
@@ -1121,11 +1097,10 @@ pub async fn list_api_keys(
 
 /// A key by id.
 pub async fn find_api_key(
-    database: &Database,
+    conn: &mut impl Executor,
     id: Uuid,
 ) -> Result<Option<ApiKeyRecord>, StoreError> {
-    sql::fetch_optional(
-        database,
+    conn.row(
         &format!("SELECT {API_KEY_COLUMNS} FROM api_keys WHERE id = $1"),
         &[Arg::Uuid(id)],
     )
@@ -1137,11 +1112,10 @@ pub async fn find_api_key(
 
 /// A key by its secret.
 pub async fn find_api_key_by_secret(
-    database: &Database,
+    conn: &mut impl Executor,
     secret: &str,
 ) -> Result<Option<ApiKeyRecord>, StoreError> {
-    sql::fetch_optional(
-        database,
+    conn.row(
         &format!("SELECT {API_KEY_COLUMNS} FROM api_keys WHERE secret_hash = $1"),
         &[Arg::Text(secret_hash(secret))],
     )
@@ -1152,9 +1126,12 @@ pub async fn find_api_key_by_secret(
 }
 
 /// Revokes a key (idempotent).
-pub async fn revoke_api_key(database: &Database, id: Uuid, now_ms: i64) -> Result<(), StoreError> {
-    sql::execute(
-        database,
+pub async fn revoke_api_key(
+    conn: &mut impl Executor,
+    id: Uuid,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    conn.run(
         "UPDATE api_keys SET revoked_at_ms = $1 WHERE id = $2 AND revoked_at_ms IS NULL",
         &[Arg::Int(now_ms), Arg::Uuid(id)],
     )
@@ -1164,10 +1141,12 @@ pub async fn revoke_api_key(database: &Database, id: Uuid, now_ms: i64) -> Resul
 
 /// Records a use, at one-minute precision (so a busy key does not write
 /// on every call).
-pub async fn touch_api_key(database: &Database, id: Uuid, now_ms: i64) -> Result<(), StoreError> {
-    sql::execute(
-        database,
-        "UPDATE api_keys SET last_used_at_ms = $1 WHERE id = $2 AND (last_used_at_ms IS NULL OR last_used_at_ms < $3)",
+pub async fn touch_api_key(
+    conn: &mut impl Executor,
+    id: Uuid,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    conn.run("UPDATE api_keys SET last_used_at_ms = $1 WHERE id = $2 AND (last_used_at_ms IS NULL OR last_used_at_ms < $3)",
         &[Arg::Int(now_ms), Arg::Uuid(id), Arg::Int(now_ms - 60_000)],
     )
     .await?;
@@ -1179,14 +1158,12 @@ pub async fn touch_api_key(database: &Database, id: Uuid, now_ms: i64) -> Result
 /// Feedback counts received by a user as (positive, neutral, negative), for
 /// one side (`from_buyer` = as seller) or both, since `since_ms`.
 pub async fn feedback_counts(
-    database: &Database,
+    conn: &mut impl Executor,
     user_id: Uuid,
     side: Option<&str>,
     since_ms: i64,
 ) -> Result<(i64, i64, i64), StoreError> {
-    let rows = sql::fetch_all(
-        database,
-        "SELECT rating, COUNT(*) AS n FROM feedback WHERE subject_user_id = $1 AND created_at_ms > $2 \
+    let rows = conn.rows("SELECT rating, COUNT(*) AS n FROM feedback WHERE subject_user_id = $1 AND created_at_ms > $2 \
          AND ($3 IS NULL OR side = $3) GROUP BY rating",
         &[
             Arg::Uuid(user_id),

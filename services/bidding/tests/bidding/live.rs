@@ -451,7 +451,8 @@ async fn a_session_of_lots(backend: Backend) {
     let after_undo = undone.state.unwrap();
     assert_eq!(handle(&after_undo.leader), alice_handle);
     assert_eq!(amount(&after_undo.current_price), "36.00");
-    assert_eq!(lot(&after_undo).lot_state, pb::LotState::Open as i32);
+    // Only a new bid returns a fair-warned lot to OPEN.
+    assert_eq!(lot(&after_undo).lot_state, pb::LotState::FairWarning as i32);
 
     // The hammer is provisional: HAMMERED, the auction still OPEN.
     let stale_hammer = bidding
@@ -652,7 +653,8 @@ async fn the_finalise_timer_survives_a_restart() {
     assert_eq!(final_state.status, pb::AuctionStatus::Closed as i32);
     assert_eq!(
         amount(&final_state.result.unwrap().awards[0].unit_price),
-        "12.00"
+        "10.00",
+        "a lone bidder pays the starting price"
     );
     // A pass by the timer ends UNSOLD with the reason PASSED.
     bidding

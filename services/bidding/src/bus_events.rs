@@ -109,16 +109,16 @@ pub fn envelopes(
             EventKind::Extended { end_at, .. } => Some(Kind::Extended(pb::BusAuctionExtended {
                 end_time: Some(convert::timestamp(end_at)),
             })),
-            EventKind::Sold { winner, price, .. } | EventKind::LotSold { winner, price, .. } => {
-                Some(Kind::Sold(pb::BusAuctionSold {
-                    awards: vec![pb::BusAuctionAward {
-                        winner_id: user(winner),
-                        price: Some(convert::money_to_proto(price)),
-                        quantity: 1,
-                    }],
-                    final_price: Some(convert::money_to_proto(price)),
-                }))
-            }
+            // A live lot's hammer is provisional: its order comes with the
+            // `Sold` that finalises it.
+            EventKind::Sold { winner, price, .. } => Some(Kind::Sold(pb::BusAuctionSold {
+                awards: vec![pb::BusAuctionAward {
+                    winner_id: user(winner),
+                    price: Some(convert::money_to_proto(price)),
+                    quantity: 1,
+                }],
+                final_price: Some(convert::money_to_proto(price)),
+            })),
             EventKind::UnitsSold {
                 buyer,
                 quantity,
@@ -138,7 +138,7 @@ pub fn envelopes(
                     highest_bidder_id: String::new(),
                 }))
             }
-            EventKind::Unsold { reason } | EventKind::LotPassed { reason, .. } => {
+            EventKind::Unsold { reason } => {
                 let highest = match (&view.format, reason) {
                     (
                         FormatView::English {
@@ -164,6 +164,8 @@ pub fn envelopes(
             | EventKind::LotOpened { .. }
             | EventKind::FairWarning { .. }
             | EventKind::LotReopened { .. }
+            | EventKind::LotSold { .. }
+            | EventKind::LotPassed { .. }
             | EventKind::BidUndone { .. }
             | EventKind::SessionEnded { .. } => None,
         };

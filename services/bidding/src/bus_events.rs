@@ -109,7 +109,9 @@ pub fn envelopes(
             EventKind::Extended { end_at, .. } => Some(Kind::Extended(pb::BusAuctionExtended {
                 end_time: Some(convert::timestamp(end_at)),
             })),
-            EventKind::Sold { winner, price, .. } | EventKind::LotSold { winner, price, .. } => {
+            // A live lot's hammer is provisional: its order comes with the
+            // `Sold` that finalises it.
+            EventKind::Sold { winner, price, .. } => {
                 Some(Kind::Sold(pb::BusAuctionSold {
                     awards: vec![pb::BusAuctionAward {
                         winner_id: user(winner),
@@ -138,7 +140,7 @@ pub fn envelopes(
                     highest_bidder_id: String::new(),
                 }))
             }
-            EventKind::Unsold { reason } | EventKind::LotPassed { reason, .. } => {
+            EventKind::Unsold { reason } => {
                 let highest = match (&view.format, reason) {
                     (
                         FormatView::English {
@@ -164,6 +166,8 @@ pub fn envelopes(
             | EventKind::LotOpened { .. }
             | EventKind::FairWarning { .. }
             | EventKind::LotReopened { .. }
+            | EventKind::LotSold { .. }
+            | EventKind::LotPassed { .. }
             | EventKind::BidUndone { .. }
             | EventKind::SessionEnded { .. } => None,
         };

@@ -7,8 +7,8 @@ use std::str::FromStr;
 
 use auction_engine::{
     AuctionSpec, AuctionStatus, AuctionView, BidStatus, Currency, DutchSpec, EnglishSpec, Event,
-    FormatSpec, FormatView, IncrementTable, IncrementTier, Money, PublicEvent, ReserveState,
-    SealedPricing, SealedSpec, SoftClose, Timestamp, UserId,
+    FormatSpec, FormatView, IncrementTable, IncrementTier, LiveSpec, LotSpec, LotStatus, LotView,
+    Money, PublicEvent, ReserveState, SealedPricing, SealedSpec, SoftClose, Timestamp, UserId,
 };
 use auction_proto::v1 as pb;
 use rust_decimal::Decimal;
@@ -223,8 +223,16 @@ pub fn spec(
         .parameters
         .as_ref()
         .ok_or_else(|| invalid("parameters", "is required"))?;
-    let start_at = from_timestamp("start_time", request.start_time.as_ref())?;
     use pb::auction_parameters::FormatParameters;
+    // A live lot opens when its auctioneer says so; its start time (the
+    // session's start, shown while pending) is optional.
+    let start_at = match (
+        parameters.format_parameters.as_ref(),
+        request.start_time.as_ref(),
+    ) {
+        (Some(FormatParameters::LiveLot(_)), None) => Timestamp::from_unix_ms(0),
+        (_, start_time) => from_timestamp("start_time", start_time)?,
+    };
     let (currency, format, original_end) = match parameters.format_parameters.as_ref() {
         Some(FormatParameters::English(english)) => {
             let starting = money(
@@ -335,12 +343,9 @@ pub fn spec(
             };
             (currency, FormatSpec::Sealed(spec), Some(end_at.unix_ms()))
         }
-        Some(FormatParameters::LiveLot(_)) => {
-            return Err(Refusal::new(
-                Code::Unimplemented,
-                "NOT_IMPLEMENTED",
-                "live lots through CreateAuction are not implemented yet (issue 5)",
-            ));
+        Some(FormatParameters::LiveLot(live_lot)) => {
+            let (currency, spec) = live_lot_spec(request, parameters, live_lot)?;
+            (currency, FormatSpec::Live(spec), None)
         }
         None => return Err(invalid("parameters.format_parameters", "is required")),
     };
@@ -352,6 +357,124 @@ pub fn spec(
         format,
     };
     Ok((spec, original_end))
+}
+
+/// The finalise delay a lot gets from [`spec`]; the service replaces it with
+/// its configured `bidding.lot_finalize_ms`.
+pub const DEFAULT_LOT_FINALIZE_MS: i64 = 60_000;
+/// The contract's lot countdown: 10 s unless set, 3 s to 5 min.
+const DEFAULT_LOT_COUNTDOWN_MS: i64 = 10_000;
+const LOT_COUNTDOWN_RANGE_MS: std::ops::RangeInclusive<i64> = 3_000..=300_000;
+
+/// INVALID_ARGUMENT `PARAMETERS_INVALID` naming the field.
+fn parameters_invalid(field: &str, message: impl Into<String>) -> Refusal {
+    let mut refusal = Refusal::new(
+        Code::InvalidArgument,
+        "PARAMETERS_INVALID",
+        format!("{field}: {}", message.into()),
+    );
+    refusal
+        .metadata
+        .insert("field".to_owned(), field.to_owned());
+    refusal
+}
+
+/// A malformed field of a live lot's parameters is PARAMETERS_INVALID (the
+/// contract's reason for CreateAuction), not the generic VALIDATION_FAILED.
+fn as_parameters_invalid(mut refusal: Refusal) -> Refusal {
+    if refusal.reason == "VALIDATION_FAILED" {
+        refusal.reason = "PARAMETERS_INVALID".to_owned();
+    }
+    refusal
+}
+
+/// The live-lot part of a `CreateAuction`: one lot run as its own auction
+/// (see [`LiveSpec::single_lot`]), with its session, number and auctioneer.
+fn live_lot_spec(
+    request: &pb::CreateAuctionRequest,
+    parameters: &pb::AuctionParameters,
+    live_lot: &pb::LiveLotParameters,
+) -> Result<(Currency, LiveSpec), Refusal> {
+    if parameters.format() != pb::AuctionFormat::Live {
+        return Err(parameters_invalid(
+            "parameters.format",
+            "live_lot parameters need the LIVE format",
+        ));
+    }
+    if request.end_time.is_some() {
+        let mut refusal = Refusal::new(
+            Code::InvalidArgument,
+            "SCHEDULE_INVALID",
+            "end_time must be unset for a live lot",
+        );
+        refusal
+            .metadata
+            .insert("field".to_owned(), "end_time".to_owned());
+        return Err(refusal);
+    }
+    live_lot_identity(request)?;
+    let starting = money(
+        "parameters.live_lot.starting_price",
+        live_lot.starting_price.as_ref(),
+    )
+    .map_err(as_parameters_invalid)?;
+    let currency = starting.currency;
+    let reserve = optional_money(
+        "parameters.live_lot.reserve_price",
+        live_lot.reserve_price.as_ref(),
+    )
+    .map_err(as_parameters_invalid)?
+    .map(|reserve| same_currency("reserve_price", currency, reserve))
+    .transpose()?;
+    let countdown_ms = duration_ms(
+        "parameters.live_lot.lot_countdown",
+        live_lot.lot_countdown.as_ref(),
+    )
+    .map_err(as_parameters_invalid)?
+    .unwrap_or(DEFAULT_LOT_COUNTDOWN_MS);
+    if !LOT_COUNTDOWN_RANGE_MS.contains(&countdown_ms) {
+        return Err(parameters_invalid(
+            "parameters.live_lot.lot_countdown",
+            "must be between 3 s and 5 min",
+        ));
+    }
+    let lot = LotSpec {
+        starting_price: starting.amount,
+        reserve_price: reserve,
+        increments: increments(currency, &live_lot.increment_tiers)
+            .map_err(as_parameters_invalid)?,
+    };
+    Ok((
+        currency,
+        LiveSpec::single_lot(lot, countdown_ms, DEFAULT_LOT_FINALIZE_MS),
+    ))
+}
+
+/// A live lot's session, number and auctioneer, checked.
+pub fn live_lot_identity(
+    request: &pb::CreateAuctionRequest,
+) -> Result<crate::live::LiveLotMetadata, Refusal> {
+    let session_id = request.live_session_id.trim();
+    if session_id.is_empty() || session_id.len() > 128 {
+        return Err(parameters_invalid(
+            "live_session_id",
+            "a live lot needs its session id (1-128 characters)",
+        ));
+    }
+    if request.lot_number == 0 {
+        return Err(parameters_invalid(
+            "lot_number",
+            "lot numbers start at 1",
+        ));
+    }
+    let auctioneer = Uuid::parse_str(&request.auctioneer_id).map_err(|_| {
+        parameters_invalid("auctioneer_id", "a live lot needs its auctioneer's user id")
+    })?;
+    Ok(crate::live::LiveLotMetadata {
+        session_id: session_id.to_owned(),
+        lot_number: request.lot_number,
+        auctioneer_id: auctioneer.to_string(),
+    })
 }
 
 /// The auction's wire format.
@@ -419,7 +542,26 @@ pub fn bidder(user: UserId) -> pb::BidderRef {
 pub fn leading_user(view: &AuctionView) -> Option<UserId> {
     match &view.format {
         FormatView::English { leader, .. } => *leader,
-        _ => None,
+        FormatView::Live { lots, .. } => lots.first().and_then(|lot| lot.leader),
+        FormatView::Dutch { .. } | FormatView::Sealed { .. } => None,
+    }
+}
+
+/// The wire state of a live lot.
+fn lot_state(lot: &LotView) -> pb::LotState {
+    match lot.status {
+        LotStatus::Pending => pb::LotState::Pending,
+        LotStatus::Open if lot.fair_warnings > 0 => pb::LotState::FairWarning,
+        LotStatus::Open => pb::LotState::Open,
+        LotStatus::Sold => pb::LotState::Hammered,
+        LotStatus::Passed => pb::LotState::Passed,
+    }
+}
+
+fn duration(ms: i64) -> prost_types::Duration {
+    prost_types::Duration {
+        seconds: ms.div_euclid(1_000),
+        nanos: i32::try_from(ms.rem_euclid(1_000) * 1_000_000).unwrap_or(0),
     }
 }
 
@@ -508,7 +650,58 @@ pub fn state(
                 ..pb::SealedState::default()
             }));
         }
-        FormatView::Live { .. } => {}
+        FormatView::Live {
+            lots, countdown_ms, ..
+        } => {
+            // One lot per auction (the service never creates a session of
+            // several lots in one auction).
+            if let Some(lot) = lots.first() {
+                state.current_price = Some(money_to_proto(lot.price.unwrap_or(lot.starting_price)));
+                if lot.status == LotStatus::Open {
+                    state.minimum_next_bid = Some(money_to_proto(lot.minimum_bid));
+                }
+                state.leader = lot.leader.map(bidder);
+                state.reserve_state = reserve(lot.reserve) as i32;
+                state.start_time = match (lot.opened_at, view.start_at.unix_ms()) {
+                    (Some(opened_at), _) => Some(timestamp(opened_at)),
+                    (None, 0) => None,
+                    (None, _) => Some(timestamp(view.start_at)),
+                };
+                if view.status == AuctionStatus::Unsold {
+                    state.result = Some(pb::AuctionResult {
+                        unsold_reason: lot
+                            .pass_reason
+                            .map_or(pb::UnsoldReason::Passed, unsold)
+                            as i32,
+                        end_time: lot.closed_at.map(timestamp),
+                        ..pb::AuctionResult::default()
+                    });
+                }
+                if view.status == AuctionStatus::Closed
+                    && let (Some(winner), Some(price)) = (lot.winner, lot.hammer_price)
+                {
+                    state.result = Some(result(
+                        winner,
+                        price,
+                        1,
+                        lot.closed_at.unwrap_or(view.start_at),
+                    ));
+                }
+                let identity = metadata.live_lot.clone().unwrap_or_default();
+                state.format_state = Some(pb::auction_state::FormatState::LiveLot(pb::LiveLotState {
+                    session_id: identity.session_id,
+                    lot_number: identity.lot_number,
+                    lot_state: lot_state(lot) as i32,
+                    starting_price: Some(money_to_proto(lot.starting_price)),
+                    lot_countdown: Some(duration(*countdown_ms)),
+                    countdown_end_time: lot.deadline.map(timestamp),
+                    finalize_time: lot.finalize_at.map(timestamp),
+                    absentee_bid_count: lot.absentee_bids,
+                    auctioneer_id: identity.auctioneer_id,
+                    ..pb::LiveLotState::default()
+                }));
+            }
+        }
     }
     state
 }
@@ -531,15 +724,34 @@ fn result(winner: UserId, price: Money, quantity: u32, end_at: Timestamp) -> pb:
 pub fn viewer(facts: &ViewerFacts, view: &AuctionView, seller: bool) -> pb::ViewerState {
     let leader = match &view.format {
         FormatView::English { leader, .. } => *leader == Some(UserId(facts.user_id)),
-        FormatView::Dutch { .. } | FormatView::Sealed { .. } | FormatView::Live { .. } => false,
+        FormatView::Live { .. } => leading_user(view) == Some(UserId(facts.user_id)),
+        FormatView::Dutch { .. } | FormatView::Sealed { .. } => false,
     };
     let own = facts.own_bid.map(money_to_proto);
     let sealed = matches!(view.format, FormatView::Sealed { .. });
+    let status = facts
+        .bid_status
+        .map_or(pb::BidStatus::Unspecified, bid_status);
+    // On a pending lot the caller's maximum is an absentee bid, and whether
+    // it would lead stays hidden until the lot opens (it would tell them
+    // about the others' maximums).
+    if let FormatView::Live { lots, .. } = &view.format
+        && lots.first().is_some_and(|lot| lot.status == LotStatus::Pending)
+    {
+        return pb::ViewerState {
+            status: if own.is_some() {
+                pb::BidStatus::Pending
+            } else {
+                pb::BidStatus::Unspecified
+            } as i32,
+            absentee_bid: own,
+            is_seller: seller,
+            ..pb::ViewerState::default()
+        };
+    }
     pb::ViewerState {
         is_leader: leader,
-        status: facts
-            .bid_status
-            .map_or(pb::BidStatus::Unspecified, bid_status) as i32,
+        status: status as i32,
         max_bid: if sealed { None } else { own.clone() },
         sealed_bid: if sealed { own } else { None },
         is_seller: seller,
@@ -642,15 +854,106 @@ pub fn event(auction_id: Uuid, event: &Event, view: &AuctionView) -> pb::Auction
                 _ => 0,
             },
         })),
-        Kind::LotOpened { .. }
-        | Kind::FairWarning { .. }
-        | Kind::LotSold { .. }
-        | Kind::LotPassed { .. }
-        | Kind::LotReopened { .. }
-        | Kind::BidUndone { .. }
-        | Kind::SessionEnded { .. } => None,
+        Kind::LotOpened { lot, deadline } => {
+            let lot_view = live_lot(view, lot);
+            Some(Wire::LotOpened(pb::LotOpened {
+                current_price: lot_view
+                    .map(|lot| money_to_proto(lot.price.unwrap_or(lot.starting_price))),
+                minimum_next_bid: lot_view.map(|lot| money_to_proto(lot.minimum_bid)),
+                leader: lot_view.and_then(|lot| lot.leader).map(bidder),
+                countdown_end_time: Some(timestamp(deadline)),
+                ..pb::LotOpened::default()
+            }))
+        }
+        Kind::FairWarning { lot } => {
+            let lot_view = live_lot(view, lot);
+            Some(Wire::FairWarningCalled(pb::FairWarningCalled {
+                countdown_end_time: lot_view.and_then(|lot| lot.deadline).map(timestamp),
+                current_price: lot_view.and_then(|lot| lot.price).map(money_to_proto),
+                leader: lot_view.and_then(|lot| lot.leader).map(bidder),
+            }))
+        }
+        Kind::LotSold { winner, price, .. } => {
+            let automatic = matches!(
+                event.kind,
+                auction_engine::EventKind::LotSold {
+                    by_countdown: true,
+                    ..
+                }
+            );
+            Some(Wire::LotHammered(pb::LotHammered {
+                winner: Some(bidder(winner)),
+                hammer_price: Some(money_to_proto(price)),
+                finalize_time: finalize_time(view, event),
+                automatic,
+            }))
+        }
+        Kind::LotPassed { .. } => {
+            let (reason, automatic) = match event.kind {
+                auction_engine::EventKind::LotPassed { reason, .. } => {
+                    (reason, reason != auction_engine::UnsoldReason::Passed)
+                }
+                _ => (auction_engine::UnsoldReason::Passed, false),
+            };
+            Some(Wire::LotPassed(pb::LotPassed {
+                reason: unsold(reason) as i32,
+                finalize_time: finalize_time(view, event),
+                automatic,
+                ..pb::LotPassed::default()
+            }))
+        }
+        Kind::LotReopened { lot, deadline } => {
+            let lot_view = live_lot(view, lot);
+            Some(Wire::LotReopened(pb::LotReopened {
+                current_price: lot_view.and_then(|lot| lot.price).map(money_to_proto),
+                leader: lot_view.and_then(|lot| lot.leader).map(bidder),
+                minimum_next_bid: lot_view.map(|lot| money_to_proto(lot.minimum_bid)),
+                countdown_end_time: Some(timestamp(deadline)),
+                ..pb::LotReopened::default()
+            }))
+        }
+        Kind::BidUndone {
+            lot, price, leader, ..
+        } => {
+            let lot_view = live_lot(view, lot);
+            let undone = match event.kind {
+                auction_engine::EventKind::BidUndone { bidder: who, .. } => Some(bidder(who)),
+                _ => None,
+            };
+            Some(Wire::BidUndone(pb::BidUndone {
+                bidder: undone,
+                new_price: price.map(money_to_proto),
+                leader: leader.map(bidder),
+                minimum_next_bid: lot_view.map(|lot| money_to_proto(lot.minimum_bid)),
+                countdown_end_time: lot_view.and_then(|lot| lot.deadline).map(timestamp),
+                ..pb::BidUndone::default()
+            }))
+        }
+        Kind::SessionEnded { .. } => None,
     };
     wire
+}
+
+/// A live lot in the view (the state after the event being converted; for
+/// a replayed event, the current one).
+fn live_lot(view: &AuctionView, lot: auction_engine::LotIndex) -> Option<&LotView> {
+    match &view.format {
+        FormatView::Live { lots, .. } => lots.get(lot.as_usize()),
+        FormatView::English { .. } | FormatView::Dutch { .. } | FormatView::Sealed { .. } => None,
+    }
+}
+
+/// When a hammer or pass becomes final: the configured delay after it,
+/// read off the lot while it is provisional.
+fn finalize_time(view: &AuctionView, event: &Event) -> Option<prost_types::Timestamp> {
+    match &view.format {
+        FormatView::Live { lots, .. } => lots
+            .first()
+            .and_then(|lot| lot.finalize_at)
+            .filter(|finalize_at| *finalize_at >= event.at)
+            .map(timestamp),
+        FormatView::English { .. } | FormatView::Dutch { .. } | FormatView::Sealed { .. } => None,
+    }
 }
 
 fn unsold(reason: auction_engine::UnsoldReason) -> pb::UnsoldReason {

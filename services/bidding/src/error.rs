@@ -69,6 +69,7 @@ impl From<&Rejection> for Refusal {
             | Rejection::LotNotOpen { .. }
             | Rejection::LotInProgress { .. }
             | Rejection::LotNotClosed
+            | Rejection::LotFinal
             | Rejection::NoBids
             | Rejection::ReserveNotMet => "LOT_STATE_INVALID",
             Rejection::InvalidQuantity | Rejection::InvalidTtl | Rejection::TimeOutOfRange => {
@@ -124,6 +125,14 @@ impl ServiceError for Refusal {
     }
 
     fn describe(&self, detail: &mut auction_proto::v1::ErrorDetail) {
+        if self.reason == "VERSION_CONFLICT"
+            && let Some(current) = self
+                .metadata
+                .get("current_sequence")
+                .and_then(|current| current.parse().ok())
+        {
+            detail.current_sequence = current;
+        }
         if let (Some(amount), Some(currency)) = (
             self.metadata.get("minimum_bid"),
             self.metadata.get("currency"),

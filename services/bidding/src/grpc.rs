@@ -180,57 +180,86 @@ impl BiddingService for Service {
 
     async fn place_absentee_bid(
         &self,
-        _request: Request<PlaceAbsenteeBidRequest>,
+        request: Request<PlaceAbsenteeBidRequest>,
     ) -> Result<Response<PlaceAbsenteeBidResponse>, Status> {
-        Err(unimplemented(
-            "auction.v1.BiddingService/PlaceAbsenteeBid",
-            5,
-        ))
+        routed!(
+            self,
+            request,
+            place_absentee_bid,
+            request.get_ref().auction_id.clone()
+        )
     }
 
     async fn open_lot(
         &self,
-        _request: Request<OpenLotRequest>,
+        request: Request<OpenLotRequest>,
     ) -> Result<Response<OpenLotResponse>, Status> {
-        Err(unimplemented("auction.v1.BiddingService/OpenLot", 5))
+        routed!(
+            self,
+            request,
+            open_lot,
+            request.get_ref().auction_id.clone()
+        )
     }
 
     async fn call_fair_warning(
         &self,
-        _request: Request<CallFairWarningRequest>,
+        request: Request<CallFairWarningRequest>,
     ) -> Result<Response<CallFairWarningResponse>, Status> {
-        Err(unimplemented(
-            "auction.v1.BiddingService/CallFairWarning",
-            5,
-        ))
+        routed!(
+            self,
+            request,
+            call_fair_warning,
+            request.get_ref().auction_id.clone()
+        )
     }
 
     async fn hammer_lot(
         &self,
-        _request: Request<HammerLotRequest>,
+        request: Request<HammerLotRequest>,
     ) -> Result<Response<HammerLotResponse>, Status> {
-        Err(unimplemented("auction.v1.BiddingService/HammerLot", 5))
+        routed!(
+            self,
+            request,
+            hammer_lot,
+            request.get_ref().auction_id.clone()
+        )
     }
 
     async fn pass_lot(
         &self,
-        _request: Request<PassLotRequest>,
+        request: Request<PassLotRequest>,
     ) -> Result<Response<PassLotResponse>, Status> {
-        Err(unimplemented("auction.v1.BiddingService/PassLot", 5))
+        routed!(
+            self,
+            request,
+            pass_lot,
+            request.get_ref().auction_id.clone()
+        )
     }
 
     async fn reopen_lot(
         &self,
-        _request: Request<ReopenLotRequest>,
+        request: Request<ReopenLotRequest>,
     ) -> Result<Response<ReopenLotResponse>, Status> {
-        Err(unimplemented("auction.v1.BiddingService/ReopenLot", 5))
+        routed!(
+            self,
+            request,
+            reopen_lot,
+            request.get_ref().auction_id.clone()
+        )
     }
 
     async fn undo_last_bid(
         &self,
-        _request: Request<UndoLastBidRequest>,
+        request: Request<UndoLastBidRequest>,
     ) -> Result<Response<UndoLastBidResponse>, Status> {
-        Err(unimplemented("auction.v1.BiddingService/UndoLastBid", 5))
+        routed!(
+            self,
+            request,
+            undo_last_bid,
+            request.get_ref().auction_id.clone()
+        )
     }
 
     async fn retract_bid(

@@ -44,7 +44,18 @@ pub fn bids(
     let (leader, winner) = match &view.format {
         FormatView::English { leader, winner, .. } => (*leader, *winner),
         FormatView::Sealed { winner, .. } => (None, *winner),
-        FormatView::Dutch { .. } | FormatView::Live { .. } => (None, None),
+        FormatView::Live { lots, .. } => lots
+            .first()
+            .map_or((None, None), |lot| (lot.leader, lot.winner)),
+        FormatView::Dutch { .. } => (None, None),
+    };
+    // Absentee bids on a lot not yet opened are secret: each shows only to
+    // its own bidder.
+    let lot_pending = match &view.format {
+        FormatView::Live { lots, .. } => lots
+            .first()
+            .is_some_and(|lot| lot.status == auction_engine::LotStatus::Pending),
+        FormatView::English { .. } | FormatView::Dutch { .. } | FormatView::Sealed { .. } => false,
     };
     // Bidders whose bids stopped counting, and how.
     let mut retracted: HashSet<UserId> = HashSet::new();
@@ -142,6 +153,9 @@ pub fn bids(
             continue;
         }
         let own = viewer == Some(bidder);
+        if lot_pending && !own {
+            continue;
+        }
         bids.push(pb::Bid {
             bid_id: bid_id(auction_id, event.seq).to_string(),
             auction_id: auction_id.to_string(),

@@ -6,6 +6,8 @@
 //! - `grpc`: the `auction.v1.BiddingService` implementation; in a cluster it
 //!   forwards a command for a shard led elsewhere to that shard's leader.
 //! - `cluster`: shard leadership through etcd and the routing table.
+//! - `live`: live lots, the auctioneer's controls and the session rules
+//!   that span a session's lots.
 //!
 //! Migrations: `migrations/postgres` and `migrations/sqlite`.
 
@@ -18,6 +20,7 @@ pub mod fanout;
 mod grpc;
 pub mod history;
 pub mod hub;
+pub mod live;
 pub mod log;
 pub mod market;
 pub mod routing;
@@ -142,6 +145,10 @@ impl MeshService for Service {
                 market,
                 clock,
                 shutdown: context.shutdown,
+                live: live::LiveLots::new(
+                    context.database.clone(),
+                    context.config.bidding.lot_finalize_ms,
+                ),
             },
         })
     }

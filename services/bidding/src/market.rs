@@ -146,17 +146,21 @@ pub fn event_type(kind: &EventKind) -> Option<pb::MarketEventType> {
         | EventKind::SealedBidWithdrawn { .. }
         | EventKind::SealedBidExpired { .. } => Some(pb::MarketEventType::SealedBidCountChanged),
         EventKind::Extended { .. } => Some(pb::MarketEventType::Extended),
-        EventKind::Sold { .. } | EventKind::LotSold { .. } | EventKind::SessionEnded { .. } => {
+        EventKind::Sold { .. } | EventKind::SessionEnded { .. } => {
             Some(pb::MarketEventType::Closed)
         }
-        EventKind::Unsold { .. } | EventKind::LotPassed { .. } | EventKind::DutchEnded { .. } => {
+        EventKind::Unsold { .. } | EventKind::DutchEnded { .. } => {
             Some(pb::MarketEventType::Unsold)
         }
         EventKind::Cancelled { .. } => Some(pb::MarketEventType::Cancelled),
         EventKind::BuyItNowWithdrawn
         | EventKind::LotOpened { .. }
         | EventKind::FairWarning { .. }
-        | EventKind::LotReopened { .. } => None,
+        | EventKind::LotReopened { .. }
+        // A live lot's hammer or pass is provisional; the feed reports the
+        // `Sold` or `Unsold` that finalises it.
+        | EventKind::LotSold { .. }
+        | EventKind::LotPassed { .. } => None,
     }
 }
 

@@ -60,6 +60,8 @@ pub struct Bidding {
     /// Cross-node live fan-out (a cluster with Redis): watchers are served
     /// on any node.
     pub fanout: Option<Arc<crate::fanout::Fanout>>,
+    /// Live lots: the session table and the finalise delay.
+    pub live: crate::live::LiveLots,
 }
 
 /// Events replayed from the log per query when a stream resumes.
@@ -80,7 +82,7 @@ impl Bidding {
         self.clock.now()
     }
 
-    async fn ask(
+    pub(crate) async fn ask(
         &self,
         auction_id: Uuid,
         build: impl FnOnce(oneshot::Sender<Result<Receipt, BiddingError>>) -> shard::Request,
@@ -95,7 +97,7 @@ impl Bidding {
 
     /// An auction's public state from its shard: here, or from the shard's
     /// leader in a cluster.
-    async fn public_state(&self, auction_id: Uuid) -> Result<pb::AuctionState, Status> {
+    pub(crate) async fn public_state(&self, auction_id: Uuid) -> Result<pb::AuctionState, Status> {
         let shard = Shards::shard_of(auction_id, self.shards.count());
         if let Some(cluster) = &self.cluster
             && !self.shards.leads(shard)
@@ -127,7 +129,7 @@ impl Bidding {
     }
 
     /// Applies a bidder's action.
-    async fn act(
+    pub(crate) async fn act(
         &self,
         caller: &Caller,
         method: &'static str,
@@ -150,6 +152,7 @@ impl Bidding {
             auction_id,
             actor,
             action,
+            expected_sequence: None,
             key,
             reply,
         })
@@ -186,8 +189,12 @@ impl Bidding {
         let request_id = convert::request_id(&request.request_id).map_err(refused)?;
         let auction_id = created_auction_id(&caller, &request)?;
         let seller = convert::uuid("seller_id", &request.seller_id).map_err(refused)?;
-        let (spec, original_end_ms) =
+        let (mut spec, original_end_ms) =
             convert::spec(&request, auction_id, seller).map_err(refused)?;
+        let live_lot = self.live.prepare(&request, &mut spec)?;
+        if let Some(lot) = &live_lot {
+            self.live.check_free(auction_id, lot).await?;
+        }
         let metadata = Metadata {
             item_id: request.item_id.clone(),
             title: request.title.clone(),
@@ -196,6 +203,7 @@ impl Bidding {
             seller_handle: request.seller_handle.clone(),
             seller_id: seller.to_string(),
             original_end_ms,
+            live_lot: live_lot.clone(),
         };
         let fingerprint = serde_json::to_string(&(&spec, &metadata))
             .map_err(|error| Status::from(BiddingError::Internal(error.to_string())))?;
@@ -213,6 +221,14 @@ impl Bidding {
                 reply,
             })
             .await?;
+        // After the create (a retry records it again): the session finds
+        // its lots here.
+        if let Some(lot) = &live_lot {
+            self.live
+                .register(auction_id, lot)
+                .await
+                .map_err(|error| Status::from(BiddingError::Unavailable(error)))?;
+        }
         let (state, _) = convert::receipt_state(&receipt);
         Ok(Response::new(pb::CreateAuctionResponse {
             state: Some(state),
@@ -461,7 +477,7 @@ impl Bidding {
 
     /// Every committed event of an auction, in order (bounded by the
     /// engine's limits on bids per auction).
-    async fn all_events(&self, auction_id: Uuid) -> Result<Vec<Event>, Status> {
+    pub(crate) async fn all_events(&self, auction_id: Uuid) -> Result<Vec<Event>, Status> {
         let mut events = Vec::new();
         loop {
             let page = self

@@ -63,6 +63,11 @@ pub struct Metadata {
     pub seller_id: String,
     /// The original end time (English, sealed), before any extension.
     pub original_end_ms: Option<i64>,
+    /// Live lots: the session, the lot number and the auctioneer. Absent
+    /// (and not serialised) for other formats, so their stored metadata and
+    /// request fingerprints are unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live_lot: Option<crate::live::LiveLotMetadata>,
 }
 
 /// What a caller may learn of their own position.
@@ -148,6 +153,9 @@ pub enum Request {
         actor: Actor,
         /// The engine action.
         action: Action,
+        /// Live-lot controls: act only if the auction's wire sequence still
+        /// equals this (ABORTED `VERSION_CONFLICT` otherwise).
+        expected_sequence: Option<u64>,
         /// The request's idempotency key.
         key: IdempotencyKey,
         /// Where the answer goes.
@@ -712,6 +720,7 @@ impl Worker {
                 auction_id,
                 actor,
                 action,
+                expected_sequence,
                 key,
                 reply,
             } => {
@@ -736,7 +745,7 @@ impl Worker {
                             received_at: now,
                             action,
                         };
-                        self.apply(auction_id, command, now, pending)
+                        self.apply(auction_id, command, expected_sequence, now, pending)
                     }
                 };
                 self.record(key, auction_id, outcome, now, reply, pending);
@@ -859,6 +868,7 @@ impl Worker {
         &mut self,
         auction_id: Uuid,
         command: Command,
+        expected_sequence: Option<u64>,
         now: Timestamp,
         pending: &mut Pending,
     ) -> Outcome {
@@ -878,6 +888,21 @@ impl Worker {
             .auction
             .last_event_at()
             .map_or(now, |last| now.max(last));
+        // The state the caller saw must still be current (after the timers:
+        // a countdown that ran out is a change they have not seen).
+        let current_sequence = live.auction.next_seq();
+        if let Some(expected) = expected_sequence
+            && ticked.is_ok()
+            && expected != current_sequence
+        {
+            self.stage(auction_id, &mut live, &events, status_before, pending);
+            if !events.is_empty() {
+                pending.touched.insert(auction_id);
+            }
+            rearm(&mut self.timers, auction_id, &mut live);
+            self.auctions.insert(auction_id, live);
+            return Outcome::Refused(crate::live::version_conflict(expected, current_sequence));
+        }
         let applied =
             ticked.and_then(|()| live.auction.apply(command, now, &mut events).map(|_| ()));
         if !events.is_empty() {
@@ -1266,6 +1291,7 @@ pub const METHODS: &[&str] = &[
     "ReopenLot",
     "UndoLastBid",
     "RetractBid",
+    "FinalizeLot",
 ];
 
 fn static_method(method: &str) -> Option<&'static str> {

@@ -437,6 +437,16 @@ pub struct BiddingConfig {
     /// required unless the listen address names a concrete IP (then
     /// `http://<bound address>` is used).
     pub advertise_url: Option<String>,
+    /// How long a hammered or passed live lot stays provisional (reopenable)
+    /// before it becomes final, unless the session's next lot opens first.
+    /// The contract says 60 s; tests shorten it. Fixed into each lot when it
+    /// is created.
+    #[serde(default = "default_lot_finalize_ms")]
+    pub lot_finalize_ms: u64,
+}
+
+fn default_lot_finalize_ms() -> u64 {
+    60_000
 }
 
 /// Demo data.
@@ -580,6 +590,7 @@ impl Config {
                 watcher_buffer_batches: 256,
                 node_id: None,
                 advertise_url: None,
+                lot_finalize_ms: default_lot_finalize_ms(),
             },
             demo: DemoConfig {
                 seed_on_first_start: true,
@@ -754,6 +765,12 @@ impl Config {
             return Err(invalid(
                 "bidding.node_id",
                 "must be 1 to 128 characters without `/`",
+            ));
+        }
+        if self.bidding.lot_finalize_ms == 0 || self.bidding.lot_finalize_ms > 3_600_000 {
+            return Err(invalid(
+                "bidding.lot_finalize_ms",
+                "must be between 1 and 3600000",
             ));
         }
         if self.bidding.shard_count == 0 || self.bidding.shard_count > 4_096 {

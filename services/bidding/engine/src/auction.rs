@@ -289,7 +289,13 @@ impl Auction {
     /// for its auctioneer).
     pub fn next_deadline(&self) -> Option<Timestamp> {
         match self.common.status {
-            AuctionStatus::Scheduled => Some(self.common.start_at),
+            // A single lot waits for its auctioneer, not for a start time.
+            AuctionStatus::Scheduled => match &self.format {
+                Format::Live(live) if live.spec.is_single_lot() => None,
+                Format::English(_) | Format::Dutch(_) | Format::Sealed(_) | Format::Live(_) => {
+                    Some(self.common.start_at)
+                }
+            },
             AuctionStatus::Closed | AuctionStatus::Unsold | AuctionStatus::Cancelled => None,
             AuctionStatus::Open | AuctionStatus::Extended => match &self.format {
                 Format::English(english) => Some(english.end_at),
@@ -433,13 +439,16 @@ impl Auction {
     }
 
     /// Where `bidder` stands: winning, outbid, won, lost, or (sealed) standing with
-    /// the outcome hidden. `lot` names the live lot and is ignored otherwise.
+    /// the outcome hidden. `lot` names the live lot and is ignored otherwise; a
+    /// single-lot auction needs none.
     pub fn bid_status(&self, bidder: UserId, lot: Option<LotIndex>) -> Option<BidStatus> {
         match &self.format {
             Format::English(english) => english.bid_status(&self.common, bidder),
             Format::Dutch(dutch) => dutch.bid_status(bidder),
             Format::Sealed(sealed) => sealed.bid_status(&self.common, bidder),
-            Format::Live(live) => live.bid_status(&self.common, bidder, lot?),
+            Format::Live(live) => {
+                live.bid_status(&self.common, bidder, lot.or_else(|| live.single_lot())?)
+            }
         }
     }
 
@@ -450,7 +459,7 @@ impl Auction {
             Format::English(english) => english.book.max_of(bidder).map(|max| max.amount),
             Format::Dutch(_) => None,
             Format::Sealed(sealed) => sealed.own_bid(bidder),
-            Format::Live(live) => live.own_bid(bidder, lot?),
+            Format::Live(live) => live.own_bid(bidder, lot.or_else(|| live.single_lot())?),
         }?;
         Some(self.common.money(amount))
     }

@@ -164,6 +164,10 @@ pub enum Action {
     },
     /// Live, auctioneer: undo the most recent accepted bid on the open lot.
     UndoLastBid,
+    /// Single-lot live auction, auctioneer, admin or the service: make a
+    /// provisional hammer or pass final now (the next lot of the session opens)
+    /// instead of at its finalise deadline. The auction closes sold or unsold.
+    FinalizeLot,
     /// Admin: retract all of `bidder`'s bids (in `lot`, for a live session); the proxy
     /// outcome is recomputed from the remaining maximums.
     RetractBid {

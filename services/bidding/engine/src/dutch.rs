@@ -144,6 +144,7 @@ pub(crate) fn apply(
         | Action::Pass
         | Action::Reopen { .. }
         | Action::UndoLastBid
+        | Action::FinalizeLot
         | Action::RetractBid { .. } => Err(Rejection::UnsupportedForFormat),
     }
 }

@@ -8,7 +8,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use crate::auction::Common;
-use crate::command::{Action, Command};
+use crate::command::{Action, Command, Role};
 use crate::english::retraction_event;
 use crate::event::{BidKind, Event, EventKind, UnsoldReason};
 use crate::id::{LotIndex, UserId};
@@ -33,6 +33,23 @@ pub(crate) struct Lot {
     fair_warnings: u32,
     /// The buyer and hammer price once sold.
     result: Option<(UserId, Decimal)>,
+    /// Single-lot auctions: when a hammered or passed result becomes final
+    /// (unless reopened or finalised earlier); `None` otherwise.
+    #[serde(default)]
+    finalize_at: Option<Timestamp>,
+    /// Why the lot was passed, kept for the auction's unsold reason when the
+    /// pass becomes final.
+    #[serde(default)]
+    pass_reason: Option<UnsoldReason>,
+    /// How many bidders left an absentee bid (the public count; no amounts).
+    #[serde(default)]
+    absentee_bidders: u32,
+    /// When the lot was first opened.
+    #[serde(default)]
+    opened_at: Option<Timestamp>,
+    /// Single-lot auctions: when the result became final (the auction's end).
+    #[serde(default)]
+    closed_at: Option<Timestamp>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -114,7 +131,12 @@ pub(crate) fn apply(
         }
         Action::OpenLot { lot } => {
             common.check_auctioneer(actor)?;
-            common.check_open()?;
+            // A single lot's auction opens with its lot; a session opens first.
+            let opens_auction =
+                live.spec.is_single_lot() && common.status == AuctionStatus::Scheduled;
+            if !opens_auction {
+                common.check_open()?;
+            }
             if let Some(open) = live.open_lot {
                 return Err(Rejection::LotInProgress { open });
             }
@@ -128,6 +150,9 @@ pub(crate) fn apply(
                 }
                 None => live.next_pending().ok_or(Rejection::NoSuchLot)?,
             };
+            if opens_auction {
+                emit(common, live, now, EventKind::Opened, events);
+            }
             let deadline = now.saturating_add_ms(live.spec.countdown_ms);
             emit(
                 common,
@@ -158,7 +183,9 @@ pub(crate) fn apply(
                 kind => kind,
             };
             emit(common, live, now, kind, events);
-            after_lot_closed(common, live, now, events);
+            if !live.spec.is_single_lot() {
+                after_lot_closed(common, live, now, events);
+            }
             Ok(())
         }
         Action::Pass => {
@@ -175,16 +202,26 @@ pub(crate) fn apply(
                 },
                 events,
             );
-            after_lot_closed(common, live, now, events);
+            if !live.spec.is_single_lot() {
+                after_lot_closed(common, live, now, events);
+            }
             Ok(())
         }
         Action::Reopen { lot } => {
             common.check_auctioneer(actor)?;
+            if live.spec.is_single_lot()
+                && matches!(common.status, AuctionStatus::Closed | AuctionStatus::Unsold)
+            {
+                return Err(Rejection::LotFinal);
+            }
             common.check_open()?;
             let index = live.lot_index(lot)?;
             match live.lots[index].status {
                 LotStatus::Sold | LotStatus::Passed => {}
                 LotStatus::Pending | LotStatus::Open => return Err(Rejection::LotNotClosed),
+            }
+            if live.spec.is_single_lot() && live.lots[index].finalize_at.is_none() {
+                return Err(Rejection::LotFinal);
             }
             let suspended = match live.open_lot {
                 Some(open) if !live.lots[open.as_usize()].book.is_empty() => {
@@ -226,6 +263,24 @@ pub(crate) fn apply(
                     .is_some_and(|first| lot_pricing.meets_reserve(first.amount)),
             };
             emit(common, live, now, kind, events);
+            Ok(())
+        }
+        Action::FinalizeLot => {
+            if !live.spec.is_single_lot() {
+                return Err(Rejection::UnsupportedForFormat);
+            }
+            match actor.role {
+                Role::Auctioneer | Role::Admin | Role::System => {}
+                Role::Bidder | Role::Seller => return Err(Rejection::NotAuctioneer),
+            }
+            match common.status {
+                AuctionStatus::Closed | AuctionStatus::Unsold => return Err(Rejection::LotFinal),
+                AuctionStatus::Cancelled => return Err(Rejection::AuctionCancelled),
+                AuctionStatus::Scheduled => return Err(Rejection::LotNotClosed),
+                AuctionStatus::Open | AuctionStatus::Extended => {}
+            }
+            let lot = live.provisional_lot().ok_or(Rejection::LotNotClosed)?;
+            finalize(common, live, lot, now, events);
             Ok(())
         }
         Action::RetractBid { bidder, lot } => {
@@ -305,6 +360,9 @@ fn bid(
         (Some(open), None) => open,
         (Some(open), Some(lot)) if lot == open => open,
         (open, Some(_)) => return Err(Rejection::LotNotOpen { open }),
+        // A single lot hammered or passed takes no more bids: for its bidders
+        // the auction is over unless the auctioneer reopens it.
+        (None, None) if live.provisional_lot().is_some() => return Err(Rejection::AuctionClosed),
         (None, None) => return Err(Rejection::NoLotOpen),
     };
     common.check_bidder(command.actor)?;
@@ -382,8 +440,38 @@ fn after_lot_closed(common: &mut Common, live: &mut Live, at: Timestamp, events:
     }
 }
 
-/// Opens the session (and with auto-advance its first lot), or closes the open lot
-/// whose countdown ran out.
+/// A single lot's provisional result becomes final: the auction closes sold to
+/// the hammer's winner at the hammer price, or ends unsold. These are the same
+/// events an English auction closes with, so everything downstream of a close
+/// (orders, notifications, feeds) treats a lot like any other auction.
+fn finalize(
+    common: &mut Common,
+    live: &mut Live,
+    lot: LotIndex,
+    at: Timestamp,
+    events: &mut Vec<Event>,
+) {
+    let Some(lot_state) = live.lots.get(lot.as_usize()) else {
+        return;
+    };
+    let kind = match (lot_state.status, lot_state.result) {
+        (LotStatus::Sold, Some((winner, price))) => EventKind::Sold {
+            winner,
+            price: common.money(price),
+            buy_it_now: None,
+        },
+        (LotStatus::Sold, None)
+        | (LotStatus::Passed, _)
+        | (LotStatus::Pending, _)
+        | (LotStatus::Open, _) => EventKind::Unsold {
+            reason: lot_state.pass_reason.unwrap_or(UnsoldReason::Passed),
+        },
+    };
+    emit(common, live, at, kind, events);
+}
+
+/// Opens the session (and with auto-advance its first lot), closes the open lot
+/// whose countdown ran out, or (single lot) makes a provisional result final.
 pub(crate) fn fire(
     common: &mut Common,
     live: &mut Live,
@@ -410,10 +498,15 @@ pub(crate) fn fire(
             }
         }
         AuctionStatus::Open | AuctionStatus::Extended => {
-            let Some(lot) = live.open_lot else { return };
-            let kind = live.closing_event(common, lot, true);
-            emit(common, live, deadline, kind, events);
-            after_lot_closed(common, live, deadline, events);
+            if let Some(lot) = live.open_lot {
+                let kind = live.closing_event(common, lot, true);
+                emit(common, live, deadline, kind, events);
+                if !live.spec.is_single_lot() {
+                    after_lot_closed(common, live, deadline, events);
+                }
+            } else if let Some(lot) = live.provisional_lot() {
+                finalize(common, live, lot, deadline, events);
+            }
         }
         AuctionStatus::Closed | AuctionStatus::Unsold | AuctionStatus::Cancelled => {}
     }
@@ -431,6 +524,11 @@ impl Live {
                 history: Vec::new(),
                 fair_warnings: 0,
                 result: None,
+                finalize_at: None,
+                pass_reason: None,
+                absentee_bidders: 0,
+                opened_at: None,
+                closed_at: None,
             })
             .collect();
         Live {
@@ -459,7 +557,21 @@ impl Live {
     }
 
     pub(crate) fn next_deadline(&self) -> Option<Timestamp> {
-        self.lots.get(self.open_lot?.as_usize())?.deadline
+        match self.open_lot {
+            Some(open) => self.lots.get(open.as_usize())?.deadline,
+            None => self.lots.iter().filter_map(|lot| lot.finalize_at).min(),
+        }
+    }
+
+    /// A lot whose hammer or pass is still provisional (single-lot auctions).
+    fn provisional_lot(&self) -> Option<LotIndex> {
+        let index = self.lots.iter().position(|lot| lot.finalize_at.is_some())?;
+        u32::try_from(index).ok().map(LotIndex)
+    }
+
+    /// The only lot of a single-lot auction.
+    pub(crate) fn single_lot(&self) -> Option<LotIndex> {
+        (self.spec.is_single_lot() && self.lots.len() == 1).then_some(LotIndex(0))
     }
 
     /// Sold to the leader when the reserve is met, otherwise passed.
@@ -512,9 +624,9 @@ impl Live {
             EventKind::LotReopened { lot, suspended, .. } => {
                 exists(lot) && suspended.as_ref().is_none_or(exists)
             }
-            EventKind::Sold { .. }
-            | EventKind::Unsold { .. }
-            | EventKind::BuyItNowWithdrawn
+            // A single lot closes like an English auction.
+            EventKind::Sold { .. } | EventKind::Unsold { .. } => self.spec.is_single_lot(),
+            EventKind::BuyItNowWithdrawn
             | EventKind::Extended { .. }
             | EventKind::ClockTicked { .. }
             | EventKind::UnitsSold { .. }
@@ -527,17 +639,25 @@ impl Live {
 
     pub(crate) fn evolve(&mut self, common: &Common, event: &Event) {
         let countdown_ms = self.spec.countdown_ms;
+        let finalize_at = self
+            .spec
+            .finalize_ms
+            .map(|finalize_ms| event.at.saturating_add_ms(finalize_ms));
         match event.kind {
             EventKind::BidAccepted {
                 lot: Some(lot),
                 bidder,
                 max_amount,
                 price,
+                bid_kind,
                 ..
             } => {
                 let Some(lot_state) = self.lots.get_mut(lot.as_usize()) else {
                     return;
                 };
+                if bid_kind == BidKind::Absentee && !lot_state.book.has_bidder(bidder) {
+                    lot_state.absentee_bidders = lot_state.absentee_bidders.saturating_add(1);
+                }
                 let undo = lot_state.book.undo_point(bidder);
                 lot_state.history.push(undo);
                 lot_state
@@ -569,6 +689,10 @@ impl Live {
                 if let Some(undo) = lot_state.history.pop() {
                     lot_state.book.restore(&undo);
                 }
+                // The countdown restarts: bidders get a full count after an undo.
+                if lot_state.status == LotStatus::Open {
+                    lot_state.deadline = Some(event.at.saturating_add_ms(countdown_ms));
+                }
             }
             EventKind::LotOpened { lot, deadline } => {
                 let Some(lot_state) = self.lots.get_mut(lot.as_usize()) else {
@@ -577,6 +701,7 @@ impl Live {
                 lot_state.status = LotStatus::Open;
                 lot_state.deadline = Some(deadline);
                 lot_state.fair_warnings = 0;
+                lot_state.opened_at.get_or_insert(event.at);
                 self.open_lot = Some(lot);
             }
             EventKind::FairWarning { lot } => {
@@ -584,6 +709,10 @@ impl Live {
                     return;
                 };
                 lot_state.fair_warnings = lot_state.fair_warnings.saturating_add(1);
+                // "Fair warning" restarts the countdown at its full length.
+                if lot_state.status == LotStatus::Open {
+                    lot_state.deadline = Some(event.at.saturating_add_ms(countdown_ms));
+                }
             }
             EventKind::LotSold {
                 lot, winner, price, ..
@@ -593,16 +722,19 @@ impl Live {
                 };
                 lot_state.status = LotStatus::Sold;
                 lot_state.deadline = None;
+                lot_state.finalize_at = finalize_at;
                 lot_state.result = Some((winner, price.amount));
                 self.lots_sold += 1;
                 self.open_lot = None;
             }
-            EventKind::LotPassed { lot, .. } => {
+            EventKind::LotPassed { lot, reason } => {
                 let Some(lot_state) = self.lots.get_mut(lot.as_usize()) else {
                     return;
                 };
                 lot_state.status = LotStatus::Passed;
                 lot_state.deadline = None;
+                lot_state.finalize_at = finalize_at;
+                lot_state.pass_reason = Some(reason);
                 self.open_lot = None;
             }
             EventKind::LotReopened {
@@ -626,6 +758,8 @@ impl Live {
                 lot_state.status = LotStatus::Open;
                 lot_state.deadline = Some(deadline);
                 lot_state.result = None;
+                lot_state.finalize_at = None;
+                lot_state.pass_reason = None;
                 lot_state.fair_warnings = 0;
                 self.open_lot = Some(lot);
             }
@@ -638,12 +772,20 @@ impl Live {
                     lot_state.status = LotStatus::Passed;
                     lot_state.deadline = None;
                 }
+                for lot_state in &mut self.lots {
+                    lot_state.finalize_at = None;
+                }
+            }
+            EventKind::Sold { .. } | EventKind::Unsold { .. } => {
+                // A single lot's result is final: nothing is provisional any more.
+                for lot_state in &mut self.lots {
+                    lot_state.finalize_at = None;
+                    lot_state.closed_at = Some(event.at);
+                }
             }
             EventKind::BidAccepted { lot: None, .. }
             | EventKind::BidRetracted { lot: None, .. }
             | EventKind::Opened
-            | EventKind::Sold { .. }
-            | EventKind::Unsold { .. }
             | EventKind::BuyItNowWithdrawn
             | EventKind::Extended { .. }
             | EventKind::ClockTicked { .. }
@@ -689,6 +831,12 @@ impl Live {
                     fair_warnings: lot.fair_warnings,
                     winner: lot.result.map(|(winner, _)| winner),
                     hammer_price: lot.result.map(|(_, price)| common.money(price)),
+                    finalize_at: lot.finalize_at,
+                    absentee_bids: lot.absentee_bidders,
+                    starting_price: common.money(lot_spec.starting_price),
+                    opened_at: lot.opened_at,
+                    closed_at: lot.closed_at,
+                    pass_reason: lot.pass_reason,
                 }
             })
             .collect();
@@ -696,6 +844,7 @@ impl Live {
             open_lot: self.open_lot,
             lots,
             lots_sold: self.lots_sold,
+            countdown_ms: self.spec.countdown_ms,
         }
     }
 
@@ -712,6 +861,14 @@ impl Live {
         }
         match lot_state.status {
             LotStatus::Pending | LotStatus::Open => {
+                if lot_state.book.leader() == Some(bidder) {
+                    Some(BidStatus::Winning)
+                } else {
+                    has_bid.then_some(BidStatus::Outbid)
+                }
+            }
+            // A provisional hammer can still be reopened: not won yet.
+            LotStatus::Sold if lot_state.finalize_at.is_some() => {
                 if lot_state.book.leader() == Some(bidder) {
                     Some(BidStatus::Winning)
                 } else {

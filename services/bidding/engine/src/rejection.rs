@@ -126,6 +126,9 @@ pub enum Rejection {
     /// Only a sold or passed lot can be reopened.
     #[error("the lot is not closed")]
     LotNotClosed,
+    /// A single-lot auction's result is final: it can no longer be reopened.
+    #[error("the lot's result is final")]
+    LotFinal,
     /// Hammer with no bid on the lot.
     #[error("the lot has no bids")]
     NoBids,
@@ -183,6 +186,7 @@ impl Rejection {
             Rejection::LotInProgress { .. } => "LOT_IN_PROGRESS",
             Rejection::LotNotPending => "LOT_NOT_PENDING",
             Rejection::LotNotClosed => "LOT_NOT_CLOSED",
+            Rejection::LotFinal => "LOT_FINAL",
             Rejection::NoBids => "NO_BIDS",
             Rejection::ReserveNotMet => "RESERVE_NOT_MET",
             Rejection::NothingToUndo => "NOTHING_TO_UNDO",
@@ -215,6 +219,7 @@ impl Rejection {
             | Rejection::LotInProgress { .. }
             | Rejection::LotNotPending
             | Rejection::LotNotClosed
+            | Rejection::LotFinal
             | Rejection::NoBids
             | Rejection::ReserveNotMet
             | Rejection::NothingToUndo

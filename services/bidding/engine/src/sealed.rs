@@ -167,7 +167,8 @@ pub(crate) fn apply(
         | Action::Hammer
         | Action::Pass
         | Action::Reopen { .. }
-        | Action::UndoLastBid => Err(Rejection::UnsupportedForFormat),
+        | Action::UndoLastBid
+        | Action::FinalizeLot => Err(Rejection::UnsupportedForFormat),
     }
 }
 

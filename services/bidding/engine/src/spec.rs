@@ -173,6 +173,14 @@ pub struct LiveSpec {
     /// Whether the next lot opens by itself when one closes (and the first when the
     /// session opens); otherwise the auctioneer opens each lot.
     pub auto_advance: bool,
+    /// `None`: a whole session in one auction, each lot's hammer or pass final at
+    /// once. `Some`: one lot of a session run as its own auction (the bidding
+    /// service's live lots): exactly one lot, no auto-advance, the auction stays
+    /// scheduled until the auctioneer opens the lot, and a hammer or pass is
+    /// provisional for this long (reopenable) before the auction closes (sold) or
+    /// ends unsold. An explicit finalise ends the wait early.
+    #[serde(default)]
+    pub finalize_ms: Option<i64>,
 }
 
 impl LiveSpec {
@@ -185,7 +193,24 @@ impl LiveSpec {
             lots,
             countdown_ms: LiveSpec::DEFAULT_COUNTDOWN_MS,
             auto_advance: true,
+            finalize_ms: None,
         }
+    }
+
+    /// One lot run as its own auction, opened by the auctioneer, its result
+    /// provisional for `finalize_ms` (see [`LiveSpec::finalize_ms`]).
+    pub fn single_lot(lot: LotSpec, countdown_ms: i64, finalize_ms: i64) -> LiveSpec {
+        LiveSpec {
+            lots: vec![lot],
+            countdown_ms,
+            auto_advance: false,
+            finalize_ms: Some(finalize_ms),
+        }
+    }
+
+    /// Whether this is one lot run as its own auction with provisional results.
+    pub fn is_single_lot(&self) -> bool {
+        self.finalize_ms.is_some()
     }
 }
 
@@ -244,6 +269,13 @@ pub enum SpecError {
     /// The live countdown is not positive or too long.
     #[error("the live countdown must be positive and within the maximum duration")]
     InvalidCountdown,
+    /// A single-lot auction with more than one lot, auto-advance, or a finalise
+    /// delay that is not positive or too long.
+    #[error("invalid single-lot auction: {reason}")]
+    InvalidSingleLot {
+        /// What is wrong.
+        reason: &'static str,
+    },
 }
 
 impl SpecError {
@@ -262,6 +294,7 @@ impl SpecError {
             SpecError::InvalidQuantity => "INVALID_QUANTITY",
             SpecError::InvalidLotCount => "INVALID_LOT_COUNT",
             SpecError::InvalidCountdown => "INVALID_COUNTDOWN",
+            SpecError::InvalidSingleLot { .. } => "INVALID_SINGLE_LOT",
         }
     }
 }
@@ -378,6 +411,23 @@ impl AuctionSpec {
                 }
                 if !check_duration(live.countdown_ms) {
                     return Err(SpecError::InvalidCountdown);
+                }
+                if let Some(finalize_ms) = live.finalize_ms {
+                    if live.lots.len() != 1 {
+                        return Err(SpecError::InvalidSingleLot {
+                            reason: "exactly one lot",
+                        });
+                    }
+                    if live.auto_advance {
+                        return Err(SpecError::InvalidSingleLot {
+                            reason: "no auto-advance",
+                        });
+                    }
+                    if !check_duration(finalize_ms) {
+                        return Err(SpecError::InvalidSingleLot {
+                            reason: "finalize_ms must be positive and bounded",
+                        });
+                    }
                 }
                 for lot in &live.lots {
                     check_reserve(lot.starting_price, lot.reserve_price, currency)?;

@@ -154,6 +154,8 @@ pub enum FormatView {
         lots: Vec<LotView>,
         /// How many lots have sold.
         lots_sold: u32,
+        /// The per-lot countdown.
+        countdown_ms: i64,
     },
 }
 
@@ -180,4 +182,16 @@ pub struct LotView {
     pub winner: Option<UserId>,
     /// The hammer price once sold.
     pub hammer_price: Option<Money>,
+    /// Single-lot auctions: when a hammered or passed result becomes final.
+    pub finalize_at: Option<Timestamp>,
+    /// How many bidders left an absentee bid (never the amounts).
+    pub absentee_bids: u32,
+    /// The opening asking price.
+    pub starting_price: Money,
+    /// When the lot was first opened.
+    pub opened_at: Option<Timestamp>,
+    /// Single-lot auctions: when the result became final.
+    pub closed_at: Option<Timestamp>,
+    /// Why the lot was passed, once passed.
+    pub pass_reason: Option<crate::event::UnsoldReason>,
 }

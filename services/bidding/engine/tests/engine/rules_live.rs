@@ -14,6 +14,7 @@ fn session(lots: Vec<LotSpec>, auto_advance: bool) -> Harness {
             lots,
             countdown_ms: 10_000,
             auto_advance,
+            finalize_ms: None,
         }))
     });
     harness.tick(0);
@@ -447,4 +448,162 @@ fn manual_session_needs_the_auctioneer_to_open_each_lot() {
         Some(&EventKind::SessionEnded { lots_sold: 0 })
     );
     assert_eq!(harness.auction.status(), AuctionStatus::Unsold);
+}
+
+fn single_lot(lot: LotSpec) -> Harness {
+    Harness::new(AuctionSpec {
+        start_at: at(1_000),
+        ..spec(FormatSpec::Live(LiveSpec::single_lot(lot, 10_000, 60_000)))
+    })
+}
+
+#[test]
+fn a_single_lot_waits_for_its_auctioneer_and_opens_with_its_absentee_bids() {
+    // Proves a single lot stays scheduled without a timer, takes absentee bids while pending, and opens (auction and lot together) with the highest absentee leading at the second maximum plus one increment.
+    let mut harness = single_lot(LotSpec::new(dec!(10)));
+    assert_eq!(harness.auction.next_deadline(), None);
+    assert!(harness.tick(50_000).is_empty());
+    assert_eq!(harness.auction.status(), AuctionStatus::Scheduled);
+    let absentee = |max: Decimal| Action::AbsenteeBid {
+        lot: LotIndex(0),
+        max_amount: usd(max),
+    };
+    harness.ok(Actor::bidder(ALICE), absentee(dec!(40)), 50_000);
+    harness.ok(Actor::bidder(BOB), absentee(dec!(30)), 50_001);
+    // Nothing about the absentee bids is public before the lot opens.
+    let pending = lot_view(&harness, 0);
+    assert_eq!((pending.price, pending.leader), (None, None));
+    assert_eq!(pending.absentee_bids, 2);
+    assert_eq!(
+        bid(&mut harness, CAROL, dec!(10), 0, 50_002),
+        Err(Rejection::AuctionNotOpen)
+    );
+    let events = auctioneer(&mut harness, Action::OpenLot { lot: None }, 60_000).unwrap();
+    assert_eq!(
+        events,
+        vec![
+            EventKind::Opened,
+            EventKind::LotOpened {
+                lot: LotIndex(0),
+                deadline: at(70_000)
+            }
+        ]
+    );
+    let open = lot_view(&harness, 0);
+    assert_eq!(open.leader, Some(ALICE));
+    assert_eq!(open.price, Some(usd(dec!(31))));
+    assert_eq!(
+        harness.rejected(Actor::bidder(CAROL), absentee(dec!(50)), 60_001),
+        Rejection::LotNotPending
+    );
+    harness.assert_replays();
+}
+
+#[test]
+fn a_hammer_is_provisional_until_finalised_by_timer_or_command() {
+    // Proves the hammer leaves the auction open with a finalise deadline 60 s later, a reopen resumes bidding from before the hammer, and finalising (by the timer or the command) closes the auction sold at the hammer price, after which a reopen is refused as final.
+    let mut harness = single_lot(LotSpec::new(dec!(10)));
+    auctioneer(&mut harness, Action::OpenLot { lot: None }, 2_000).unwrap();
+    bid(&mut harness, ALICE, dec!(10), 0, 3_000).unwrap();
+    bid(&mut harness, BOB, dec!(20), 0, 4_000).unwrap();
+    auctioneer(&mut harness, Action::Hammer, 5_000).unwrap();
+    assert_eq!(harness.auction.status(), AuctionStatus::Open);
+    assert_eq!(lot_view(&harness, 0).finalize_at, Some(at(65_000)));
+    assert_eq!(harness.auction.next_deadline(), Some(at(65_000)));
+    assert_eq!(
+        harness.auction.bid_status(BOB, None),
+        Some(BidStatus::Winning)
+    );
+    // A floor dispute: reopen, a higher bid, hammer again.
+    auctioneer(&mut harness, Action::Reopen { lot: LotIndex(0) }, 6_000).unwrap();
+    assert_eq!(lot_view(&harness, 0).finalize_at, None);
+    assert_eq!(harness.auction.next_deadline(), Some(at(16_000)));
+    bid(&mut harness, ALICE, dec!(25), 0, 7_000).unwrap();
+    auctioneer(&mut harness, Action::Hammer, 8_000).unwrap();
+    // The timer finalises: closed, sold to Alice at Bob's 20 + 0.50.
+    let events = harness.tick(68_000);
+    assert_eq!(
+        events,
+        vec![EventKind::Sold {
+            winner: ALICE,
+            price: usd(dec!(20.50)),
+            buy_it_now: None
+        }]
+    );
+    assert_eq!(harness.auction.status(), AuctionStatus::Closed);
+    assert_eq!(harness.auction.bid_status(ALICE, None), Some(BidStatus::Won));
+    assert_eq!(harness.auction.next_deadline(), None);
+    assert_eq!(
+        auctioneer(&mut harness, Action::Reopen { lot: LotIndex(0) }, 69_000),
+        Err(Rejection::LotFinal)
+    );
+    assert_eq!(
+        auctioneer(&mut harness, Action::FinalizeLot, 69_000),
+        Err(Rejection::LotFinal)
+    );
+    harness.assert_replays();
+
+    // The command finalises early; a pass ends unsold with the reason passed.
+    let mut passed = single_lot(LotSpec::new(dec!(10)));
+    auctioneer(&mut passed, Action::OpenLot { lot: None }, 2_000).unwrap();
+    assert_eq!(
+        auctioneer(&mut passed, Action::FinalizeLot, 2_500),
+        Err(Rejection::LotNotClosed)
+    );
+    auctioneer(&mut passed, Action::Pass, 3_000).unwrap();
+    assert_eq!(
+        passed.ok(Actor::SYSTEM, Action::FinalizeLot, 4_000),
+        vec![EventKind::Unsold {
+            reason: UnsoldReason::Passed
+        }]
+    );
+    assert_eq!(passed.auction.status(), AuctionStatus::Unsold);
+    passed.assert_replays();
+}
+
+#[test]
+fn fair_warning_and_undo_restart_the_countdown_and_the_countdown_passes_provisionally() {
+    // Proves fair warning and undo give a full countdown again, and a countdown that runs out with no bid passes the lot provisionally (NO_BIDS), final 60 s later.
+    let mut harness = single_lot(LotSpec::new(dec!(10)));
+    auctioneer(&mut harness, Action::OpenLot { lot: None }, 2_000).unwrap();
+    bid(&mut harness, ALICE, dec!(10), 0, 3_000).unwrap();
+    auctioneer(&mut harness, Action::FairWarning, 9_000).unwrap();
+    assert_eq!(harness.auction.next_deadline(), Some(at(19_000)));
+    auctioneer(&mut harness, Action::UndoLastBid, 10_000).unwrap();
+    assert_eq!(harness.auction.next_deadline(), Some(at(20_000)));
+    assert_eq!(lot_view(&harness, 0).leader, None);
+    assert_eq!(
+        auctioneer(&mut harness, Action::UndoLastBid, 10_001),
+        Err(Rejection::NothingToUndo)
+    );
+    let events = harness.tick(20_000);
+    assert_eq!(
+        events,
+        vec![EventKind::LotPassed {
+            lot: LotIndex(0),
+            reason: UnsoldReason::NoBids
+        }]
+    );
+    assert_eq!(harness.auction.status(), AuctionStatus::Open);
+    assert_eq!(
+        harness.tick(80_000),
+        vec![EventKind::Unsold {
+            reason: UnsoldReason::NoBids
+        }]
+    );
+    harness.assert_replays();
+}
+
+#[test]
+fn single_lot_specs_are_checked() {
+    // Proves a single-lot spec needs exactly one lot, no auto-advance and a bounded finalise delay.
+    let two = LiveSpec {
+        lots: vec![LotSpec::new(dec!(1)), LotSpec::new(dec!(1))],
+        ..LiveSpec::single_lot(LotSpec::new(dec!(1)), 10_000, 60_000)
+    };
+    let zero = LiveSpec::single_lot(LotSpec::new(dec!(1)), 10_000, 0);
+    for live in [two, zero] {
+        let error = Auction::new(spec(FormatSpec::Live(live))).unwrap_err();
+        assert_eq!(error.reason(), "INVALID_SINGLE_LOT");
+    }
 }

@@ -662,6 +662,9 @@ pub fn run_live(spec: AuctionSpec, ops: &[Op]) -> Checked<()> {
         unreachable!()
     };
     let lot_specs = live.lots.clone();
+    let single_lot = live.is_single_lot();
+    // Single lot: the hammer that stands (not reopened) when the auction closes.
+    let mut standing_hammer: Option<(UserId, Money)> = None;
     let mut driver = Driver::new(spec);
     let mut last_prices: Vec<Option<Decimal>> = vec![None; lot_specs.len()];
     for (index, op) in ops.iter().enumerate() {
@@ -726,8 +729,9 @@ pub fn run_live(spec: AuctionSpec, ops: &[Op]) -> Checked<()> {
             }
             Op::Auctioneer { what, lot } => {
                 let lot = LotIndex(lot % lot_count);
-                let action = match what % 7 {
+                let action = match what % 8 {
                     0 => Action::OpenLot { lot: None },
+                    7 => Action::FinalizeLot,
                     1 => Action::FairWarning,
                     2 => Action::Hammer,
                     3 => Action::Pass,
@@ -771,6 +775,35 @@ pub fn run_live(spec: AuctionSpec, ops: &[Op]) -> Checked<()> {
             open_count == usize::from(open_lot.is_some()),
             "op {index}: open lot {open_lot:?} disagrees with the lots"
         );
+        for event in &driver.events[before..] {
+            match event.kind {
+                EventKind::LotSold { winner, price, .. } => {
+                    standing_hammer = Some((winner, price));
+                }
+                EventKind::LotReopened { .. } | EventKind::LotPassed { .. } => {
+                    standing_hammer = None;
+                }
+                EventKind::Sold { winner, price, .. } => {
+                    ensure!(
+                        single_lot && standing_hammer == Some((winner, price)),
+                        "op {index}: closed to {winner:?} at {price} but the hammer was {standing_hammer:?}"
+                    );
+                }
+                EventKind::Unsold { .. } => {
+                    ensure!(
+                        single_lot && standing_hammer.is_none(),
+                        "op {index}: unsold despite the hammer {standing_hammer:?}"
+                    );
+                }
+                _ => {}
+            }
+        }
+        if single_lot && driver.auction.status().is_finished() {
+            ensure!(
+                lots.iter().all(|lot| lot.finalize_at.is_none()),
+                "op {index}: a finished lot is still provisional"
+            );
+        }
         let mut reset = false;
         for event in &driver.events[before..] {
             match event.kind {

@@ -239,16 +239,25 @@ fn live(rng: &mut Rng) -> (AuctionSpec, Vec<Op>) {
         })
         .collect();
     let countdown_ms = rng.range(100, 20_000);
+    let lots: Vec<LotSpec> = lots;
+    // Half the one-lot sessions run as a single-lot auction with provisional
+    // results (the bidding service's live lots).
+    let live = if lots.len() == 1 && rng.chance(50) {
+        LiveSpec::single_lot(lots[0].clone(), countdown_ms, rng.range(100, 60_000))
+    } else {
+        LiveSpec {
+            lots,
+            countdown_ms,
+            auto_advance: rng.chance(60),
+            finalize_ms: None,
+        }
+    };
     let spec = AuctionSpec {
         auction_id: AuctionId(u128::from(rng.next())),
         seller: SELLER,
         currency: Currency::USD,
         start_at: at(1_000),
-        format: FormatSpec::Live(LiveSpec {
-            lots,
-            countdown_ms,
-            auto_advance: rng.chance(60),
-        }),
+        format: FormatSpec::Live(live),
     };
     let count = rng.range(1, 120) as usize;
     let ops = (0..count)

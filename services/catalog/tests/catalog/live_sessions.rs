@@ -214,9 +214,10 @@ async fn invalid_sessions_are_refused_with_their_reason() {
     app.stop().await;
 }
 
-// Proves a definite refusal by bidding (UNIMPLEMENTED while bidding has no
-// live lots) is returned, leaves no visible session and frees the items and
-// the request id (SQLite).
+// Proves a definite refusal by bidding (UNIMPLEMENTED while bidding had no
+// live lots) is returned, leaves no visible session and frees the items
+// (SQLite). Once bidding schedules live lots this request succeeds and the
+// test proves nothing more: a refusal then needs a fault-injecting bidding.
 #[tokio::test]
 async fn a_refusal_by_bidding_frees_the_items() {
     let app = spawn_app(Backend::Sqlite).await;
@@ -554,8 +555,9 @@ async fn starting_notices(app: &TestApp, user: &User) -> Vec<pb::Notification> {
 }
 
 // Proves the starting notice, due 15 minutes before the start, reaches the
-// inbox of a lot's watcher exactly once, also when the catalog restarts
-// around the due time and after it was sent (PostgreSQL).
+// inboxes of a lot's watcher and of an absentee bidder exactly once, also
+// when the catalog restarts around the due time and after it was sent, and
+// that the absentee bid does not show in the catalogue (PostgreSQL).
 #[tokio::test]
 async fn starting_notice_reaches_watchers_once_across_restarts() {
     let app = spawn_app(Backend::Postgres).await;
@@ -585,6 +587,20 @@ async fn starting_notice_reaches_watchers_once_across_restarts() {
         ))
         .await
         .unwrap();
+    // An absentee bidder on lot 1 hears of it too.
+    let dan = bidder(&app);
+    bidding(&app)
+        .await
+        .place_absentee_bid(with_token(
+            pb::PlaceAbsenteeBidRequest {
+                request_id: request_id(),
+                auction_id: session.lots[0].listing_id.clone(),
+                max_amount: Some(usd("40")),
+            },
+            &dan.token,
+        ))
+        .await
+        .unwrap_or_else(|status| panic!("absentee bid: {status:?}"));
     // Restart before (most likely) the notice is due.
     let data = app.stop().await;
     let app = spawn_with(config.clone(), data).await;
@@ -602,6 +618,16 @@ async fn starting_notice_reaches_watchers_once_across_restarts() {
     };
     assert_eq!(notices.len(), 1, "{notices:?}");
     assert_eq!(notices[0].live_session_id, session.session_id);
+    let absentee = starting_notices(&app, &dan).await;
+    assert_eq!(absentee.len(), 1, "{absentee:?}");
+    // The absentee bid stays secret in the catalogue: no bid, start price.
+    let summary =
+        crate::support::wait_for_summary(&app, &session.lots[0].listing_id, "lot 1", |_| true)
+            .await;
+    assert_eq!(
+        (summary.bid_count, summary.current_price),
+        (0, Some(usd("10.00")))
+    );
     // After another restart, still exactly one.
     let data = app.stop().await;
     let app = spawn_with(config, data).await;

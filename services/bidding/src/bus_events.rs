@@ -111,16 +111,14 @@ pub fn envelopes(
             })),
             // A live lot's hammer is provisional: its order comes with the
             // `Sold` that finalises it.
-            EventKind::Sold { winner, price, .. } => {
-                Some(Kind::Sold(pb::BusAuctionSold {
-                    awards: vec![pb::BusAuctionAward {
-                        winner_id: user(winner),
-                        price: Some(convert::money_to_proto(price)),
-                        quantity: 1,
-                    }],
-                    final_price: Some(convert::money_to_proto(price)),
-                }))
-            }
+            EventKind::Sold { winner, price, .. } => Some(Kind::Sold(pb::BusAuctionSold {
+                awards: vec![pb::BusAuctionAward {
+                    winner_id: user(winner),
+                    price: Some(convert::money_to_proto(price)),
+                    quantity: 1,
+                }],
+                final_price: Some(convert::money_to_proto(price)),
+            })),
             EventKind::UnitsSold {
                 buyer,
                 quantity,

@@ -462,10 +462,7 @@ pub fn live_lot_identity(
         ));
     }
     if request.lot_number == 0 {
-        return Err(parameters_invalid(
-            "lot_number",
-            "lot numbers start at 1",
-        ));
+        return Err(parameters_invalid("lot_number", "lot numbers start at 1"));
     }
     let auctioneer = Uuid::parse_str(&request.auctioneer_id).map_err(|_| {
         parameters_invalid("auctioneer_id", "a live lot needs its auctioneer's user id")
@@ -669,9 +666,7 @@ pub fn state(
                 };
                 if view.status == AuctionStatus::Unsold {
                     state.result = Some(pb::AuctionResult {
-                        unsold_reason: lot
-                            .pass_reason
-                            .map_or(pb::UnsoldReason::Passed, unsold)
+                        unsold_reason: lot.pass_reason.map_or(pb::UnsoldReason::Passed, unsold)
                             as i32,
                         end_time: lot.closed_at.map(timestamp),
                         ..pb::AuctionResult::default()
@@ -688,18 +683,19 @@ pub fn state(
                     ));
                 }
                 let identity = metadata.live_lot.clone().unwrap_or_default();
-                state.format_state = Some(pb::auction_state::FormatState::LiveLot(pb::LiveLotState {
-                    session_id: identity.session_id,
-                    lot_number: identity.lot_number,
-                    lot_state: lot_state(lot) as i32,
-                    starting_price: Some(money_to_proto(lot.starting_price)),
-                    lot_countdown: Some(duration(*countdown_ms)),
-                    countdown_end_time: lot.deadline.map(timestamp),
-                    finalize_time: lot.finalize_at.map(timestamp),
-                    absentee_bid_count: lot.absentee_bids,
-                    auctioneer_id: identity.auctioneer_id,
-                    ..pb::LiveLotState::default()
-                }));
+                state.format_state =
+                    Some(pb::auction_state::FormatState::LiveLot(pb::LiveLotState {
+                        session_id: identity.session_id,
+                        lot_number: identity.lot_number,
+                        lot_state: lot_state(lot) as i32,
+                        starting_price: Some(money_to_proto(lot.starting_price)),
+                        lot_countdown: Some(duration(*countdown_ms)),
+                        countdown_end_time: lot.deadline.map(timestamp),
+                        finalize_time: lot.finalize_at.map(timestamp),
+                        absentee_bid_count: lot.absentee_bids,
+                        auctioneer_id: identity.auctioneer_id,
+                        ..pb::LiveLotState::default()
+                    }));
             }
         }
     }
@@ -736,7 +732,9 @@ pub fn viewer(facts: &ViewerFacts, view: &AuctionView, seller: bool) -> pb::View
     // it would lead stays hidden until the lot opens (it would tell them
     // about the others' maximums).
     if let FormatView::Live { lots, .. } = &view.format
-        && lots.first().is_some_and(|lot| lot.status == LotStatus::Pending)
+        && lots
+            .first()
+            .is_some_and(|lot| lot.status == LotStatus::Pending)
     {
         return pb::ViewerState {
             status: if own.is_some() {

@@ -281,7 +281,8 @@ impl Bidding {
         actor: Actor,
     ) -> Result<Receipt, Status> {
         let request_id = convert::request_id(&control.request_id).map_err(refused)?;
-        let expected_sequence = (control.expected_sequence != 0).then_some(control.expected_sequence);
+        let expected_sequence =
+            (control.expected_sequence != 0).then_some(control.expected_sequence);
         let fingerprint =
             serde_json::to_string(&(auction_id, actor, control.action, expected_sequence))
                 .map_err(|error| Status::from(BiddingError::Internal(error.to_string())))?;
@@ -329,7 +330,9 @@ impl Bidding {
         if matches!(control.action, Action::Reopen { .. }) {
             self.refuse_if_sibling_open(auction_id, &lot).await?;
         }
-        let receipt = self.apply_to_lot(caller, &control, auction_id, actor).await?;
+        let receipt = self
+            .apply_to_lot(caller, &control, auction_id, actor)
+            .await?;
         let (state, _) = convert::receipt_state(&receipt);
         Ok((receipt, state))
     }
@@ -450,7 +453,9 @@ impl Bidding {
                 }
             }
         }
-        let receipt = self.apply_to_lot(&caller, &control, auction_id, actor).await?;
+        let receipt = self
+            .apply_to_lot(&caller, &control, auction_id, actor)
+            .await?;
         let (state, _) = convert::receipt_state(&receipt);
         Ok(Response::new(pb::OpenLotResponse { state: Some(state) }))
     }
@@ -706,7 +711,10 @@ impl Bidding {
 /// The announcement a pass, reopen or undo carries: 0-200 characters.
 fn check_reason(reason: &str) -> Result<(), Status> {
     if reason.chars().count() > 200 {
-        return Err(refused(convert::invalid("reason", "at most 200 characters")));
+        return Err(refused(convert::invalid(
+            "reason",
+            "at most 200 characters",
+        )));
     }
     Ok(())
 }

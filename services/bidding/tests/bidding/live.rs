@@ -78,7 +78,13 @@ async fn create_lot(
     lot_number: u32,
 ) -> String {
     // A 5-minute countdown: no lot runs out while a test drives it.
-    let request = lot_request(actors, floor, session, lot_number, live_parameters("10.00", 300));
+    let request = lot_request(
+        actors,
+        floor,
+        session,
+        lot_number,
+        live_parameters("10.00", 300),
+    );
     bidding
         .create_auction(with_token(request, &actors.admin_token))
         .await
@@ -380,7 +386,10 @@ async fn a_session_of_lots(backend: Backend) {
         .unwrap()
         .into_inner();
     assert_eq!(outbid.bid.unwrap().status, pb::BidStatus::Outbid as i32);
-    assert_eq!(amount(&outbid.state.as_ref().unwrap().current_price), "36.00");
+    assert_eq!(
+        amount(&outbid.state.as_ref().unwrap().current_price),
+        "36.00"
+    );
     let carol = bidding
         .place_bid(bid(&first, "bid-2", "45.00", &floor.carol_token))
         .await
@@ -456,7 +465,12 @@ async fn a_session_of_lots(backend: Backend) {
 
     // The hammer is provisional: HAMMERED, the auction still OPEN.
     let stale_hammer = bidding
-        .hammer_lot(hammer(&first, "hammer-stale", warned.sequence, &floor.auctioneer_token))
+        .hammer_lot(hammer(
+            &first,
+            "hammer-stale",
+            warned.sequence,
+            &floor.auctioneer_token,
+        ))
         .await
         .unwrap_err();
     assert_eq!(reason(&stale_hammer), "VERSION_CONFLICT");
@@ -648,7 +662,10 @@ async fn the_finalise_timer_survives_a_restart() {
     let app = spawn_with(config, data).await;
     let mut bidding = client(&app).await;
     let closed = terminal_event(&mut bidding, &sold, hammered.sequence).await;
-    assert!(matches!(closed.kind, Some(pb::auction_event::Kind::Closed(_))));
+    assert!(matches!(
+        closed.kind,
+        Some(pb::auction_event::Kind::Closed(_))
+    ));
     let final_state = state(&mut bidding, &sold).await;
     assert_eq!(final_state.status, pb::AuctionStatus::Closed as i32);
     assert_eq!(

@@ -531,7 +531,10 @@ fn a_hammer_is_provisional_until_finalised_by_timer_or_command() {
         }]
     );
     assert_eq!(harness.auction.status(), AuctionStatus::Closed);
-    assert_eq!(harness.auction.bid_status(ALICE, None), Some(BidStatus::Won));
+    assert_eq!(
+        harness.auction.bid_status(ALICE, None),
+        Some(BidStatus::Won)
+    );
     assert_eq!(harness.auction.next_deadline(), None);
     assert_eq!(
         auctioneer(&mut harness, Action::Reopen { lot: LotIndex(0) }, 69_000),

@@ -88,6 +88,25 @@ impl Inner {
         if !first_time(&mut transaction, event_id, now_ms).await? {
             return Ok(());
         }
+        // Live lots: the session's status follows its lots, and a lot that
+        // has not opened takes only absentee bids, whose maximums are secret.
+        let (live_session_id, lot_pending) = match transaction
+            .fetch_optional(
+                "SELECT live_session_id, status FROM listings WHERE id = $1",
+                &[Arg::Uuid(auction_id)],
+            )
+            .await?
+        {
+            Some(row) => {
+                let session = row.opt_uuid("live_session_id")?;
+                let status = row.text("status")?;
+                (
+                    session,
+                    session.is_some() && matches!(status.as_str(), "pending" | "scheduled"),
+                )
+            }
+            None => (None, false),
+        };
         // Values that only move forward apply only from events at least as
         // new as what the listing shows (several bus events may share one
         // engine sequence).
@@ -108,6 +127,18 @@ impl Inner {
                             "UPDATE listings SET {set}, last_sequence = $2, updated_at_ms = $3 WHERE id = $1 {newer}"
                         ),
                         &args,
+                    )
+                    .await?;
+            }
+            Some(bus_auction_event::Kind::BidPlaced(bid)) if lot_pending => {
+                // An absentee bid on a lot not yet open: the price it implies
+                // and the count stay private until the lot opens; the bidder
+                // is remembered for the session's starting notice.
+                let bidder = Uuid::parse_str(&bid.bidder_id).ok();
+                transaction
+                    .execute(
+                        "INSERT INTO listing_activity (listing_id, user_id, kind, at_ms) VALUES ($1, $2, 'absentee', $3)",
+                        &[Arg::Uuid(auction_id), Arg::OptUuid(bidder), Arg::Int(event_ms)],
                     )
                     .await?;
             }
@@ -216,6 +247,9 @@ impl Inner {
                     .await?;
             }
             None => {}
+        }
+        if let Some(session_id) = live_session_id {
+            crate::sessions::refresh_status(&mut transaction, session_id, now_ms).await?;
         }
         transaction.commit().await?;
         Ok(())

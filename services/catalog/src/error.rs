@@ -50,6 +50,9 @@ pub enum CatalogError {
     /// No such listing.
     #[error("no listing with id {0}")]
     ListingNotFound(String),
+    /// No such live session (or not visible yet).
+    #[error("no live session with id {0}")]
+    SessionNotFound(String),
     /// The caller does not own it.
     #[error("only the seller (or an admin) may do this")]
     NotOwner,
@@ -117,9 +120,10 @@ impl ServiceError for CatalogError {
             Self::MediaNotFound(_) => Code::NotFound,
             Self::ObjectStore(_) => Code::Unavailable,
             Self::IdempotencyKeyReused => Code::AlreadyExists,
-            Self::CategoryNotFound(_) | Self::ItemNotFound(_) | Self::ListingNotFound(_) => {
-                Code::NotFound
-            }
+            Self::CategoryNotFound(_)
+            | Self::ItemNotFound(_)
+            | Self::ListingNotFound(_)
+            | Self::SessionNotFound(_) => Code::NotFound,
             Self::NotOwner => Code::PermissionDenied,
             Self::ItemHasActiveListing(_) | Self::NotEditable(_) => Code::FailedPrecondition,
             Self::VersionConflict { .. } => Code::Aborted,
@@ -144,6 +148,7 @@ impl ServiceError for CatalogError {
             Self::CategoryNotFound(_) | Self::CategoryUnknown { .. } => "CATEGORY_NOT_FOUND",
             Self::ItemNotFound(_) => "ITEM_NOT_FOUND",
             Self::ListingNotFound(_) => "LISTING_NOT_FOUND",
+            Self::SessionNotFound(_) => "SESSION_NOT_FOUND",
             Self::NotOwner => "NOT_OWNER",
             Self::ItemHasActiveListing(_) => "ITEM_HAS_ACTIVE_LISTING",
             Self::NotEditable(_) => "LISTING_NOT_EDITABLE",
@@ -178,6 +183,7 @@ impl ServiceError for CatalogError {
             | Self::CategoryUnknown { .. }
             | Self::ItemNotFound(_)
             | Self::ListingNotFound(_)
+            | Self::SessionNotFound(_)
             | Self::NotOwner
             | Self::ItemHasActiveListing(_)
             | Self::NotEditable(_)
@@ -220,6 +226,7 @@ impl ServiceError for CatalogError {
             | Self::CategoryNotFound(_)
             | Self::ItemNotFound(_)
             | Self::ListingNotFound(_)
+            | Self::SessionNotFound(_)
             | Self::NotOwner
             | Self::ItemHasActiveListing(_)
             | Self::NotEditable(_)

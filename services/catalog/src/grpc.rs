@@ -1,9 +1,6 @@
 //! The `auction.v1.CatalogService` gRPC surface. Every RPC of the contract is
-//! here; the ones not built yet answer UNIMPLEMENTED (reason
-//! `NOT_IMPLEMENTED`, tracking issue 8) and are listed as such in the
-//! README's status table.
+//! here and delegates to its module.
 
-use auction_platform::unimplemented;
 use auction_proto::v1::catalog_service_server::CatalogService;
 use auction_proto::v1::{
     AddToWatchlistRequest, AddToWatchlistResponse, BeginMediaUploadRequest,
@@ -234,29 +231,26 @@ impl CatalogService for Service {
 
     async fn create_live_session(
         &self,
-        _request: Request<CreateLiveSessionRequest>,
+        request: Request<CreateLiveSessionRequest>,
     ) -> Result<Response<CreateLiveSessionResponse>, Status> {
-        Err(unimplemented(
-            "auction.v1.CatalogService/CreateLiveSession",
-            8,
-        ))
+        self.inner.peers.learn_from(&request);
+        self.inner.create_live_session(request).await
     }
 
     async fn get_live_session(
         &self,
-        _request: Request<GetLiveSessionRequest>,
+        request: Request<GetLiveSessionRequest>,
     ) -> Result<Response<GetLiveSessionResponse>, Status> {
-        Err(unimplemented("auction.v1.CatalogService/GetLiveSession", 8))
+        self.inner.peers.learn_from(&request);
+        self.inner.get_live_session(request).await
     }
 
     async fn list_live_sessions(
         &self,
-        _request: Request<ListLiveSessionsRequest>,
+        request: Request<ListLiveSessionsRequest>,
     ) -> Result<Response<ListLiveSessionsResponse>, Status> {
-        Err(unimplemented(
-            "auction.v1.CatalogService/ListLiveSessions",
-            8,
-        ))
+        self.inner.peers.learn_from(&request);
+        self.inner.list_live_sessions(request).await
     }
 
     async fn add_to_watchlist(

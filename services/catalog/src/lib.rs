@@ -9,6 +9,8 @@
 //! - `grpc`: the `auction.v1.CatalogService` implementation (delegates).
 //! - [`items`]: items, their field rules and RPCs.
 //! - [`listings`]: listings and the exactly-once scheduling in bidding.
+//! - [`sessions`]: live sessions (ordered lots, each a LIVE listing) and
+//!   their "starting soon" notice.
 //! - [`media`]: uploads streamed into the object store, sniffing,
 //!   limits, thumbnails.
 //! - [`uploads`]: resumable chunked uploads for grpc-web clients.
@@ -39,6 +41,7 @@ pub mod money;
 pub mod pagination;
 pub mod rules;
 pub mod search;
+pub mod sessions;
 mod sql;
 pub mod store;
 pub mod uploads;
@@ -78,6 +81,9 @@ pub struct Inner {
     /// Active listings per category path and when they were counted: the
     /// contract refreshes `active_listing_count` every minute.
     active_counts: tokio::sync::Mutex<Option<CountedCategories>>,
+    /// Wakes the live-session notice task when a session is created (its
+    /// notice may be due at once).
+    notices: tokio::sync::Notify,
 }
 
 /// Active listings per category path, and when they were counted.
@@ -164,6 +170,7 @@ impl MeshService for Service {
             relay,
             media,
             active_counts: tokio::sync::Mutex::new(None),
+            notices: tokio::sync::Notify::new(),
         });
         bus.subscribe(
             Subscription {
@@ -176,6 +183,10 @@ impl MeshService for Service {
             }),
         );
         tokio::spawn(run_pending_listings(
+            Arc::clone(&inner),
+            context.shutdown.clone(),
+        ));
+        tokio::spawn(sessions::run_notices(
             Arc::clone(&inner),
             context.shutdown.clone(),
         ));

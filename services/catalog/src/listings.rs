@@ -384,9 +384,12 @@ async fn category_path_ids(
 
 /// What bidding needs to schedule the auction of `listing`; the same
 /// content every time for one listing, so retries are idempotent there.
+/// A live lot carries its session, lot number and the session's
+/// `auctioneer_id`, and no end.
 fn create_auction_request(
     listing: &ListingRecord,
     category_path_ids: Vec<String>,
+    auctioneer_id: Option<Uuid>,
 ) -> CreateAuctionRequest {
     CreateAuctionRequest {
         request_id: format!("listing:{}", listing.id),
@@ -400,15 +403,18 @@ fn create_auction_request(
         parameters: Some(listing.parameters.clone()),
         start_time: Some(timestamp_from_ms(listing.start_at_ms)),
         end_time: listing.end_at_ms.map(timestamp_from_ms),
-        live_session_id: String::new(),
-        lot_number: 0,
-        auctioneer_id: String::new(),
+        live_session_id: listing
+            .live_session_id
+            .map(|id| id.to_string())
+            .unwrap_or_default(),
+        lot_number: u32::try_from(listing.lot_number).unwrap_or(0),
+        auctioneer_id: auctioneer_id.map(|id| id.to_string()).unwrap_or_default(),
     }
 }
 
 /// Whether a refusal by bidding is final (retrying the same request cannot
 /// succeed), as opposed to a failure a retry may get past.
-fn is_definite(code: Code) -> bool {
+pub(crate) fn is_definite(code: Code) -> bool {
     match code {
         Code::InvalidArgument
         | Code::FailedPrecondition
@@ -484,6 +490,17 @@ pub async fn mirror_state(
         args.len()
     ));
     transaction.execute(&statement, &args).await?;
+    // A lot's change may change its session's status.
+    if let Some(row) = transaction
+        .fetch_optional(
+            "SELECT live_session_id FROM listings WHERE id = $1",
+            &[Arg::Uuid(id)],
+        )
+        .await?
+        && let Some(session_id) = row.opt_uuid("live_session_id")?
+    {
+        crate::sessions::refresh_status(transaction, session_id, now_ms).await?;
+    }
     Ok(())
 }
 
@@ -668,7 +685,7 @@ impl Inner {
     /// The seller's public handle from the user service (over gRPC, with
     /// this service's token); empty when it cannot be had within a second
     /// (the listing does not wait on the user service).
-    async fn seller_handle(&self, user_id: Uuid) -> String {
+    pub(crate) async fn seller_handle(&self, user_id: Uuid) -> String {
         let Ok(channel) = self.peers.channel(Peer::User) else {
             return String::new();
         };
@@ -697,7 +714,7 @@ impl Inner {
 
     /// Schedules the auction of a pending listing in bidding (idempotent),
     /// adopting an auction that already exists under the listing's id.
-    async fn schedule(&self, listing: &ListingRecord) -> Result<AuctionState, Status> {
+    pub(crate) async fn schedule(&self, listing: &ListingRecord) -> Result<AuctionState, Status> {
         let mut bidding = self.bidding()?;
         let mut transaction = Transaction::begin(&self.database)
             .await
@@ -705,9 +722,20 @@ impl Inner {
         let path_ids = category_path_ids(&mut transaction, &listing.category_path)
             .await
             .map_err(CatalogError::from)?;
+        let auctioneer_id = match listing.live_session_id {
+            Some(session_id) => Some(
+                crate::sessions::auctioneer_of(&mut transaction, session_id)
+                    .await
+                    .map_err(CatalogError::from)?
+                    .ok_or(CatalogError::Store(StoreError::Corrupt(
+                        "live lot without its session",
+                    )))?,
+            ),
+            None => None,
+        };
         transaction.commit().await.map_err(CatalogError::from)?;
         let created = bidding
-            .create_auction(create_auction_request(listing, path_ids))
+            .create_auction(create_auction_request(listing, path_ids, auctioneer_id))
             .await;
         match created {
             Ok(response) => response
@@ -759,6 +787,11 @@ impl Inner {
                         &[Arg::Uuid(listing.id)],
                     )
                     .await?;
+                    // A session missing a lot is not the one its auctioneer
+                    // asked for: it is never shown.
+                    if let Some(session_id) = listing.live_session_id {
+                        crate::sessions::mark_failed(&self.database, session_id).await?;
+                    }
                     tracing::warn!(auction_id = %listing.id, code = ?status.code(), message = status.message(), "pending listing refused by bidding; removed");
                     finished += 1;
                 }

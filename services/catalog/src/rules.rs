@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use auction_proto::v1::{
     AuctionFormat, AuctionParameters, DutchParameters, EnglishParameters, IncrementTier,
-    SealedParameters, auction_parameters::FormatParameters,
+    LiveLotParameters, SealedParameters, auction_parameters::FormatParameters,
 };
 use rust_decimal::Decimal;
 
@@ -504,6 +504,87 @@ fn sealed_rules(sealed: &SealedParameters) -> Result<Checked, RuleError> {
         has_reserve: reserve.is_some(),
         buy_it_now_price: None,
         quantity: 0,
+    })
+}
+
+/// Soonest a live session may start (the contract: 5 minutes ahead).
+pub const SESSION_START_AHEAD_MIN_MS: i64 = 5 * 60_000;
+/// Most lots in one live session.
+pub const MAX_LOTS_PER_SESSION: usize = 500;
+
+/// A live lot whose parameters passed every rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidLot {
+    /// The opening asking price.
+    pub starting_price: Amount,
+    /// Whether a reserve exists.
+    pub has_reserve: bool,
+}
+
+/// Checks a live session's start: 5 minutes to 90 days ahead of `now_ms`.
+pub fn session_start_rules(start_ms: Option<i64>, now_ms: i64) -> Result<i64, RuleError> {
+    let start_at_ms =
+        start_ms.ok_or_else(|| rule(RuleKind::Schedule, "start_time", "is required"))?;
+    if start_at_ms < now_ms + SESSION_START_AHEAD_MIN_MS {
+        return Err(rule(
+            RuleKind::Schedule,
+            "start_time",
+            "must be at least 5 minutes ahead",
+        ));
+    }
+    if start_at_ms > now_ms + START_AHEAD_MAX_MS {
+        return Err(rule(
+            RuleKind::Schedule,
+            "start_time",
+            "is more than 90 days ahead",
+        ));
+    }
+    Ok(start_at_ms)
+}
+
+/// Checks one lot's parameters (`field` names it in the request, e.g.
+/// `lots[2].parameters`): a positive starting price in the session's
+/// `currency`, sound increment tiers, a reserve at least the starting price,
+/// a countdown of 3 s - 5 min.
+pub fn live_lot_rules(
+    field: &str,
+    parameters: Option<&LiveLotParameters>,
+    currency: &str,
+) -> Result<ValidLot, RuleError> {
+    let parameters = parameters.ok_or_else(|| rule(RuleKind::Parameters, field, "is required"))?;
+    let starting = positive(
+        &format!("{field}.starting_price"),
+        parameters.starting_price.as_ref(),
+        Some(currency),
+    )?;
+    tier_rules(
+        &format!("{field}.increment_tiers"),
+        &parameters.increment_tiers,
+        currency,
+    )?;
+    let reserve_field = format!("{field}.reserve_price");
+    let reserve = parameters
+        .reserve_price
+        .as_ref()
+        .map(|reserve| positive(&reserve_field, Some(reserve), Some(currency)))
+        .transpose()?;
+    if let Some(reserve) = &reserve
+        && reserve.value < starting.value
+    {
+        return Err(rule(
+            RuleKind::Parameters,
+            &reserve_field,
+            "must be at least the starting price",
+        ));
+    }
+    duration_in(
+        &format!("{field}.lot_countdown"),
+        parameters.lot_countdown.as_ref(),
+        Duration::from_secs(3)..=Duration::from_secs(300),
+    )?;
+    Ok(ValidLot {
+        starting_price: starting,
+        has_reserve: reserve.is_some(),
     })
 }
 

@@ -7,6 +7,7 @@
 
 mod items;
 mod listings;
+mod live_sessions;
 mod media;
 mod search;
 mod support;

@@ -515,6 +515,7 @@ impl Live {
             EventKind::Sold { .. }
             | EventKind::Unsold { .. }
             | EventKind::BuyItNowWithdrawn
+            | EventKind::Updated
             | EventKind::Extended { .. }
             | EventKind::ClockTicked { .. }
             | EventKind::UnitsSold { .. }
@@ -645,6 +646,7 @@ impl Live {
             | EventKind::Sold { .. }
             | EventKind::Unsold { .. }
             | EventKind::BuyItNowWithdrawn
+            | EventKind::Updated
             | EventKind::Extended { .. }
             | EventKind::ClockTicked { .. }
             | EventKind::UnitsSold { .. }

@@ -434,6 +434,7 @@ pub fn state(
     let mut state = pb::AuctionState {
         auction_id: auction_id.to_string(),
         item_id: metadata.item_id.clone(),
+        seller_id: metadata.seller_id.clone(),
         seller_handle: metadata.seller_handle.clone(),
         title: metadata.title.clone(),
         category_id: metadata.category_id.clone(),

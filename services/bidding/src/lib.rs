@@ -6,9 +6,12 @@
 //! - `grpc`: the `auction.v1.BiddingService` implementation; in a cluster it
 //!   forwards a command for a shard led elsewhere to that shard's leader.
 //! - `cluster`: shard leadership through etcd and the routing table.
+//! - `activity`: the per-user index (ListMyBids, WatchMyActivity).
+//! - `update`: UpdateAuction's new spec from a request and the auction.
 //!
 //! Migrations: `migrations/postgres` and `migrations/sqlite`.
 
+pub mod activity;
 pub mod bus_events;
 pub mod cluster;
 pub mod convert;
@@ -23,6 +26,7 @@ pub mod market;
 pub mod routing;
 pub mod rpc;
 pub mod shard;
+pub mod update;
 
 use auction_platform::{MeshService, Migrations, ServiceContext, StartError};
 use auction_proto::v1::bidding_service_server::BiddingServiceServer;

@@ -414,29 +414,24 @@ fn filters_fingerprint(request: &pb::ListMyBidsRequest) -> u64 {
     hash
 }
 
-/// `v1.<issued ms>.<last bid ms>.<auction id>.<filters>`.
-fn encode_token(issued_ms: i64, cursor: (i64, Uuid), filters: u64) -> String {
-    format!(
-        "v1.{issued_ms}.{}.{}.{filters:x}",
-        cursor.0,
-        cursor.1.simple()
-    )
+/// `v1.<issued ms>.<last bid sequence>.<filters>`.
+fn encode_token(issued_ms: i64, cursor: i64, filters: u64) -> String {
+    format!("v1.{issued_ms}.{cursor}.{filters:x}")
 }
 
-fn decode_token(token: &str, filters: u64, now_ms: i64) -> Result<(i64, Uuid), Status> {
+fn decode_token(token: &str, filters: u64, now_ms: i64) -> Result<i64, Status> {
     let parts: Vec<&str> = token.split('.').collect();
-    let [version, issued, at_ms, auction_id, fingerprint] = parts.as_slice() else {
+    let [version, issued, cursor, fingerprint] = parts.as_slice() else {
         return Err(page_token_invalid());
     };
     let issued: i64 = issued.parse().map_err(|_| page_token_invalid())?;
-    let at_ms: i64 = at_ms.parse().map_err(|_| page_token_invalid())?;
-    let auction_id = Uuid::parse_str(auction_id).map_err(|_| page_token_invalid())?;
+    let cursor: i64 = cursor.parse().map_err(|_| page_token_invalid())?;
     let fingerprint = u64::from_str_radix(fingerprint, 16).map_err(|_| page_token_invalid())?;
     if *version != "v1" || fingerprint != filters || now_ms.saturating_sub(issued) > TOKEN_TTL_MS
     {
         return Err(page_token_invalid());
     }
-    Ok((at_ms, auction_id))
+    Ok(cursor)
 }
 
 impl Bidding {
@@ -548,7 +543,7 @@ impl Bidding {
             more = stored.len() == read as usize;
             for row in stored {
                 scanned += 1;
-                cursor = Some((row.last_bid_at_ms, row.auction_id));
+                cursor = Some(row.last_bid_seq);
                 let position = self
                     .auction_position(&row, caller.user_id, &credentials)
                     .await?;
@@ -641,7 +636,7 @@ impl Bidding {
                 .map_err(|error| Status::from(BiddingError::Unavailable(error)))?;
             let done = stored.len() < ACTIVITY_PAGE as usize;
             for row in stored {
-                cursor = Some((row.last_bid_at_ms, row.auction_id));
+                cursor = Some(row.last_bid_seq);
                 positions.push(self.auction_position(&row, user_id, credentials).await?);
             }
             if done {

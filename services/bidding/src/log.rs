@@ -199,8 +199,9 @@ pub struct StoredActivity {
 pub struct StoredPosition {
     /// The auction.
     pub auction_id: Uuid,
-    /// The user's latest bid on it.
-    pub last_bid_at_ms: i64,
+    /// The per-user sequence of the user's latest bid on it (orders the
+    /// user's bids exactly, and is the page cursor).
+    pub last_bid_seq: i64,
     /// A retracted, withdrawn or expired bid (`auction.v1.BidStatus`).
     pub removed_status: Option<i32>,
 }
@@ -209,7 +210,7 @@ pub struct StoredPosition {
 struct PositionChange {
     user_id: Uuid,
     auction_id: Uuid,
-    last_bid_at_ms: Option<i64>,
+    last_bid_seq: Option<i64>,
     removed_status: Option<i32>,
     ended: bool,
     updated_at_ms: i64,
@@ -217,18 +218,18 @@ struct PositionChange {
 
 /// Merges a batch's rows into one change per (user, auction), in first-seen
 /// order (a multi-row upsert may not touch a row twice).
-fn position_changes(rows: &[ActivityRow]) -> Vec<PositionChange> {
+fn position_changes(rows: &[(Option<i64>, &ActivityRow)]) -> Vec<PositionChange> {
     let mut changes: Vec<PositionChange> = Vec::new();
     let mut index: std::collections::HashMap<(Uuid, Uuid), usize> =
         std::collections::HashMap::new();
-    for row in rows {
+    for (seq, row) in rows {
         let slot = *index
             .entry((row.user_id, row.auction_id))
             .or_insert_with(|| {
                 changes.push(PositionChange {
                     user_id: row.user_id,
                     auction_id: row.auction_id,
-                    last_bid_at_ms: None,
+                    last_bid_seq: None,
                     removed_status: None,
                     ended: false,
                     updated_at_ms: row.at_ms,
@@ -238,8 +239,8 @@ fn position_changes(rows: &[ActivityRow]) -> Vec<PositionChange> {
         let Some(change) = changes.get_mut(slot) else {
             continue;
         };
-        if row.is_bid {
-            change.last_bid_at_ms = Some(row.at_ms);
+        if row.is_bid && seq.is_some() {
+            change.last_bid_seq = *seq;
             change.removed_status = None;
         }
         if row.removed_status.is_some() {
@@ -446,12 +447,17 @@ impl Log {
                     }
                 }
                 let mut numbered = Vec::with_capacity(batch.activity.len());
+                let mut sequenced = Vec::with_capacity(batch.activity.len());
                 for row in &batch.activity {
-                    let Some(activity_type) = row.activity_type else { continue };
+                    let Some(activity_type) = row.activity_type else {
+                        sequenced.push((None, row));
+                        continue;
+                    };
                     let Some(seq) = next_seq.get_mut(&row.user_id) else {
                         return Err(LogError::Corrupt(format!("no sequence reserved for user {}", row.user_id)));
                     };
                     numbered.push((*seq, activity_type, row));
+                    sequenced.push((Some(*seq), row));
                     *seq += 1;
                 }
                 for chunk in numbered.chunks(ROWS_PER_INSERT) {
@@ -471,24 +477,24 @@ impl Log {
                     });
                     insert.build().execute(&mut *transaction).await?;
                 }
-                let positions = position_changes(&batch.activity);
+                let positions = position_changes(&sequenced);
                 for chunk in positions.chunks(ROWS_PER_INSERT) {
                     let mut upsert = QueryBuilder::new(
-                        "INSERT INTO user_positions (user_id, auction_id, last_bid_at_ms, removed_status, ended, updated_at_ms) ",
+                        "INSERT INTO user_positions (user_id, auction_id, last_bid_seq, removed_status, ended, updated_at_ms) ",
                     );
                     upsert.push_values(chunk, |mut values, change| {
                         values
                             .push_bind(change.user_id)
                             .push_bind(change.auction_id)
-                            .push_bind(change.last_bid_at_ms)
+                            .push_bind(change.last_bid_seq)
                             .push_bind(change.removed_status)
                             .push_bind(change.ended)
                             .push_bind(change.updated_at_ms);
                     });
                     upsert.push(
                         " ON CONFLICT (user_id, auction_id) DO UPDATE SET \
-                         last_bid_at_ms = COALESCE(excluded.last_bid_at_ms, user_positions.last_bid_at_ms), \
-                         removed_status = CASE WHEN excluded.last_bid_at_ms IS NOT NULL THEN excluded.removed_status \
+                         last_bid_seq = COALESCE(excluded.last_bid_seq, user_positions.last_bid_seq), \
+                         removed_status = CASE WHEN excluded.last_bid_seq IS NOT NULL THEN excluded.removed_status \
                            ELSE COALESCE(excluded.removed_status, user_positions.removed_status) END, \
                          ended = (user_positions.ended OR excluded.ended), \
                          updated_at_ms = excluded.updated_at_ms",
@@ -790,27 +796,20 @@ impl Log {
     }
 
     /// `user_id`'s positions, most recent own bid first, after the cursor
-    /// (last bid time, auction id) of the previous page; with
+    /// (the last bid sequence) of the previous page; with
     /// `live_or_since_ms`, only those not ended or updated since then.
     pub async fn positions(
         &self,
         user_id: Uuid,
-        after: Option<(i64, Uuid)>,
+        after: Option<i64>,
         live_or_since_ms: Option<i64>,
         limit: u32,
     ) -> Result<Vec<StoredPosition>, LogError> {
         let rows = on_pool!(&self.database, pool => {
-            let mut query = QueryBuilder::new("SELECT auction_id, last_bid_at_ms, removed_status FROM user_positions WHERE user_id = ");
-            query.push_bind(user_id).push(" AND last_bid_at_ms IS NOT NULL");
-            if let Some((at_ms, auction_id)) = after {
-                query
-                    .push(" AND (last_bid_at_ms < ")
-                    .push_bind(at_ms)
-                    .push(" OR (last_bid_at_ms = ")
-                    .push_bind(at_ms)
-                    .push(" AND auction_id < ")
-                    .push_bind(auction_id)
-                    .push("))");
+            let mut query = QueryBuilder::new("SELECT auction_id, last_bid_seq, removed_status FROM user_positions WHERE user_id = ");
+            query.push_bind(user_id).push(" AND last_bid_seq IS NOT NULL");
+            if let Some(seq) = after {
+                query.push(" AND last_bid_seq < ").push_bind(seq);
             }
             if let Some(since_ms) = live_or_since_ms {
                 query
@@ -821,7 +820,7 @@ impl Log {
                     .push(")");
             }
             query
-                .push(" ORDER BY last_bid_at_ms DESC, auction_id DESC LIMIT ")
+                .push(" ORDER BY last_bid_seq DESC LIMIT ")
                 .push_bind(i64::from(limit))
                 .build()
                 .fetch_all(pool)
@@ -830,7 +829,7 @@ impl Log {
                 .map(|row| {
                     Ok(StoredPosition {
                         auction_id: row.try_get("auction_id")?,
-                        last_bid_at_ms: row.try_get("last_bid_at_ms")?,
+                        last_bid_seq: row.try_get("last_bid_seq")?,
                         removed_status: row.try_get("removed_status")?,
                     })
                 })

@@ -27,16 +27,17 @@ CREATE TABLE user_activity (
 );
 
 -- One row per (user, auction) the user bid on: ListMyBids pages through it
--- most recent own bid first; the activity snapshot lists the positions not
+-- most recent own bid first (by the per-user sequence of that bid, which
+-- orders a user's bids exactly); the activity snapshot lists the positions not
 -- ended or ended lately. `removed_status` remembers a retracted, withdrawn or
 -- expired bid (the engine no longer holds it); a new bid clears it.
 CREATE TABLE user_positions (
     user_id        UUID NOT NULL,
     auction_id     UUID NOT NULL,
-    last_bid_at_ms BIGINT,
+    last_bid_seq   BIGINT,
     removed_status INTEGER,
     ended          BOOLEAN NOT NULL,
     updated_at_ms  BIGINT NOT NULL,
     PRIMARY KEY (user_id, auction_id)
 );
-CREATE INDEX user_positions_by_last_bid ON user_positions (user_id, last_bid_at_ms DESC, auction_id DESC);
+CREATE INDEX user_positions_by_last_bid ON user_positions (user_id, last_bid_seq DESC);

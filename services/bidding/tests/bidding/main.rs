@@ -5,5 +5,7 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 mod log;
+mod my_activity;
 mod support;
+mod update_auction;
 mod wire;

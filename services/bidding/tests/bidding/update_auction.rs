@@ -163,11 +163,12 @@ async fn updates_follow_the_contract(backend: Backend) {
         (format_change.code(), reason(&format_change).as_str()),
         (Code::InvalidArgument, "PARAMETERS_INVALID")
     );
-    // A stale expected sequence: ABORTED VERSION_CONFLICT.
+    // An expected sequence that is not the auction's: ABORTED
+    // VERSION_CONFLICT (0 would mean "no check").
     let stale = bidding
         .update_auction(with_token(
             pb::UpdateAuctionRequest {
-                expected_sequence: created.sequence,
+                expected_sequence: state_after.sequence + 1,
                 ..update("u-5", &id, None, None, None)
             },
             &catalog,

@@ -178,7 +178,12 @@ pub fn rows(
             ..change(user, Some(activity), event)
         }
     }
-    fn removed(user: UserId, activity: pb::ActivityType, status: pb::BidStatus, event: &Event) -> Change {
+    fn removed(
+        user: UserId,
+        activity: pb::ActivityType,
+        status: pb::BidStatus,
+        event: &Event,
+    ) -> Change {
         Change {
             removed: Some(status),
             ..change(user, Some(activity), event)
@@ -243,9 +248,19 @@ pub fn rows(
                 bidder, by_admin, ..
             } => {
                 changes.push(if by_admin {
-                    removed(bidder, pb::ActivityType::BidRetracted, pb::BidStatus::Retracted, event)
+                    removed(
+                        bidder,
+                        pb::ActivityType::BidRetracted,
+                        pb::BidStatus::Retracted,
+                        event,
+                    )
                 } else {
-                    removed(bidder, pb::ActivityType::BidWithdrawn, pb::BidStatus::Withdrawn, event)
+                    removed(
+                        bidder,
+                        pb::ActivityType::BidWithdrawn,
+                        pb::BidStatus::Withdrawn,
+                        event,
+                    )
                 });
             }
             EventKind::SealedBidExpired { bidder } => {
@@ -331,7 +346,8 @@ pub fn rows(
                         own_bid: auction.own_bid(change.user, None),
                     };
                     let mut viewer = convert::viewer(&facts, &view, false);
-                    viewer.status = position_status(viewer.status(), view.status, change.removed) as i32;
+                    viewer.status =
+                        position_status(viewer.status(), view.status, change.removed) as i32;
                     viewer.encode_to_vec()
                 })
                 .clone();
@@ -427,8 +443,7 @@ fn decode_token(token: &str, filters: u64, now_ms: i64) -> Result<i64, Status> {
     let issued: i64 = issued.parse().map_err(|_| page_token_invalid())?;
     let cursor: i64 = cursor.parse().map_err(|_| page_token_invalid())?;
     let fingerprint = u64::from_str_radix(fingerprint, 16).map_err(|_| page_token_invalid())?;
-    if *version != "v1" || fingerprint != filters || now_ms.saturating_sub(issued) > TOKEN_TTL_MS
-    {
+    if *version != "v1" || fingerprint != filters || now_ms.saturating_sub(issued) > TOKEN_TTL_MS {
         return Err(page_token_invalid());
     }
     Ok(cursor)
@@ -454,7 +469,9 @@ impl Bidding {
                 .await?
                 .into_inner();
             let state = response.state.ok_or_else(|| {
-                Status::from(BiddingError::Internal("the leader sent no state".to_owned()))
+                Status::from(BiddingError::Internal(
+                    "the leader sent no state".to_owned(),
+                ))
             })?;
             return Ok((state, response.viewer.unwrap_or_default()));
         }
@@ -705,7 +722,11 @@ impl Bidding {
             }
             head
         } else {
-            if sender.send(Ok(self.activity_heartbeat(head))).await.is_err() {
+            if sender
+                .send(Ok(self.activity_heartbeat(head)))
+                .await
+                .is_err()
+            {
                 return;
             }
             resume_after
@@ -721,11 +742,7 @@ impl Bidding {
         loop {
             // Drain what the log holds after `sent`.
             loop {
-                let rows = match self
-                    .log
-                    .activity_after(user_id, sent, ACTIVITY_PAGE)
-                    .await
-                {
+                let rows = match self.log.activity_after(user_id, sent, ACTIVITY_PAGE).await {
                     Ok(rows) => rows,
                     Err(error) => {
                         let _ = sender
@@ -776,9 +793,9 @@ fn activity_event(row: StoredActivity) -> pb::WatchMyActivityResponse {
         message: Some(pb::watch_my_activity_response::Message::Event(
             pb::ActivityEvent {
                 sequence: row.seq,
-                event_time: Some(convert::timestamp(
-                    auction_engine::Timestamp::from_unix_ms(row.at_ms),
-                )),
+                event_time: Some(convert::timestamp(auction_engine::Timestamp::from_unix_ms(
+                    row.at_ms,
+                ))),
                 activity_type: row.activity_type,
                 auction_id: row.auction_id.to_string(),
                 bid_id: row.bid_id.map(|id| id.to_string()).unwrap_or_default(),

@@ -791,7 +791,11 @@ impl Bidding {
         // Wire sequence N is engine sequence N - 1, so "after N" starts at
         // engine sequence N.
         'pages: while position < until {
-            let page = match self.log.events_from(auction_id, position, RESUME_PAGE).await {
+            let page = match self
+                .log
+                .events_from(auction_id, position, RESUME_PAGE)
+                .await
+            {
                 Ok(page) => page,
                 Err(error) => {
                     let _ = sender
@@ -875,7 +879,13 @@ impl Bidding {
             }
             // Replay what the client missed from the log.
             if self
-                .replay(auction_id, resume_after, current, (&view, &metadata), &sender)
+                .replay(
+                    auction_id,
+                    resume_after,
+                    current,
+                    (&view, &metadata),
+                    &sender,
+                )
                 .await
                 .is_none()
             {

@@ -188,7 +188,8 @@ impl crate::rpc::Bidding {
         let caller = auction_platform::auth::caller(&request)?;
         caller.require_service_or_admin()?;
         let request = request.into_inner();
-        let refused = |refusal: Refusal| tonic::Status::from(crate::error::BiddingError::Refused(refusal));
+        let refused =
+            |refusal: Refusal| tonic::Status::from(crate::error::BiddingError::Refused(refusal));
         let request_id = convert::request_id(&request.request_id).map_err(refused)?;
         let auction_id = convert::uuid("auction_id", &request.auction_id).map_err(refused)?;
         let patch = patch(&request).map_err(refused)?;

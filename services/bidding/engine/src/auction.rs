@@ -517,7 +517,9 @@ impl Auction {
     ) -> Result<(), UpdateError> {
         match actor.role {
             Role::Admin | Role::System => {}
-            Role::Bidder | Role::Seller | Role::Auctioneer => return Err(UpdateError::NotPermitted),
+            Role::Bidder | Role::Seller | Role::Auctioneer => {
+                return Err(UpdateError::NotPermitted);
+            }
         }
         if let Some(expected) = expected_next_seq
             && expected != self.common.next_seq
@@ -554,7 +556,9 @@ impl Auction {
             return Err(UpdateError::FormatChanged);
         }
         if !now.is_in_range() {
-            return Err(UpdateError::Spec(SpecError::TimeOutOfRange { field: "now" }));
+            return Err(UpdateError::Spec(SpecError::TimeOutOfRange {
+                field: "now",
+            }));
         }
         let floor = self.common.last_event_at.map_or(now, |last| last.max(now));
         if spec.start_at <= floor {

@@ -89,7 +89,12 @@ async fn my_bids_are_listed(backend: Backend) {
     // her on b and d.
     for (index, id) in [&d, &a, &b, &c].into_iter().enumerate() {
         bidding
-            .set_max_bid(max_bid(id, &format!("l-a-{index}"), "5.00", &actors.alice_token))
+            .set_max_bid(max_bid(
+                id,
+                &format!("l-a-{index}"),
+                "5.00",
+                &actors.alice_token,
+            ))
             .await
             .unwrap();
     }
@@ -338,8 +343,14 @@ async fn activity_is_streamed_and_resumed(backend: Backend) {
     assert_eq!(outbid.sequence, 2);
     assert_eq!(kind(&outbid), pb::ActivityType::Outbid);
     assert_eq!(outbid.auction_id, x);
-    assert_eq!(amount(&outbid.state.as_ref().unwrap().current_price), "5.50");
-    assert_eq!(outbid.viewer.as_ref().unwrap().status(), pb::BidStatus::Outbid);
+    assert_eq!(
+        amount(&outbid.state.as_ref().unwrap().current_price),
+        "5.50"
+    );
+    assert_eq!(
+        outbid.viewer.as_ref().unwrap().status(),
+        pb::BidStatus::Outbid
+    );
     // Her own bid from another device is in her stream too.
     bidding
         .set_max_bid(max_bid(&x, "s-3", "20.00", &actors.alice_token))

@@ -180,7 +180,10 @@ async fn updates_follow_the_contract(backend: Backend) {
         (Code::Aborted, "VERSION_CONFLICT")
     );
     // Nothing refused changed it.
-    assert_eq!(state(&mut bidding, &id).await.sequence, state_after.sequence);
+    assert_eq!(
+        state(&mut bidding, &id).await.sequence,
+        state_after.sequence
+    );
 
     // It opens at the new time with the new parameters: then no more edits.
     let mut opened = state(&mut bidding, &id).await;

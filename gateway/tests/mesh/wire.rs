@@ -2,7 +2,7 @@
 
 use auction_proto::v1::bidding_service_client::BiddingServiceClient;
 use auction_proto::v1::catalog_service_client::CatalogServiceClient;
-use auction_proto::v1::{ErrorDetail, ListCategoriesRequest, ListMyBidsRequest};
+use auction_proto::v1::{ErrorDetail, GetLiveSessionRequest, ListCategoriesRequest};
 use auction_testkit::{Backend, spawn_app};
 use prost::Message;
 use tokio_stream::StreamExt;
@@ -233,9 +233,8 @@ async fn precise_statuses() {
     assert_eq!(unknown.code(), Code::NotFound);
     assert_eq!(error_detail(&unknown).reason, "CATEGORY_NOT_FOUND");
 
-    let mut bidding = BiddingServiceClient::new(app.channel().await);
-    let not_built = bidding
-        .list_my_bids(ListMyBidsRequest::default())
+    let not_built = catalog
+        .get_live_session(GetLiveSessionRequest::default())
         .await
         .unwrap_err();
     assert_eq!(not_built.code(), Code::Unimplemented);
@@ -243,7 +242,7 @@ async fn precise_statuses() {
     assert_eq!(detail.reason, "NOT_IMPLEMENTED");
     assert_eq!(
         detail.metadata.get("tracking_issue").map(String::as_str),
-        Some("5")
+        Some("8")
     );
     app.stop().await;
 }

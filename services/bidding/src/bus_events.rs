@@ -157,6 +157,7 @@ pub fn envelopes(
             EventKind::Cancelled { .. } => Some(Kind::Cancelled(pb::BusAuctionCancelled {})),
             EventKind::DutchEnded { .. }
             | EventKind::BuyItNowWithdrawn
+            | EventKind::Updated
             | EventKind::BidRetracted { .. }
             | EventKind::ClockTicked { .. }
             | EventKind::SealedBidWithdrawn { .. }

@@ -573,6 +573,7 @@ pub fn state(
     let mut state = pb::AuctionState {
         auction_id: auction_id.to_string(),
         item_id: metadata.item_id.clone(),
+        seller_id: metadata.seller_id.clone(),
         seller_handle: metadata.seller_handle.clone(),
         title: metadata.title.clone(),
         category_id: metadata.category_id.clone(),
@@ -598,8 +599,13 @@ pub fn state(
             buy_it_now_price,
             winner,
             final_price,
+            bid_count,
+            ..
         } => {
-            state.current_price = price.map(money_to_proto);
+            // The contract: the highest visible bid, or the starting price
+            // while there is none (the minimum bid is exactly that then).
+            state.current_price = Some(money_to_proto(price.unwrap_or(*minimum_bid)));
+            state.bid_count = *bid_count;
             state.minimum_next_bid = Some(money_to_proto(*minimum_bid));
             state.leader = leader.map(bidder);
             state.bidder_count = *bidders;
@@ -637,6 +643,14 @@ pub fn state(
             final_price,
             ..
         } => {
+            // The contract: the start price until close, then the price paid
+            // (unset when unsold or cancelled).
+            state.current_price = if view.status.is_finished() {
+                final_price.map(money_to_proto)
+            } else {
+                Some(money_to_proto(*minimum_bid))
+            };
+            state.bid_count = *bids_standing;
             state.minimum_next_bid = Some(money_to_proto(*minimum_bid));
             state.end_time = Some(timestamp(*end_at));
             if let (Some(winner), Some(price)) = (winner, final_price) {
@@ -775,8 +789,16 @@ pub fn receipt_state(receipt: &Receipt) -> (pb::AuctionState, Option<pb::ViewerS
 
 /// The wire form of a committed event; events the public may not see (a
 /// proxy maximum, a sealed amount) keep their sequence number and time but
-/// carry no content, so streams stay gap-free.
-pub fn event(auction_id: Uuid, event: &Event, view: &AuctionView) -> pb::AuctionEvent {
+/// carry no content, so streams stay gap-free. `view` is the auction after
+/// the event or later; `later_bids` is how many visible bids were accepted
+/// after the event up to `view` (so a bid event's count is its own).
+pub fn event(
+    auction_id: Uuid,
+    event: &Event,
+    view: &AuctionView,
+    metadata: &Metadata,
+    later_bids: u32,
+) -> pb::AuctionEvent {
     use auction_engine::event::PublicEventKind as Kind;
     use pb::auction_event::Kind as Wire;
     let mut wire = pb::AuctionEvent {
@@ -798,18 +820,13 @@ pub fn event(auction_id: Uuid, event: &Event, view: &AuctionView) -> pb::Auction
         Kind::Unsold { reason } => Some(Wire::Unsold(pb::AuctionUnsold {
             reason: unsold(reason) as i32,
         })),
-        Kind::PriceChanged {
-            bidder: who,
-            price,
-            leader,
-            ..
-        } => Some(Wire::BidAccepted(pb::BidAccepted {
-            bidder: Some(bidder(who)),
-            new_price: Some(money_to_proto(price)),
-            leader: Some(bidder(leader)),
-            ..pb::BidAccepted::default()
-        })),
+        Kind::PriceChanged { .. } => Some(Wire::BidAccepted(bid_accepted(
+            auction_id, event, view, later_bids,
+        ))),
         Kind::BuyItNowWithdrawn => None,
+        Kind::Updated => Some(Wire::Updated(pb::AuctionUpdated {
+            state: Some(state(auction_id, view, metadata, event.at)),
+        })),
         Kind::Extended { end_at } => Some(Wire::Extended(pb::AuctionExtended {
             new_end_time: Some(timestamp(end_at)),
             ..pb::AuctionExtended::default()
@@ -952,6 +969,88 @@ fn finalize_time(view: &AuctionView, event: &Event) -> Option<prost_types::Times
             .map(timestamp),
         FormatView::English { .. } | FormatView::Dutch { .. } | FormatView::Sealed { .. } => None,
     }
+}
+
+/// A `BidAccepted` with everything the contract names: the bid's id and
+/// visible amount (the price it stands at when it leads, else the amount it
+/// reached, as the bid history shows it), its kind, and the minimum next bid
+/// and bid count after it.
+fn bid_accepted(
+    auction_id: Uuid,
+    event: &Event,
+    view: &AuctionView,
+    later_bids: u32,
+) -> pb::BidAccepted {
+    let auction_engine::EventKind::BidAccepted {
+        bidder: who,
+        bid_kind,
+        max_amount,
+        price,
+        leader,
+        ..
+    } = event.kind
+    else {
+        return pb::BidAccepted::default();
+    };
+    let visible = if leader == who { price } else { max_amount };
+    let kind = match bid_kind {
+        auction_engine::BidKind::Plain => pb::BidKind::Manual,
+        auction_engine::BidKind::Maximum => pb::BidKind::Proxy,
+        auction_engine::BidKind::Absentee => pb::BidKind::Absentee,
+    };
+    let (minimum_next_bid, bid_count, buy_it_now_available) = match &view.format {
+        FormatView::English {
+            increments,
+            bid_count,
+            buy_it_now_price,
+            ..
+        } => (
+            increments.as_ref().map(|table| {
+                money_to_proto(Money::new(
+                    price
+                        .amount
+                        .saturating_add(table.increment_at(price.amount)),
+                    price.currency,
+                ))
+            }),
+            bid_count.saturating_sub(later_bids),
+            buy_it_now_price.is_some(),
+        ),
+        FormatView::Dutch { .. } | FormatView::Sealed { .. } | FormatView::Live { .. } => {
+            (None, 0, false)
+        }
+    };
+    pb::BidAccepted {
+        bid_id: crate::history::bid_id(auction_id, event.seq).to_string(),
+        bidder: Some(bidder(who)),
+        amount: Some(money_to_proto(visible)),
+        kind: kind as i32,
+        new_price: Some(money_to_proto(price)),
+        leader: Some(bidder(leader)),
+        minimum_next_bid,
+        bid_count,
+        buy_it_now_available,
+    }
+}
+
+/// How many visible bids each of `events` has after it in the slice (for
+/// [`event`]'s `later_bids`).
+pub fn later_bids(events: &[Event]) -> Vec<u32> {
+    let mut later = vec![0_u32; events.len()];
+    let mut count = 0_u32;
+    for (index, event) in events.iter().enumerate().rev() {
+        later[index] = count;
+        if matches!(
+            event.kind,
+            auction_engine::EventKind::BidAccepted {
+                bid_kind: auction_engine::BidKind::Plain | auction_engine::BidKind::Maximum,
+                ..
+            }
+        ) {
+            count = count.saturating_add(1);
+        }
+    }
+    later
 }
 
 fn unsold(reason: auction_engine::UnsoldReason) -> pb::UnsoldReason {

@@ -3,7 +3,6 @@
 //! `NOT_IMPLEMENTED`, tracking issue 5) and are listed as such in the
 //! README's status table.
 
-use auction_platform::unimplemented;
 use auction_proto::v1::bidding_service_server::BiddingService;
 use auction_proto::v1::{
     AcceptDutchPriceRequest, AcceptDutchPriceResponse, BuyItNowRequest, BuyItNowResponse,
@@ -56,9 +55,14 @@ impl BiddingService for Service {
 
     async fn update_auction(
         &self,
-        _request: Request<UpdateAuctionRequest>,
+        request: Request<UpdateAuctionRequest>,
     ) -> Result<Response<UpdateAuctionResponse>, Status> {
-        Err(unimplemented("auction.v1.BiddingService/UpdateAuction", 5))
+        routed!(
+            self,
+            request,
+            update_auction,
+            request.get_ref().auction_id.clone()
+        )
     }
 
     async fn cancel_auction(
@@ -101,9 +105,11 @@ impl BiddingService for Service {
 
     async fn list_my_bids(
         &self,
-        _request: Request<ListMyBidsRequest>,
+        request: Request<ListMyBidsRequest>,
     ) -> Result<Response<ListMyBidsResponse>, Status> {
-        Err(unimplemented("auction.v1.BiddingService/ListMyBids", 5))
+        // Any node: the per-user index is in the shared database, and each
+        // auction's state comes from its shard's leader.
+        self.bidding.list_my_bids(request).await
     }
 
     async fn place_bid(
@@ -308,12 +314,12 @@ impl BiddingService for Service {
     type WatchMyActivityStream = ResponseStream<WatchMyActivityResponse>;
     async fn watch_my_activity(
         &self,
-        _request: Request<WatchMyActivityRequest>,
+        request: Request<WatchMyActivityRequest>,
     ) -> Result<Response<Self::WatchMyActivityStream>, Status> {
-        Err(unimplemented(
-            "auction.v1.BiddingService/WatchMyActivity",
-            5,
-        ))
+        // Any node: the stream reads the caller's activity log from the
+        // shared database.
+        let stream = self.bidding.watch_my_activity(request).await?;
+        Ok(Response::new(Box::pin(stream)))
     }
 
     type WatchMarketStream = ResponseStream<WatchMarketResponse>;

@@ -33,6 +33,10 @@ pub struct Hub {
     channels: Mutex<HashMap<Uuid, broadcast::Sender<Arc<Published>>>>,
     /// How many commits a watcher may fall behind before it is resynced.
     capacity: usize,
+    /// The WatchMyActivity streams of this node, woken by the commits that
+    /// touch their user's index (kept here because every shard writer and
+    /// every RPC already shares the hub).
+    pub activity: crate::activity::Watchers,
 }
 
 impl Hub {
@@ -41,6 +45,7 @@ impl Hub {
         Self {
             channels: Mutex::new(HashMap::new()),
             capacity: capacity.max(1),
+            activity: crate::activity::Watchers::default(),
         }
     }
 

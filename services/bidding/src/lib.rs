@@ -8,9 +8,12 @@
 //! - `cluster`: shard leadership through etcd and the routing table.
 //! - `live`: live lots, the auctioneer's controls and the session rules
 //!   that span a session's lots.
+//! - `activity`: the per-user index (ListMyBids, WatchMyActivity).
+//! - `update`: UpdateAuction's new spec from a request and the auction.
 //!
 //! Migrations: `migrations/postgres` and `migrations/sqlite`.
 
+pub mod activity;
 pub mod bus_events;
 pub mod cluster;
 pub mod convert;
@@ -26,6 +29,7 @@ pub mod market;
 pub mod routing;
 pub mod rpc;
 pub mod shard;
+pub mod update;
 
 use auction_platform::{MeshService, Migrations, ServiceContext, StartError};
 use auction_proto::v1::bidding_service_server::BiddingServiceServer;

@@ -131,6 +131,127 @@ pub struct Batch {
     pub outcomes: Vec<OutcomeRow>,
     /// Events for other services, staged in the outbox.
     pub outbox: Vec<auction_platform::bus::Envelope>,
+    /// Rows of the per-user index (activity and positions), in order.
+    pub activity: Vec<ActivityRow>,
+    /// Scheduled auctions whose spec (and metadata) an update replaced.
+    pub spec_updates: Vec<SpecUpdate>,
+}
+
+/// A new spec for an auction (UpdateAuction): the log replays from it.
+#[derive(Debug, Clone)]
+pub struct SpecUpdate {
+    /// The auction.
+    pub auction_id: Uuid,
+    /// The engine's new spec, JSON.
+    pub spec: String,
+    /// The catalog's new metadata, JSON.
+    pub metadata: String,
+}
+
+/// One change of one user's index, from one event of the batch.
+#[derive(Debug, Clone)]
+pub struct ActivityRow {
+    /// Whose.
+    pub user_id: Uuid,
+    /// The auction.
+    pub auction_id: Uuid,
+    /// The `auction.v1.ActivityType` to append to the user's activity log;
+    /// `None` changes only the position (an end the user hears of otherwise).
+    pub activity_type: Option<i32>,
+    /// The user's bid concerned, if any.
+    pub bid_id: Option<Uuid>,
+    /// When.
+    pub at_ms: i64,
+    /// Whether the event is a bid of the user's (it moves the position to the
+    /// top of ListMyBids and clears `removed_status`).
+    pub is_bid: bool,
+    /// A retracted, withdrawn or expired bid (`auction.v1.BidStatus`).
+    pub removed_status: Option<i32>,
+    /// Whether the auction ended for the user.
+    pub ended: bool,
+    /// Encoded `auction.v1.AuctionState` after the batch.
+    pub state: Arc<Vec<u8>>,
+    /// Encoded `auction.v1.ViewerState` of the user after the batch.
+    pub viewer: Vec<u8>,
+}
+
+/// One stored event of a user's activity log.
+#[derive(Debug, Clone)]
+pub struct StoredActivity {
+    /// The per-user sequence.
+    pub seq: u64,
+    /// The auction.
+    pub auction_id: Uuid,
+    /// `auction.v1.ActivityType`.
+    pub activity_type: i32,
+    /// The user's bid concerned, if any.
+    pub bid_id: Option<Uuid>,
+    /// When.
+    pub at_ms: i64,
+    /// Encoded `auction.v1.AuctionState`.
+    pub state: Vec<u8>,
+    /// Encoded `auction.v1.ViewerState`.
+    pub viewer: Vec<u8>,
+}
+
+/// One of a user's positions (an auction they bid on).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredPosition {
+    /// The auction.
+    pub auction_id: Uuid,
+    /// The per-user sequence of the user's latest bid on it (orders the
+    /// user's bids exactly, and is the page cursor).
+    pub last_bid_seq: i64,
+    /// A retracted, withdrawn or expired bid (`auction.v1.BidStatus`).
+    pub removed_status: Option<i32>,
+}
+
+/// A position merged from a batch's rows for one (user, auction).
+struct PositionChange {
+    user_id: Uuid,
+    auction_id: Uuid,
+    last_bid_seq: Option<i64>,
+    removed_status: Option<i32>,
+    ended: bool,
+    updated_at_ms: i64,
+}
+
+/// Merges a batch's rows into one change per (user, auction), in first-seen
+/// order (a multi-row upsert may not touch a row twice).
+fn position_changes(rows: &[(Option<i64>, &ActivityRow)]) -> Vec<PositionChange> {
+    let mut changes: Vec<PositionChange> = Vec::new();
+    let mut index: std::collections::HashMap<(Uuid, Uuid), usize> =
+        std::collections::HashMap::new();
+    for (seq, row) in rows {
+        let slot = *index
+            .entry((row.user_id, row.auction_id))
+            .or_insert_with(|| {
+                changes.push(PositionChange {
+                    user_id: row.user_id,
+                    auction_id: row.auction_id,
+                    last_bid_seq: None,
+                    removed_status: None,
+                    ended: false,
+                    updated_at_ms: row.at_ms,
+                });
+                changes.len() - 1
+            });
+        let Some(change) = changes.get_mut(slot) else {
+            continue;
+        };
+        if row.is_bid && seq.is_some() {
+            change.last_bid_seq = *seq;
+            change.removed_status = None;
+        }
+        if row.removed_status.is_some() {
+            change.removed_status = row.removed_status;
+        }
+        change.ended |= row.ended;
+        change.updated_at_ms = change.updated_at_ms.max(row.at_ms);
+    }
+    // Deadlock-free on PostgreSQL: every batch locks rows in the same order.
+    changes.sort_by_key(|change| (change.user_id, change.auction_id));
+    changes
 }
 
 impl Batch {
@@ -142,6 +263,8 @@ impl Batch {
             && self.snapshots.is_empty()
             && self.outcomes.is_empty()
             && self.outbox.is_empty()
+            && self.activity.is_empty()
+            && self.spec_updates.is_empty()
     }
 }
 
@@ -282,6 +405,102 @@ impl Log {
                     .build()
                     .execute(&mut *transaction)
                     .await?;
+            }
+            for update in &batch.spec_updates {
+                QueryBuilder::new("UPDATE auctions SET spec = ")
+                    .push_bind(&update.spec)
+                    .push(", metadata = ")
+                    .push_bind(&update.metadata)
+                    .push(" WHERE auction_id = ")
+                    .push_bind(update.auction_id)
+                    .build()
+                    .execute(&mut *transaction)
+                    .await?;
+            }
+            if !batch.activity.is_empty() {
+                // The per-user index, in this same transaction: a few
+                // multi-row statements per batch, never one per bid. First
+                // reserve each user's sequence numbers (sorted: every batch
+                // locks head rows in the same order, so two shards cannot
+                // deadlock), then append the rows, then move the positions.
+                let mut counts: std::collections::BTreeMap<Uuid, i64> = std::collections::BTreeMap::new();
+                for row in batch.activity.iter().filter(|row| row.activity_type.is_some()) {
+                    *counts.entry(row.user_id).or_insert(0) += 1;
+                }
+                let counts: Vec<(Uuid, i64)> = counts.into_iter().collect();
+                let mut next_seq: std::collections::HashMap<Uuid, i64> = std::collections::HashMap::new();
+                for chunk in counts.chunks(ROWS_PER_INSERT) {
+                    let mut upsert = QueryBuilder::new("INSERT INTO user_activity_heads (user_id, last_seq) ");
+                    upsert.push_values(chunk, |mut row, (user_id, count)| {
+                        row.push_bind(*user_id).push_bind(*count);
+                    });
+                    upsert.push(" ON CONFLICT (user_id) DO UPDATE SET last_seq = user_activity_heads.last_seq + excluded.last_seq RETURNING user_id, last_seq");
+                    let heads = upsert.build().fetch_all(&mut *transaction).await?;
+                    for head in heads {
+                        let user_id: Uuid = head.try_get("user_id")?;
+                        let last: i64 = head.try_get("last_seq")?;
+                        let count = chunk
+                            .iter()
+                            .find(|(user, _)| *user == user_id)
+                            .map_or(0, |(_, count)| *count);
+                        next_seq.insert(user_id, last - count + 1);
+                    }
+                }
+                let mut numbered = Vec::with_capacity(batch.activity.len());
+                let mut sequenced = Vec::with_capacity(batch.activity.len());
+                for row in &batch.activity {
+                    let Some(activity_type) = row.activity_type else {
+                        sequenced.push((None, row));
+                        continue;
+                    };
+                    let Some(seq) = next_seq.get_mut(&row.user_id) else {
+                        return Err(LogError::Corrupt(format!("no sequence reserved for user {}", row.user_id)));
+                    };
+                    numbered.push((*seq, activity_type, row));
+                    sequenced.push((Some(*seq), row));
+                    *seq += 1;
+                }
+                for chunk in numbered.chunks(ROWS_PER_INSERT) {
+                    let mut insert = QueryBuilder::new(
+                        "INSERT INTO user_activity (user_id, seq, auction_id, activity_type, bid_id, at_ms, state, viewer) ",
+                    );
+                    insert.push_values(chunk, |mut values, (seq, activity_type, row)| {
+                        values
+                            .push_bind(row.user_id)
+                            .push_bind(*seq)
+                            .push_bind(row.auction_id)
+                            .push_bind(*activity_type)
+                            .push_bind(row.bid_id)
+                            .push_bind(row.at_ms)
+                            .push_bind(row.state.as_slice())
+                            .push_bind(row.viewer.as_slice());
+                    });
+                    insert.build().execute(&mut *transaction).await?;
+                }
+                let positions = position_changes(&sequenced);
+                for chunk in positions.chunks(ROWS_PER_INSERT) {
+                    let mut upsert = QueryBuilder::new(
+                        "INSERT INTO user_positions (user_id, auction_id, last_bid_seq, removed_status, ended, updated_at_ms) ",
+                    );
+                    upsert.push_values(chunk, |mut values, change| {
+                        values
+                            .push_bind(change.user_id)
+                            .push_bind(change.auction_id)
+                            .push_bind(change.last_bid_seq)
+                            .push_bind(change.removed_status)
+                            .push_bind(change.ended)
+                            .push_bind(change.updated_at_ms);
+                    });
+                    upsert.push(
+                        " ON CONFLICT (user_id, auction_id) DO UPDATE SET \
+                         last_bid_seq = COALESCE(excluded.last_bid_seq, user_positions.last_bid_seq), \
+                         removed_status = CASE WHEN excluded.last_bid_seq IS NOT NULL THEN excluded.removed_status \
+                           ELSE COALESCE(excluded.removed_status, user_positions.removed_status) END, \
+                         ended = (user_positions.ended OR excluded.ended), \
+                         updated_at_ms = excluded.updated_at_ms",
+                    );
+                    upsert.build().execute(&mut *transaction).await?;
+                }
             }
             for snapshot in &batch.snapshots {
                 QueryBuilder::new("INSERT INTO auction_snapshots (auction_id, seq, state) VALUES (")
@@ -517,6 +736,106 @@ impl Log {
             transaction.commit().await?;
         });
         Ok(())
+    }
+
+    /// The last per-user sequence of `user_id`'s activity log (0 when empty).
+    pub async fn activity_head(&self, user_id: Uuid) -> Result<u64, LogError> {
+        let head: Option<i64> = on_pool!(&self.database, pool => {
+            QueryBuilder::new("SELECT last_seq FROM user_activity_heads WHERE user_id = ")
+                .push_bind(user_id)
+                .build_query_scalar()
+                .fetch_optional(pool)
+                .await?
+        });
+        head.map_or(Ok(0), |head| to_u64(head, "last_seq"))
+    }
+
+    /// Up to `limit` events of `user_id`'s activity log after `after`, in
+    /// order.
+    pub async fn activity_after(
+        &self,
+        user_id: Uuid,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<StoredActivity>, LogError> {
+        let rows = on_pool!(&self.database, pool => {
+            QueryBuilder::new("SELECT seq, auction_id, activity_type, bid_id, at_ms, state, viewer FROM user_activity WHERE user_id = ")
+                .push_bind(user_id)
+                .push(" AND seq > ")
+                .push_bind(to_i64(after, "seq")?)
+                .push(" ORDER BY seq LIMIT ")
+                .push_bind(i64::from(limit))
+                .build()
+                .fetch_all(pool)
+                .await?
+                .iter()
+                .map(|row| {
+                    Ok((
+                        row.try_get::<i64, _>("seq")?,
+                        StoredActivity {
+                            seq: 0,
+                            auction_id: row.try_get("auction_id")?,
+                            activity_type: row.try_get("activity_type")?,
+                            bid_id: row.try_get("bid_id")?,
+                            at_ms: row.try_get("at_ms")?,
+                            state: row.try_get("state")?,
+                            viewer: row.try_get("viewer")?,
+                        },
+                    ))
+                })
+                .collect::<Result<Vec<_>, sqlx::Error>>()?
+        });
+        rows.into_iter()
+            .map(|(seq, activity)| {
+                Ok(StoredActivity {
+                    seq: to_u64(seq, "seq")?,
+                    ..activity
+                })
+            })
+            .collect()
+    }
+
+    /// `user_id`'s positions, most recent own bid first, after the cursor
+    /// (the last bid sequence) of the previous page; with
+    /// `live_or_since_ms`, only those not ended or updated since then.
+    pub async fn positions(
+        &self,
+        user_id: Uuid,
+        after: Option<i64>,
+        live_or_since_ms: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<StoredPosition>, LogError> {
+        let rows = on_pool!(&self.database, pool => {
+            let mut query = QueryBuilder::new("SELECT auction_id, last_bid_seq, removed_status FROM user_positions WHERE user_id = ");
+            query.push_bind(user_id).push(" AND last_bid_seq IS NOT NULL");
+            if let Some(seq) = after {
+                query.push(" AND last_bid_seq < ").push_bind(seq);
+            }
+            if let Some(since_ms) = live_or_since_ms {
+                query
+                    .push(" AND (ended = ")
+                    .push_bind(false)
+                    .push(" OR updated_at_ms >= ")
+                    .push_bind(since_ms)
+                    .push(")");
+            }
+            query
+                .push(" ORDER BY last_bid_seq DESC LIMIT ")
+                .push_bind(i64::from(limit))
+                .build()
+                .fetch_all(pool)
+                .await?
+                .iter()
+                .map(|row| {
+                    Ok(StoredPosition {
+                        auction_id: row.try_get("auction_id")?,
+                        last_bid_seq: row.try_get("last_bid_seq")?,
+                        removed_status: row.try_get("removed_status")?,
+                    })
+                })
+                .collect::<Result<Vec<_>, sqlx::Error>>()?
+        });
+        Ok(rows)
     }
 
     /// The highest epoch that has appended to `shard` (0 when none has).

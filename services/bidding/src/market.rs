@@ -137,6 +137,7 @@ impl MarketFeed {
 pub fn event_type(kind: &EventKind) -> Option<pb::MarketEventType> {
     match kind {
         EventKind::Opened => Some(pb::MarketEventType::Opened),
+        EventKind::Updated => Some(pb::MarketEventType::Updated),
         EventKind::BidAccepted { .. }
         | EventKind::BidRetracted { .. }
         | EventKind::ClockTicked { .. }

@@ -794,16 +794,24 @@ impl Bidding {
     async fn replay(
         &self,
         auction_id: Uuid,
-        mut after: u64,
+        after: u64,
         until: u64,
-        view: &auction_engine::AuctionView,
+        (view, metadata): (&auction_engine::AuctionView, &Metadata),
         sender: &tokio::sync::mpsc::Sender<Result<pb::WatchAuctionResponse, Status>>,
     ) -> Option<u64> {
         use pb::watch_auction_response::Message;
+        // Read the whole range first: a bid event's count is the view's
+        // minus the bids after it.
+        let mut missed: Vec<Event> = Vec::new();
+        let mut position = after;
         // Wire sequence N is engine sequence N - 1, so "after N" starts at
         // engine sequence N.
-        while after < until {
-            let page = match self.log.events_from(auction_id, after, RESUME_PAGE).await {
+        'pages: while position < until {
+            let page = match self
+                .log
+                .events_from(auction_id, position, RESUME_PAGE)
+                .await
+            {
                 Ok(page) => page,
                 Err(error) => {
                     let _ = sender
@@ -818,7 +826,7 @@ impl Bidding {
             for (engine_seq, text) in page {
                 let seq = convert::wire_sequence(engine_seq);
                 if seq > until {
-                    return Some(after);
+                    break 'pages;
                 }
                 let Ok(event) = serde_json::from_str::<Event>(&text) else {
                     let _ = sender
@@ -829,20 +837,28 @@ impl Bidding {
                         .await;
                     return None;
                 };
-                let message = Message::Event(convert::event(auction_id, &event, view));
-                if sender
-                    .send(Ok(pb::WatchAuctionResponse {
-                        message: Some(message),
-                    }))
-                    .await
-                    .is_err()
-                {
-                    return None;
-                }
-                after = seq;
+                missed.push(event);
+                position = seq;
             }
         }
-        Some(after)
+        let later = convert::later_bids(&missed);
+        let mut sent = after;
+        for (event, later_bids) in missed.iter().zip(later) {
+            let message = Message::Event(convert::event(
+                auction_id, event, view, metadata, later_bids,
+            ));
+            if sender
+                .send(Ok(pb::WatchAuctionResponse {
+                    message: Some(message),
+                }))
+                .await
+                .is_err()
+            {
+                return None;
+            }
+            sent = convert::wire_sequence(event.seq);
+        }
+        Some(sent)
     }
 
     async fn pump(
@@ -879,7 +895,13 @@ impl Bidding {
             }
             // Replay what the client missed from the log.
             if self
-                .replay(auction_id, resume_after, current, &view, &sender)
+                .replay(
+                    auction_id,
+                    resume_after,
+                    current,
+                    (&view, &metadata),
+                    &sender,
+                )
                 .await
                 .is_none()
             {
@@ -902,18 +924,19 @@ impl Bidding {
                         if let Some(first) = published.events.first() {
                             let first = convert::wire_sequence(first.seq);
                             if first > sent + 1 {
-                                match self.replay(auction_id, sent, first - 1, &view, &sender).await {
+                                match self.replay(auction_id, sent, first - 1, (&view, &metadata), &sender).await {
                                     Some(last) => sent = last,
                                     None => return,
                                 }
                             }
                         }
-                        for event in &published.events {
+                        let later = convert::later_bids(&published.events);
+                        for (event, later_bids) in published.events.iter().zip(later) {
                             let seq = convert::wire_sequence(event.seq);
                             if seq <= sent {
                                 continue;
                             }
-                            let message = Message::Event(convert::event(auction_id, event, &view));
+                            let message = Message::Event(convert::event(auction_id, event, &view, &metadata, later_bids));
                             if sender.send(Ok(pb::WatchAuctionResponse { message: Some(message) })).await.is_err() {
                                 return;
                             }

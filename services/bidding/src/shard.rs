@@ -161,6 +161,19 @@ pub enum Request {
         /// Where the answer goes.
         reply: Reply,
     },
+    /// Replaces a scheduled auction's parameters or schedule (UpdateAuction).
+    Update {
+        /// The auction.
+        auction_id: Uuid,
+        /// Who asks (an admin, or the service for the catalog).
+        actor: Actor,
+        /// What changes.
+        patch: Box<crate::update::Patch>,
+        /// The request's idempotency key.
+        key: IdempotencyKey,
+        /// Where the answer goes.
+        reply: Reply,
+    },
     /// Reads an auction's state, as a viewer.
     Read {
         /// The auction.
@@ -175,9 +188,10 @@ pub enum Request {
 impl Request {
     fn into_reply(self) -> Reply {
         match self {
-            Self::Create { reply, .. } | Self::Apply { reply, .. } | Self::Read { reply, .. } => {
-                reply
-            }
+            Self::Create { reply, .. }
+            | Self::Apply { reply, .. }
+            | Self::Update { reply, .. }
+            | Self::Read { reply, .. } => reply,
         }
     }
 }
@@ -423,6 +437,9 @@ struct Live {
     armed: Option<Timestamp>,
     /// The sequence of the last snapshot written.
     snapshot_seq: u64,
+    /// The English leader as of the last staged batch: who a retraction's
+    /// new leader replaced (for the per-user index).
+    leader: Option<UserId>,
 }
 
 type OutcomeKey = (Uuid, &'static str, String);
@@ -489,11 +506,13 @@ impl Worker {
         let Some((auction, metadata, snapshot_seq)) = rebuild(&self.log, auction_id).await? else {
             return Ok(false);
         };
+        let leader = auction.leader();
         let mut live = Live {
             auction,
             metadata: Arc::new(metadata),
             armed: None,
             snapshot_seq,
+            leader,
         };
         rearm(&mut self.timers, auction_id, &mut live);
         if live.auction.status().is_finished() {
@@ -629,7 +648,9 @@ impl Worker {
         let keys: Vec<(Uuid, &str, &str)> = requests
             .iter()
             .filter_map(|request| match request {
-                Request::Create { key, .. } | Request::Apply { key, .. } => Some(key),
+                Request::Create { key, .. }
+                | Request::Apply { key, .. }
+                | Request::Update { key, .. } => Some(key),
                 Request::Read { .. } => None,
             })
             .filter(|key| {
@@ -716,6 +737,16 @@ impl Worker {
                 };
                 self.record(key, auction_id, outcome, now, reply, pending);
             }
+            Request::Update {
+                auction_id,
+                actor,
+                patch,
+                key,
+                reply,
+            } => {
+                self.handle_update((auction_id, actor, patch), key, reply, now, pending)
+                    .await;
+            }
             Request::Apply {
                 auction_id,
                 actor,
@@ -751,6 +782,41 @@ impl Worker {
                 self.record(key, auction_id, outcome, now, reply, pending);
             }
         }
+    }
+
+    async fn handle_update(
+        &mut self,
+        (auction_id, actor, patch): (Uuid, Actor, Box<crate::update::Patch>),
+        key: IdempotencyKey,
+        reply: Reply,
+        now: Timestamp,
+        pending: &mut Pending,
+    ) {
+        if let Some(replayed) = self.replay(&key) {
+            pending.replies.push((reply, replayed));
+            return;
+        }
+        let outcome = match self.load(auction_id).await {
+            Err(error) => {
+                pending.replies.push((reply, Err(error)));
+                return;
+            }
+            Ok(false) => Outcome::Refused(Refusal::new(
+                Code::NotFound,
+                "AUCTION_NOT_FOUND",
+                format!("no auction {auction_id}"),
+            )),
+            Ok(true) => self.update(auction_id, actor, &patch, now, pending),
+        };
+        // A lost race (ABORTED VERSION_CONFLICT) is not remembered: the
+        // contract lets a retry with the same key run again.
+        if let Outcome::Refused(refusal) = &outcome
+            && refusal.code == Code::Aborted as i32
+        {
+            pending.replies.push((reply, outcome.into_result()));
+            return;
+        }
+        self.record(key, auction_id, outcome, now, reply, pending);
     }
 
     /// The remembered answer to a retry, or ALREADY_EXISTS when the key was
@@ -850,6 +916,7 @@ impl Worker {
             metadata: Arc::new(metadata),
             armed: None,
             snapshot_seq: 0,
+            leader: None,
         };
         // A start time already passed opens the auction at once.
         let mut events = Vec::new();
@@ -921,6 +988,75 @@ impl Worker {
                 now,
             ))),
             Err(rejection) => Outcome::Refused(Refusal::from(&rejection)),
+        };
+        self.auctions.insert(auction_id, live);
+        outcome
+    }
+
+    /// Replaces a scheduled auction's spec (the engine judges), staging the
+    /// new spec for the log with the `Updated` event.
+    fn update(
+        &mut self,
+        auction_id: Uuid,
+        actor: Actor,
+        patch: &crate::update::Patch,
+        now: Timestamp,
+        pending: &mut Pending,
+    ) -> Outcome {
+        let Some(mut live) = self.auctions.remove(&auction_id) else {
+            return Outcome::Refused(Refusal::new(
+                Code::NotFound,
+                "AUCTION_NOT_FOUND",
+                format!("no auction {auction_id}"),
+            ));
+        };
+        let status_before = live.auction.status();
+        let mut events = Vec::new();
+        // Timers first: an auction due to open opens, and is then no longer
+        // editable.
+        let ticked = tick_due(&mut live.auction, now, &mut events);
+        let now = live
+            .auction
+            .last_event_at()
+            .map_or(now, |last| now.max(last));
+        let result = match ticked {
+            Err(rejection) => Err(Refusal::from(&rejection)),
+            Ok(()) => crate::update::apply(
+                auction_id,
+                &mut live.auction,
+                &live.metadata,
+                actor,
+                patch,
+                now,
+                &mut events,
+            ),
+        };
+        if let Ok(metadata) = &result {
+            match (
+                serde_json::to_string(&live.auction.spec()),
+                serde_json::to_string(metadata),
+            ) {
+                (Ok(spec), Ok(metadata)) => {
+                    pending.batch.spec_updates.push(crate::log::SpecUpdate {
+                        auction_id,
+                        spec,
+                        metadata,
+                    });
+                }
+                (Err(error), _) | (_, Err(error)) => {
+                    tracing::error!(%auction_id, %error, "updated spec not serialisable");
+                }
+            }
+            live.metadata = Arc::new(metadata.clone());
+        }
+        if !events.is_empty() {
+            pending.touched.insert(auction_id);
+        }
+        self.stage(auction_id, &mut live, &events, status_before, pending);
+        rearm(&mut self.timers, auction_id, &mut live);
+        let outcome = match result {
+            Ok(_) => Outcome::Accepted(Box::new(receipt(auction_id, &live, events, None, now))),
+            Err(refusal) => Outcome::Refused(refusal),
         };
         self.auctions.insert(auction_id, live);
         outcome
@@ -1002,6 +1138,18 @@ impl Worker {
                 Err(error) => tracing::error!(%auction_id, %error, "snapshot not serialisable"),
             }
         }
+        // The per-user index, in the same batch (and transaction).
+        if let Some(last) = events.last() {
+            pending.batch.activity.extend(crate::activity::rows(
+                auction_id,
+                &live.auction,
+                &live.metadata,
+                events,
+                live.leader,
+                last.at,
+            ));
+        }
+        live.leader = live.auction.leader();
         pending.batch.outbox.extend(crate::bus_events::envelopes(
             auction_id,
             events,
@@ -1090,6 +1238,9 @@ impl Worker {
                 if !batch.outbox.is_empty() {
                     self.relay.wake();
                 }
+                self.hub
+                    .activity
+                    .notify(batch.activity.iter().map(|row| row.user_id));
                 for (reply, result) in replies {
                     let _ = reply.send(result);
                 }
@@ -1277,6 +1428,7 @@ fn request_number(key: &IdempotencyKey) -> u128 {
 pub const METHODS: &[&str] = &[
     "CreateAuction",
     "CancelAuction",
+    "UpdateAuction",
     "PlaceBid",
     "SetMaxBid",
     "PlaceSealedBid",

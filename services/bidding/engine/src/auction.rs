@@ -50,6 +50,35 @@ pub enum ReplayError {
     NotApplicable,
 }
 
+/// Why [`Auction::update`] refused. The auction is left exactly as it was.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum UpdateError {
+    /// Only an admin or the service may update.
+    #[error("only an admin or the catalog may update an auction")]
+    NotPermitted,
+    /// The auction is no longer scheduled (or is a live session).
+    #[error("only a scheduled auction can be updated")]
+    NotEditable,
+    /// The caller's expected sequence is not the auction's.
+    #[error("the auction changed: its sequence is {current}")]
+    VersionConflict {
+        /// The auction's [`Auction::next_seq`].
+        current: u64,
+    },
+    /// The new spec names another auction or seller.
+    #[error("the auction id and seller cannot change")]
+    IdentityChanged,
+    /// The new spec has another format.
+    #[error("the format cannot change")]
+    FormatChanged,
+    /// The new opening time is not after now.
+    #[error("the new start time must be in the future")]
+    StartNotInFuture,
+    /// The new spec is invalid.
+    #[error(transparent)]
+    Spec(SpecError),
+}
+
 /// The parts every format shares.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Common {
@@ -104,6 +133,7 @@ impl Common {
             }
             EventKind::BidAccepted { .. }
             | EventKind::BuyItNowWithdrawn
+            | EventKind::Updated
             | EventKind::BidRetracted { .. }
             | EventKind::ClockTicked { .. }
             | EventKind::UnitsSold { .. }
@@ -450,6 +480,106 @@ impl Auction {
                 live.bid_status(&self.common, bidder, lot.or_else(|| live.single_lot())?)
             }
         }
+    }
+
+    /// The English leader now; `None` for the other formats.
+    pub fn leader(&self) -> Option<UserId> {
+        match &self.format {
+            Format::English(english) => english.book.leader(),
+            Format::Dutch(_) | Format::Sealed(_) | Format::Live(_) => None,
+        }
+    }
+
+    /// Everyone with a bid that still counts (English maximums, standing sealed
+    /// bids, Dutch buyers), in id order without repeats: who an end, an
+    /// extension or a cancellation concerns. Live sessions: none yet (their
+    /// per-lot books are the live-lot work of issue 5).
+    pub fn participants(&self) -> Vec<UserId> {
+        let mut users: Vec<UserId> = match &self.format {
+            Format::English(english) => english.book.bidders().collect(),
+            Format::Sealed(sealed) => sealed.bidders().collect(),
+            Format::Dutch(dutch) => dutch.buyers().collect(),
+            Format::Live(_) => Vec::new(),
+        };
+        users.sort_unstable();
+        users.dedup();
+        users
+    }
+
+    /// Replaces the spec of a SCHEDULED auction (new parameters or schedule, same
+    /// format) and emits [`EventKind::Updated`]. Only an admin (or the service
+    /// acting for the catalog, [`Role::System`]) may; the new spec is validated
+    /// like a new auction's and must open after `now`. `expected_next_seq`, when
+    /// given, must equal [`Auction::next_seq`] (optimistic concurrency). On `Err`
+    /// nothing changed.
+    ///
+    /// The event carries no spec: the caller stores the new spec in place of the
+    /// old one, and replaying the log from that spec gives this same state (a
+    /// scheduled auction has no events but `Updated` ones).
+    pub fn update(
+        &mut self,
+        actor: Actor,
+        spec: AuctionSpec,
+        expected_next_seq: Option<u64>,
+        now: Timestamp,
+        events: &mut Vec<Event>,
+    ) -> Result<(), UpdateError> {
+        match actor.role {
+            Role::Admin | Role::System => {}
+            Role::Bidder | Role::Seller | Role::Auctioneer => {
+                return Err(UpdateError::NotPermitted);
+            }
+        }
+        if let Some(expected) = expected_next_seq
+            && expected != self.common.next_seq
+        {
+            return Err(UpdateError::VersionConflict {
+                current: self.common.next_seq,
+            });
+        }
+        match (&self.format, self.common.status) {
+            (Format::Live(_), _) => return Err(UpdateError::NotEditable),
+            (_, AuctionStatus::Scheduled) => {}
+            (
+                _,
+                AuctionStatus::Open
+                | AuctionStatus::Extended
+                | AuctionStatus::Closed
+                | AuctionStatus::Unsold
+                | AuctionStatus::Cancelled,
+            ) => return Err(UpdateError::NotEditable),
+        }
+        if spec.auction_id != self.common.auction_id || spec.seller != self.common.seller {
+            return Err(UpdateError::IdentityChanged);
+        }
+        let same_format = matches!(
+            (&self.format, &spec.format),
+            (Format::English(_), FormatSpec::English(_))
+                | (Format::Dutch(_), FormatSpec::Dutch(_))
+                | (Format::Live(_), FormatSpec::Live(_))
+        ) || matches!(
+            (&self.format, &spec.format),
+            (Format::Sealed(old), FormatSpec::Sealed(new)) if old.spec.pricing == new.pricing
+        );
+        if !same_format {
+            return Err(UpdateError::FormatChanged);
+        }
+        if !now.is_in_range() {
+            return Err(UpdateError::Spec(SpecError::TimeOutOfRange {
+                field: "now",
+            }));
+        }
+        let floor = self.common.last_event_at.map_or(now, |last| last.max(now));
+        if spec.start_at <= floor {
+            return Err(UpdateError::StartNotInFuture);
+        }
+        let mut next = Auction::new(spec).map_err(UpdateError::Spec)?;
+        next.common.next_seq = self.common.next_seq;
+        next.common.last_event_at = self.common.last_event_at;
+        let event = next.common.stamp(floor, EventKind::Updated);
+        *self = next;
+        events.push(event);
+        Ok(())
     }
 
     /// `bidder`'s own maximum (English, live lot) or sealed bid: private to that

@@ -40,6 +40,7 @@ pub(crate) struct Dutch {
 
 pub(crate) fn accepts(kind: &EventKind) -> bool {
     match kind {
+        EventKind::Updated => true,
         EventKind::Opened
         | EventKind::Cancelled { .. }
         | EventKind::Unsold { .. }
@@ -193,6 +194,11 @@ pub(crate) fn fire(
 }
 
 impl Dutch {
+    /// Every buyer so far (one entry per accept).
+    pub(crate) fn buyers(&self) -> impl Iterator<Item = UserId> + '_ {
+        self.sales.iter().map(|sale| sale.buyer)
+    }
+
     pub(crate) fn new(spec: DutchSpec) -> Result<Dutch, SpecError> {
         let floor_tick = dutch_floor_tick(&spec).ok_or(SpecError::InvalidClock {
             reason: "too many ticks from start to floor",
@@ -259,6 +265,7 @@ impl Dutch {
             | EventKind::Unsold { .. }
             | EventKind::BidAccepted { .. }
             | EventKind::BuyItNowWithdrawn
+            | EventKind::Updated
             | EventKind::Extended { .. }
             | EventKind::BidRetracted { .. }
             | EventKind::DutchEnded { .. }

@@ -2,6 +2,8 @@
 //! reserve, buy-it-now until the first bid (or the reserve) is met, soft close, and
 //! admin retraction.
 
+use std::collections::BTreeMap;
+
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
@@ -29,6 +31,13 @@ pub(crate) struct English {
     pub(crate) buy_it_now_available: bool,
     /// The winner and price, once sold.
     pub(crate) result: Option<(UserId, Decimal)>,
+    /// Accepted bids per bidder: the public bid count leaves out a retracted
+    /// bidder's bids. (Default for snapshots written before it existed.)
+    #[serde(default)]
+    pub(crate) bids_by_bidder: BTreeMap<UserId, u32>,
+    /// The sum of `bids_by_bidder`, so a view does not add it up on every bid.
+    #[serde(default)]
+    pub(crate) bid_count: u32,
 }
 
 /// Whether an event kind can occur in an English auction.
@@ -39,6 +48,7 @@ pub(crate) fn accepts(kind: &EventKind) -> bool {
         | EventKind::Sold { .. }
         | EventKind::Unsold { .. }
         | EventKind::BuyItNowWithdrawn
+        | EventKind::Updated
         | EventKind::Extended { .. } => true,
         EventKind::BidAccepted { lot, .. } | EventKind::BidRetracted { lot, .. } => lot.is_none(),
         EventKind::ClockTicked { .. }
@@ -289,6 +299,8 @@ impl English {
             book: ProxyBook::default(),
             total_extension_ms: 0,
             result: None,
+            bids_by_bidder: BTreeMap::new(),
+            bid_count: 0,
         }
     }
 
@@ -343,6 +355,8 @@ impl English {
             } => {
                 self.book
                     .accept(bidder, max_amount.amount, event.seq, price.amount);
+                *self.bids_by_bidder.entry(bidder).or_insert(0) += 1;
+                self.bid_count = self.bid_count.saturating_add(1);
             }
             EventKind::BuyItNowWithdrawn => self.buy_it_now_available = false,
             EventKind::Extended {
@@ -360,6 +374,8 @@ impl English {
                     minor_unit: common.minor_unit,
                 };
                 self.book.retract(bidder, &pricing);
+                let removed = self.bids_by_bidder.remove(&bidder).unwrap_or(0);
+                self.bid_count = self.bid_count.saturating_sub(removed);
             }
             EventKind::Sold { winner, price, .. } => {
                 self.result = Some((winner, price.amount));
@@ -369,6 +385,7 @@ impl English {
                 self.buy_it_now_available = false
             }
             EventKind::Opened
+            | EventKind::Updated
             | EventKind::ClockTicked { .. }
             | EventKind::UnitsSold { .. }
             | EventKind::DutchEnded { .. }
@@ -406,6 +423,8 @@ impl English {
                 .map(|price| common.money(price)),
             winner: self.result.map(|(winner, _)| winner),
             final_price: self.result.map(|(_, price)| common.money(price)),
+            bid_count: self.bid_count,
+            increments: Some(self.spec.increments.clone()),
         }
     }
 

@@ -100,6 +100,11 @@ pub enum EventKind {
     },
     /// English: buy-it-now is no longer offered.
     BuyItNowWithdrawn,
+    /// A scheduled auction's parameters or schedule were replaced
+    /// ([`crate::Auction::update`]). The new spec is stored next to the log by
+    /// the service (the auction's spec row), so the event carries nothing:
+    /// replaying the log from the latest spec rebuilds the same state.
+    Updated,
     /// English: a late bid moved the end (soft close).
     Extended {
         /// The new end.
@@ -271,6 +276,7 @@ pub enum PublicEventKind {
         reserve_met: bool,
     },
     BuyItNowWithdrawn,
+    Updated,
     Extended {
         end_at: Timestamp,
     },
@@ -355,6 +361,7 @@ impl Event {
                 },
             },
             EventKind::BuyItNowWithdrawn => PublicEventKind::BuyItNowWithdrawn,
+            EventKind::Updated => PublicEventKind::Updated,
             EventKind::Extended { end_at, .. } => PublicEventKind::Extended { end_at },
             EventKind::BidRetracted {
                 lot,

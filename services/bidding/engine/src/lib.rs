@@ -100,7 +100,7 @@ pub mod spec;
 pub mod time;
 pub mod view;
 
-pub use auction::{Auction, Outcome, ReplayError};
+pub use auction::{Auction, Outcome, ReplayError, UpdateError};
 pub use command::{Action, Actor, Command, Role};
 pub use event::{BidKind, Event, EventKind, PublicEvent, UnsoldReason};
 pub use id::{AuctionId, LotIndex, RequestId, UserId};

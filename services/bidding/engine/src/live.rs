@@ -627,6 +627,7 @@ impl Live {
             // A single lot closes like an English auction.
             EventKind::Sold { .. } | EventKind::Unsold { .. } => self.spec.is_single_lot(),
             EventKind::BuyItNowWithdrawn
+            | EventKind::Updated
             | EventKind::Extended { .. }
             | EventKind::ClockTicked { .. }
             | EventKind::UnitsSold { .. }
@@ -787,6 +788,7 @@ impl Live {
             | EventKind::BidRetracted { lot: None, .. }
             | EventKind::Opened
             | EventKind::BuyItNowWithdrawn
+            | EventKind::Updated
             | EventKind::Extended { .. }
             | EventKind::ClockTicked { .. }
             | EventKind::UnitsSold { .. }

@@ -312,6 +312,11 @@ impl ProxyBook {
         self.price = undo.price;
     }
 
+    /// Every bidder with a maximum in the book.
+    pub(crate) fn bidders(&self) -> impl Iterator<Item = UserId> + '_ {
+        self.maxes.keys().copied()
+    }
+
     /// Whether `bidder` has a maximum in the book.
     pub(crate) fn has_bidder(&self, bidder: UserId) -> bool {
         self.maxes.contains_key(&bidder)

@@ -37,6 +37,7 @@ pub(crate) struct Sealed {
 
 pub(crate) fn accepts(kind: &EventKind) -> bool {
     match kind {
+        EventKind::Updated => true,
         EventKind::Opened
         | EventKind::Cancelled { .. }
         | EventKind::Sold { .. }
@@ -272,6 +273,11 @@ impl Sealed {
         }
     }
 
+    /// Every bidder with a standing bid.
+    pub(crate) fn bidders(&self) -> impl Iterator<Item = UserId> + '_ {
+        self.bids.keys().copied()
+    }
+
     fn remove(&mut self, bidder: UserId) {
         if let Some(previous) = self.bids.remove(&bidder)
             && let Some(expires_at) = previous.expires_at
@@ -311,6 +317,7 @@ impl Sealed {
             | EventKind::Unsold { .. }
             | EventKind::BidAccepted { .. }
             | EventKind::BuyItNowWithdrawn
+            | EventKind::Updated
             | EventKind::Extended { .. }
             | EventKind::BidRetracted { .. }
             | EventKind::ClockTicked { .. }

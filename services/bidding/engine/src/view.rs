@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::id::{AuctionId, LotIndex, UserId};
+use crate::increment::IncrementTable;
 use crate::money::{Currency, Money};
 use crate::spec::SealedPricing;
 use crate::time::Timestamp;
@@ -117,6 +118,14 @@ pub enum FormatView {
         winner: Option<UserId>,
         /// The price once sold.
         final_price: Option<Money>,
+        /// Accepted bids, without a retracted bidder's.
+        #[serde(default)]
+        bid_count: u32,
+        /// The increment table in force, so a caller can tell the minimum
+        /// next bid after any price (a bid event's). Not serialised: stored
+        /// answers do not need it and stay small.
+        #[serde(skip)]
+        increments: Option<IncrementTable>,
     },
     /// Dutch.
     Dutch {

@@ -6,5 +6,7 @@
 
 mod live;
 mod log;
+mod my_activity;
 mod support;
+mod update_auction;
 mod wire;

@@ -18,6 +18,7 @@ mod rules_english;
 mod rules_live;
 mod rules_sealed;
 mod rules_soft_close;
+mod rules_update;
 mod scenario;
 mod simulator;
 mod support;

@@ -229,8 +229,20 @@ async fn full_text_filters_sorts_facets(backend: Backend) {
         ("149.99", "150", vec!["Leica branded phone"]),
         ("150.01", "299.99", vec![]),
         ("199.99", "200", vec![]),
-        ("300", "900", vec!["Leica M6 rangefinder", "Nikon F3 camera body"]),
-        ("0.01", "99999", vec!["Leica M6 rangefinder", "Nikon F3 camera body", "Leica branded phone"]),
+        (
+            "300",
+            "900",
+            vec!["Leica M6 rangefinder", "Nikon F3 camera body"],
+        ),
+        (
+            "0.01",
+            "99999",
+            vec![
+                "Leica M6 rangefinder",
+                "Nikon F3 camera body",
+                "Leica branded phone",
+            ],
+        ),
     ] {
         let found = run(
             &app,

@@ -233,17 +233,21 @@ async fn precise_statuses() {
     assert_eq!(unknown.code(), Code::NotFound);
     assert_eq!(error_detail(&unknown).reason, "CATEGORY_NOT_FOUND");
 
-    let not_built = catalog
+    let malformed = catalog
         .get_live_session(GetLiveSessionRequest::default())
         .await
         .unwrap_err();
-    assert_eq!(not_built.code(), Code::Unimplemented);
-    let detail = error_detail(&not_built);
-    assert_eq!(detail.reason, "NOT_IMPLEMENTED");
-    assert_eq!(
-        detail.metadata.get("tracking_issue").map(String::as_str),
-        Some("8")
-    );
+    assert_eq!(malformed.code(), Code::InvalidArgument);
+    let detail = error_detail(&malformed);
+    assert_eq!(detail.reason, "VALIDATION_FAILED");
+    let unknown_session = catalog
+        .get_live_session(GetLiveSessionRequest {
+            session_id: "019ab000-0000-7000-8000-000000000000".to_owned(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown_session.code(), Code::NotFound);
+    assert_eq!(error_detail(&unknown_session).reason, "SESSION_NOT_FOUND");
     app.stop().await;
 }
 

@@ -1151,7 +1151,7 @@ impl Inner {
         let outcome = self
             .bidding()?
             .update_auction(UpdateAuctionRequest {
-                request_id: format!("update:{id}:{}", request.request_id),
+                request_id: update_request_id(id, &request.request_id),
                 auction_id: id.to_string(),
                 parameters: Some(parameters.clone()),
                 start_time: Some(timestamp_from_ms(valid.start_at_ms)),
@@ -1272,4 +1272,17 @@ pub fn has_buy_it_now(parameters: &AuctionParameters) -> bool {
         parameters.format_parameters.as_ref(),
         Some(FormatParameters::English(english)) if english.buy_it_now_price.is_some()
     )
+}
+
+/// Bidding's request id for an edit: stable for the caller's request id, so
+/// a retried UpdateListing is a replay in bidding too, and within bidding's
+/// 64-character limit (the caller's own id may already use all 64).
+fn update_request_id(listing_id: Uuid, request_id: &str) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(format!("{listing_id}:{request_id}"));
+    let hex: String = digest[..16]
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    format!("update:{hex}")
 }

@@ -380,36 +380,40 @@ async fn listings_are_editable_until_they_open() {
         (stale.code(), reason(&stale).as_str()),
         (Code::Aborted, "VERSION_CONFLICT")
     );
-    // A valid edit goes to bidding's UpdateAuction. Bidding does not build it
-    // yet (issue 5): its answer comes back as is and the listing is unchanged.
-    let valid = client
-        .update_listing(with_token(
-            update(&scheduled.listing_id, english("20", None), 0),
-            &alice.token,
-        ))
-        .await;
-    match valid {
-        Ok(response) => {
-            let listing = response.into_inner().listing.unwrap();
-            assert_eq!(listing.version, scheduled.version + 1);
-        }
-        Err(status) => {
-            assert_eq!(status.code(), Code::Unimplemented, "{status:?}");
-            let unchanged = client
-                .get_listing(with_token(
-                    pb::GetListingRequest {
-                        listing_id: scheduled.listing_id.clone(),
-                    },
-                    &alice.token,
-                ))
-                .await
-                .unwrap()
-                .into_inner()
-                .listing
-                .unwrap();
-            assert_eq!(unchanged.version, scheduled.version);
-        }
-    }
+    // A valid edit goes to bidding's UpdateAuction and shows in both places;
+    // a retry with the same request id is a replay, not a second edit.
+    let edit = update(&scheduled.listing_id, english("20", None), 0);
+    let edited = client
+        .update_listing(with_token(edit.clone(), &alice.token))
+        .await
+        .unwrap_or_else(|status| panic!("valid edit: {status:?}"))
+        .into_inner()
+        .listing
+        .unwrap();
+    assert_eq!(edited.version, scheduled.version + 1);
+    let replayed = client
+        .update_listing(with_token(edit, &alice.token))
+        .await
+        .unwrap_or_else(|status| panic!("replayed edit: {status:?}"))
+        .into_inner()
+        .listing
+        .unwrap();
+    assert_eq!(replayed.version, edited.version);
+    let in_bidding = bidding(&app)
+        .await
+        .get_auction_state(pb::GetAuctionStateRequest {
+            auction_id: scheduled.listing_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .state
+        .unwrap();
+    assert_eq!(
+        in_bidding.current_price.map(|price| price.amount),
+        Some("20.00".to_owned()),
+        "bidding's starting price follows the edit"
+    );
 
     let now = create_item(&app, &alice, "Painting", "", &categories["paintings"]).await;
     let running = create_listing(&app, &alice, &now.item_id, english("10", None), None).await;

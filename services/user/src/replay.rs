@@ -31,10 +31,10 @@
 //! unsealed, and a copy of the database alone reveals nothing. Rows are
 //! deleted once their window has passed.
 //!
-//! The cipher is built from HMAC-SHA-256 only (already a dependency):
-//! a PRF keystream in counter mode, then a MAC over the ciphertext
-//! (encrypt-then-MAC), each with its own derived key; every sealing key is
-//! used for one message only (it includes the claim time and identity).
+//! The cipher is ChaCha20-Poly1305 (RFC 8439, the RustCrypto crate) with a
+//! random 96-bit nonce stored in front of the ciphertext; the sealing key
+//! is derived per claim (it includes the claim time and identity), so a
+//! key seals one answer, and the nonce is random besides.
 //!
 //! The replay key is derived from the access-token signing key (a
 //! deterministic Ed25519 signature over a fixed label, hashed), so every
@@ -48,6 +48,8 @@ use std::sync::Arc;
 
 use auction_platform::ServiceError;
 use auction_platform::auth::{Claims, Keys};
+use chacha20poly1305::aead::{Aead as _, KeyInit as _};
+use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 use hmac::{Hmac, Mac};
 use prost::Message;
 use sha2::{Digest as _, Sha256};
@@ -71,7 +73,7 @@ type HmacSha256 = Hmac<Sha256>;
 
 fn mac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
     // HMAC takes keys of any length.
-    let Ok(mut mac) = HmacSha256::new_from_slice(key) else {
+    let Ok(mut mac) = <HmacSha256 as Mac>::new_from_slice(key) else {
         return [0; 32];
     };
     for part in parts {
@@ -173,7 +175,8 @@ impl ReplayKeys {
         )
     }
 
-    /// Encrypts `secrets` for the claim of `key` made at `created_at_ms`.
+    /// Encrypts `secrets` for the claim of `key` made at `created_at_ms`:
+    /// nonce (12 bytes), then ciphertext with its tag.
     pub fn seal(&self, key: &RequestKey, created_at_ms: i64, secrets: &[String]) -> Vec<u8> {
         let sealing = self.sealing_key(key, created_at_ms);
         let mut plain = Vec::new();
@@ -181,10 +184,16 @@ impl ReplayKeys {
             plain.extend_from_slice(&(secret.len() as u32).to_be_bytes());
             plain.extend_from_slice(secret.as_bytes());
         }
-        keystream_xor(&sealing, &mut plain);
-        let tag = tag_mac(&sealing, &plain).map(|mac| mac.finalize().into_bytes());
-        plain.extend_from_slice(tag.as_deref().unwrap_or(&[0; 32]));
-        plain
+        let cipher = ChaCha20Poly1305::new(Key::from_slice(&sealing));
+        let nonce: [u8; NONCE_BYTES] = rand::random();
+        // Encryption fails only past 256 GiB of plaintext.
+        let sealed = cipher
+            .encrypt(Nonce::from_slice(&nonce), plain.as_slice())
+            .unwrap_or_default();
+        let mut out = Vec::with_capacity(NONCE_BYTES + sealed.len());
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&sealed);
+        out
     }
 
     /// Decrypts what [`Self::seal`] made; `None` if it was not made for
@@ -196,12 +205,9 @@ impl ReplayKeys {
         sealed: &[u8],
     ) -> Option<Vec<String>> {
         let sealing = self.sealing_key(key, created_at_ms);
-        let split = sealed.len().checked_sub(32)?;
-        let (cipher, tag) = sealed.split_at(split);
-        // The MAC's own comparison is constant-time.
-        tag_mac(&sealing, cipher)?.verify_slice(tag).ok()?;
-        let mut plain = cipher.to_vec();
-        keystream_xor(&sealing, &mut plain);
+        let (nonce, ciphertext) = sealed.split_at_checked(NONCE_BYTES)?;
+        let cipher = ChaCha20Poly1305::new(Key::from_slice(&sealing));
+        let plain = cipher.decrypt(Nonce::from_slice(nonce), ciphertext).ok()?;
         let mut secrets = Vec::new();
         let mut rest = plain.as_slice();
         while !rest.is_empty() {
@@ -215,24 +221,8 @@ impl ReplayKeys {
     }
 }
 
-/// The MAC of a ciphertext under a sealing key, before finalising.
-fn tag_mac(sealing: &[u8; 32], cipher: &[u8]) -> Option<HmacSha256> {
-    let tag_key = mac(sealing, &[b"tag"]);
-    let mut mac = HmacSha256::new_from_slice(&tag_key).ok()?;
-    mac.update(cipher);
-    Some(mac)
-}
-
-/// XORs `data` with the HMAC-SHA-256 keystream of `sealing` (counter mode).
-fn keystream_xor(sealing: &[u8; 32], data: &mut [u8]) {
-    let stream_key = mac(sealing, &[b"stream"]);
-    for (counter, chunk) in data.chunks_mut(32).enumerate() {
-        let block = mac(&stream_key, &[&(counter as u64).to_be_bytes()]);
-        for (byte, pad) in chunk.iter_mut().zip(block) {
-            *byte ^= pad;
-        }
-    }
-}
+/// ChaCha20-Poly1305's nonce length.
+const NONCE_BYTES: usize = 12;
 
 /// The idempotency key of one request.
 pub struct RequestKey {

@@ -373,6 +373,74 @@ async fn leave_feedback_rules_postgres() {
     leave_feedback_rules(Backend::Postgres).await;
 }
 
+// Proves the lifetime score counts at most one feedback per counterpart per
+// calendar week (that counterpart's first of the week), while the 12-month
+// counts count every one.
+#[tokio::test]
+async fn lifetime_score_counts_one_feedback_per_counterpart_per_week() {
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        lifetime_score_weekly(backend).await;
+    }
+}
+
+async fn lifetime_score_weekly(backend: Backend) {
+    let app = app(backend).await;
+    let seller = app.register_and_login("weekly_seller").await;
+    let regular = app.register_and_login("weekly_regular").await;
+    let other = app.register_and_login("weekly_other").await;
+    let mut left_at = Vec::new();
+    for (buyer, rating) in [
+        (&regular, FeedbackRating::Positive),
+        (&regular, FeedbackRating::Negative),
+        (&regular, FeedbackRating::Negative),
+        (&other, FeedbackRating::Positive),
+    ] {
+        let order = Order::new(buyer.user_id, seller.user_id);
+        publish(
+            &app,
+            &[order.created(now_ms() - 3_600_000), order.paid(now_ms())],
+        )
+        .await;
+        let request = leave_request(&format!("weekly-{}", order.id), order.id, rating);
+        let feedback = leave_once_delivered(
+            &app,
+            &buyer.access_token,
+            &request,
+            &["ORDER_NOT_FOUND", "FEEDBACK_NOT_ALLOWED"],
+        )
+        .await
+        .unwrap()
+        .into_inner()
+        .feedback
+        .unwrap();
+        left_at.push(feedback.create_time.unwrap().seconds);
+    }
+    let of_seller = reputation(&app, seller.user_id).await;
+    assert_eq!(counts(&of_seller.as_seller), (2, 0, 2));
+    // Calendar weeks start on Monday 00:00 UTC; the epoch was a Thursday.
+    let week = |seconds: i64| (seconds + 3 * 86_400) / (7 * 86_400);
+    let expected = if week(left_at[0]) == week(left_at[2]) {
+        // The regular buyer's first of the week (+1) and the other's (+1);
+        // every feedback counted would give 2 - 2 = 0.
+        2
+    } else {
+        // The run crossed Monday 00:00 UTC between two of them: count the
+        // regular buyer's weeks by hand.
+        let mut firsts = std::collections::BTreeMap::new();
+        for (index, seconds) in left_at[..3].iter().enumerate() {
+            firsts.entry(week(*seconds)).or_insert(index);
+        }
+        firsts
+            .values()
+            .map(|index| if *index == 0 { 1 } else { -1 })
+            .sum::<i64>()
+            + 1
+    };
+    assert_eq!(of_seller.as_seller.unwrap().lifetime_score, expected);
+    assert_eq!(of_seller.overall.unwrap().lifetime_score, expected);
+    app.stop().await;
+}
+
 // Proves the order facts do not depend on delivery order or count: a Paid
 // before its Created yields a paid order whose age is the Created's, so
 // feedback is refused 61 days after creation and allowed 59 days after;

@@ -226,8 +226,13 @@ impl Service {
         self.clock.now_ms()
     }
 
-    fn reputation(counts: (i64, i64, i64)) -> Reputation {
-        let (positive, neutral, negative) = counts;
+    fn reputation(counts: store::FeedbackCounts) -> Reputation {
+        let store::FeedbackCounts {
+            positive,
+            neutral,
+            negative,
+            lifetime_score,
+        } = counts;
         let rated = positive + negative;
         Reputation {
             positive_count: u32::try_from(positive).unwrap_or(u32::MAX),
@@ -238,7 +243,7 @@ impl Service {
             } else {
                 u32::try_from(positive * 10_000 / rated).unwrap_or(0)
             },
-            lifetime_score: positive - negative,
+            lifetime_score,
         }
     }
 

@@ -1155,14 +1155,34 @@ pub async fn touch_api_key(
 
 // ----- feedback -----
 
-/// Feedback counts received by a user as (positive, neutral, negative), for
-/// one side (`from_buyer` = as seller) or both, since `since_ms`.
+/// What a user's reputation is computed from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FeedbackCounts {
+    /// Positive feedback received since the given time.
+    pub positive: i64,
+    /// Neutral feedback received since the given time.
+    pub neutral: i64,
+    /// Negative feedback received since the given time.
+    pub negative: i64,
+    /// Over the whole account life: positive minus negative, counting at
+    /// most one feedback per counterpart per calendar week (Monday to
+    /// Sunday, UTC): that counterpart's first of the week.
+    pub lifetime_score: i64,
+}
+
+/// Milliseconds from a Monday 00:00 UTC to the Unix epoch (a Thursday):
+/// `(at_ms + WEEK_OFFSET_MS) / WEEK_MS` numbers calendar weeks.
+const WEEK_OFFSET_MS: i64 = 3 * 86_400_000;
+const WEEK_MS: i64 = 7 * 86_400_000;
+
+/// Feedback received by `user_id` (on `side`, or both): counts since
+/// `since_ms` and the lifetime score.
 pub async fn feedback_counts(
     conn: &mut impl Executor,
     user_id: Uuid,
     side: Option<&str>,
     since_ms: i64,
-) -> Result<(i64, i64, i64), StoreError> {
+) -> Result<FeedbackCounts, StoreError> {
     let rows = conn.rows("SELECT rating, COUNT(*) AS n FROM feedback WHERE subject_user_id = $1 AND created_at_ms > $2 \
          AND ($3 IS NULL OR side = $3) GROUP BY rating",
         &[
@@ -1172,13 +1192,44 @@ pub async fn feedback_counts(
         ],
     )
     .await?;
-    let mut counts = (0, 0, 0);
+    let mut counts = FeedbackCounts::default();
     for row in &rows {
         let n = row.int("n")?;
         match row.text("rating")?.as_str() {
-            "positive" => counts.0 = n,
-            "neutral" => counts.1 = n,
-            "negative" => counts.2 = n,
+            "positive" => counts.positive = n,
+            "neutral" => counts.neutral = n,
+            "negative" => counts.negative = n,
+            _ => return Err(StoreError::Invalid("stored rating")),
+        }
+    }
+    // Each counterpart's first feedback of each calendar week (ties on the
+    // millisecond broken by id), over all time.
+    let weekly = conn
+        .rows(
+            "SELECT f.rating, COUNT(*) AS n FROM feedback f \
+             WHERE f.subject_user_id = $1 AND ($2 IS NULL OR f.side = $2) \
+             AND NOT EXISTS (SELECT 1 FROM feedback g \
+                 WHERE g.subject_user_id = f.subject_user_id \
+                 AND g.author_user_id = f.author_user_id \
+                 AND ($2 IS NULL OR g.side = $2) \
+                 AND (g.created_at_ms + $3) / $4 = (f.created_at_ms + $3) / $4 \
+                 AND (g.created_at_ms < f.created_at_ms \
+                      OR (g.created_at_ms = f.created_at_ms AND g.id < f.id))) \
+             GROUP BY f.rating",
+            &[
+                Arg::Uuid(user_id),
+                Arg::OptText(side.map(str::to_owned)),
+                Arg::Int(WEEK_OFFSET_MS),
+                Arg::Int(WEEK_MS),
+            ],
+        )
+        .await?;
+    for row in &weekly {
+        let n = row.int("n")?;
+        match row.text("rating")?.as_str() {
+            "positive" => counts.lifetime_score += n,
+            "negative" => counts.lifetime_score -= n,
+            "neutral" => {}
             _ => return Err(StoreError::Invalid("stored rating")),
         }
     }

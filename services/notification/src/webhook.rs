@@ -2,9 +2,10 @@
 //! delivery worker (retries with back-off and jitter, auto-disable, the
 //! delivery log). The contract is in the header of notification.proto.
 //!
-//! Deliveries are plain HTTP POSTs through hyper; `https://` endpoints need
-//! the TLS build of the client, which is not in yet (issue 10's remaining
-//! work): until then such deliveries fail with a clear error in the log.
+//! Deliveries are HTTP/1.1 POSTs through hyper; `https://` endpoints go
+//! over rustls (ring) and are checked against the system's trust store plus
+//! `notification.webhook_extra_ca_file`; `http://` only where insecure URLs
+//! are allowed (the URL check refuses them otherwise).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,6 +17,7 @@ use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::Bytes;
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -185,13 +187,71 @@ pub fn next_delay_ms(delays_ms: &[u64], attempt_number: i64) -> Option<i64> {
     Some(delay + jitter)
 }
 
+/// The HTTP(S) client deliveries go through.
+type DeliveryClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// The delivery client: https through rustls (ring) trusting the system's
+/// roots and the extra CA file, http where the URL check allowed it. An
+/// unreadable CA file is logged and left out (deliveries to endpoints it
+/// would vouch for then fail with a certificate error in the delivery log).
+fn delivery_client(extra_ca_file: Option<&std::path::Path>) -> Result<DeliveryClient, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    for error in &native.errors {
+        tracing::warn!(%error, "a system certificate could not be loaded");
+    }
+    let (added, _ignored) = roots.add_parsable_certificates(native.certs);
+    if let Some(path) = extra_ca_file {
+        match extra_roots(path) {
+            Ok(certificates) => {
+                let (extra, ignored) = roots.add_parsable_certificates(certificates);
+                if ignored > 0 || extra == 0 {
+                    tracing::error!(path = %path.display(), extra, ignored, "webhook CA file: certificates not usable");
+                }
+            }
+            Err(error) => {
+                tracing::error!(path = %path.display(), %error, "webhook CA file unreadable");
+            }
+        }
+    }
+    tracing::debug!(system_roots = added, "webhook client trust store");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|error| error.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(Duration::from_secs(5)));
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Ok(Client::builder(TokioExecutor::new()).build(connector))
+}
+
+fn extra_roots(
+    path: &std::path::Path,
+) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
+    use rustls::pki_types::pem::PemObject as _;
+    rustls::pki_types::CertificateDer::pem_file_iter(path)
+        .map_err(|error| error.to_string())?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|error| error.to_string())
+}
+
 /// The delivery worker: attempts due deliveries, concurrently up to a
 /// bound, until `shutdown`.
 pub async fn run(inner: Arc<Inner>, shutdown: Shutdown) {
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(Duration::from_secs(5)));
-    let client: Client<HttpConnector, Full<Bytes>> =
-        Client::builder(TokioExecutor::new()).build(connector);
+    let client = match delivery_client(inner.config.notification.webhook_extra_ca_file.as_deref()) {
+        Ok(client) => client,
+        Err(error) => {
+            tracing::error!(%error, "webhook client TLS setup failed: no webhook is delivered");
+            return;
+        }
+    };
     loop {
         let now = crate::now_ms();
         let jobs = match inner
@@ -220,7 +280,7 @@ pub async fn run(inner: Arc<Inner>, shutdown: Shutdown) {
     }
 }
 
-async fn attempt(inner: &Inner, client: &Client<HttpConnector, Full<Bytes>>, job: WebhookJob) {
+async fn attempt(inner: &Inner, client: &DeliveryClient, job: WebhookJob) {
     let config = &inner.config.notification;
     let attempt_time_ms = crate::now_ms();
     let mut record = DeliveryRecord {
@@ -299,12 +359,10 @@ async fn attempt(inner: &Inner, client: &Client<HttpConnector, Full<Bytes>>, job
                 false
             }
             Ok(Err(error)) => {
-                record.error = if job.webhook.url.starts_with("https://") {
-                    "https delivery needs the TLS build of the webhook client (not enabled yet)"
-                        .to_owned()
-                } else {
-                    format!("connection failed: {error}")
-                };
+                record.error = format!(
+                    "connection failed: {}",
+                    auction_platform::error::DisplayChain(&error)
+                );
                 false
             }
             Ok(Ok((status, body))) => {

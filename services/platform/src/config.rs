@@ -274,6 +274,10 @@ pub struct NotificationConfig {
     /// embedded default, for local receivers); production requires https
     /// and public addresses.
     pub allow_insecure_webhook_urls: bool,
+    /// PEM file of extra certificate authorities trusted for `https://`
+    /// webhook endpoints, besides the system's trust store (a partner on a
+    /// private CA; tests).
+    pub webhook_extra_ca_file: Option<std::path::PathBuf>,
     /// Delays before the 2nd, 3rd, ... delivery attempt of a webhook; one
     /// attempt more than delays in total. Each delay gets up to 10 % of
     /// random jitter.
@@ -336,6 +340,7 @@ impl Default for NotificationConfig {
     fn default() -> Self {
         Self {
             allow_insecure_webhook_urls: true,
+            webhook_extra_ca_file: None,
             webhook_retry_delays_ms: vec![
                 60_000, 300_000, 1_800_000, 7_200_000, 21_600_000, 43_200_000, 86_400_000,
             ],

@@ -443,6 +443,10 @@ async fn stream_resume_preferences_and_read_state_postgres() {
     stream_resume_preferences_and_read_state(Backend::Postgres).await;
 }
 
+/// A receiver's connection, plain or TLS.
+trait Connection: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Connection for T {}
+
 /// One HTTP request the webhook receiver got.
 #[derive(Debug, Clone)]
 struct Delivery {
@@ -451,21 +455,31 @@ struct Delivery {
 }
 
 /// An HTTP endpoint that answers 500 to its first `failures` requests and
-/// 204 afterwards, reporting every request.
-async fn webhook_receiver(
+/// 204 afterwards, reporting every request; over TLS with `tls`.
+async fn webhook_receiver_over(
     failures: usize,
+    tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
 ) -> (u16, tokio::sync::mpsc::UnboundedReceiver<Delivery>) {
     use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
     let served = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
             let sender = sender.clone();
             let served = Arc::clone(&served);
+            let acceptor = acceptor.clone();
             tokio::spawn(async move {
-                let (reader, mut writer) = stream.into_split();
+                let stream: Box<dyn Connection> = match acceptor {
+                    Some(acceptor) => match acceptor.accept(stream).await {
+                        Ok(stream) => Box::new(stream),
+                        Err(_) => return,
+                    },
+                    None => Box::new(stream),
+                };
+                let (reader, mut writer) = tokio::io::split(stream);
                 let mut reader = tokio::io::BufReader::new(reader);
                 loop {
                     let mut line = String::new();
@@ -540,12 +554,43 @@ async fn next_delivery(
 }
 
 async fn webhook_retries_until_delivered(backend: Backend) {
-    let app = spawn_app_with(backend, |config: &mut Config| {
+    webhook_retries_until_delivered_over(backend, false).await;
+}
+
+/// With `https`, the receiver speaks TLS with a certificate of a private CA
+/// that the service trusts through `notification.webhook_extra_ca_file`.
+async fn webhook_retries_until_delivered_over(backend: Backend, https: bool) {
+    let data = tempfile::tempdir().unwrap();
+    let ca_file = data.path().join("webhook-ca.pem");
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    std::fs::write(&ca_file, certified.cert.pem()).unwrap();
+    let trusted = ca_file.clone();
+    let app = spawn_app_with(backend, move |config: &mut Config| {
         config.notification.webhook_retry_delays_ms = vec![50, 100, 150, 200, 250, 300, 350];
+        config.notification.webhook_extra_ca_file = Some(trusted);
     })
     .await;
     let bus = bus::for_process(&app.config).unwrap();
-    let (port, mut deliveries) = webhook_receiver(3).await;
+    let tls = https.then(|| {
+        let key = tokio_rustls::rustls::pki_types::PrivateKeyDer::Pkcs8(
+            certified.key_pair.serialize_der().into(),
+        );
+        let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(Arc::new(
+            tokio_rustls::rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![certified.cert.der().clone()], key)
+        .unwrap();
+        Arc::new(config)
+    });
+    let (port, mut deliveries) = webhook_receiver_over(3, tls).await;
+    let (scheme, host) = if https {
+        ("https", "localhost")
+    } else {
+        ("http", "127.0.0.1")
+    };
     let owner = Uuid::now_v7();
     let token = app.access_token(owner, &[Role::Bidder]);
     let mut notifications = client(&app).await;
@@ -553,7 +598,7 @@ async fn webhook_retries_until_delivered(backend: Backend) {
         .register_webhook(with_token(
             pb::RegisterWebhookRequest {
                 request_id: "hook-1".to_owned(),
-                url: format!("http://127.0.0.1:{port}/hook"),
+                url: format!("{scheme}://{host}:{port}/hook"),
                 description: "partner".to_owned(),
                 types: vec![pb::NotificationType::Outbid as i32],
             },
@@ -667,7 +712,7 @@ async fn webhook_retries_until_delivered(backend: Backend) {
         .register_webhook(with_token(
             pb::RegisterWebhookRequest {
                 request_id: "hook-1".to_owned(),
-                url: format!("http://127.0.0.1:{port}/hook"),
+                url: format!("{scheme}://{host}:{port}/hook"),
                 description: "partner".to_owned(),
                 types: vec![pb::NotificationType::Outbid as i32],
             },
@@ -697,6 +742,14 @@ async fn webhook_retries_until_delivered_postgres() {
 #[tokio::test]
 async fn webhook_retries_until_delivered_sqlite() {
     webhook_retries_until_delivered(Backend::Sqlite).await;
+}
+
+// Proves the same over https: the receiver's certificate comes from a
+// private CA the service trusts by configuration, and every attempt,
+// failed or not, is a TLS connection (SQLite).
+#[tokio::test]
+async fn webhook_retries_until_delivered_over_https() {
+    webhook_retries_until_delivered_over(Backend::Sqlite, true).await;
 }
 
 // Proves an OUTBID notification reaches a local SMTP sink as an e-mail to

@@ -92,6 +92,9 @@ pub async fn serve(
         // CORS outermost: a browser's preflight is answered before anything
         // tries to read it as gRPC.
         .layer(cors)
+        // Plain HTTP/1.1 GETs (media, the web app's files) pass the
+        // grpc-web layer, which would answer them 400.
+        .layer(PlainGetLayer)
         // Translate grpc-web to gRPC for every service behind it.
         .layer(tonic_web::GrpcWebLayer::new())
         // Every call gets a request id before anything logs, and echoes it
@@ -453,5 +456,53 @@ mod tests {
         );
         // No peer, no address.
         assert_eq!(client_address(None, Some("1.2.3.4"), &trusted), None);
+    }
+}
+
+/// Lets plain HTTP/1.x `GET` and `HEAD` requests (media bytes, static files)
+/// through tonic-web's grpc-web layer, which passes non-grpc-web requests
+/// only over HTTP/2 and answers the rest 400 (hyperium/tonic#1383). gRPC
+/// and grpc-web calls are always POSTs, so they are untouched; for a GET
+/// the request's version field is marked HTTP/2, which only steers that
+/// layer: the connection keeps speaking HTTP/1.1.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PlainGetLayer;
+
+impl<S> tower::Layer<S> for PlainGetLayer {
+    type Service = PlainGetService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        PlainGetService { inner }
+    }
+}
+
+/// The service of [`PlainGetLayer`].
+#[derive(Debug, Clone)]
+pub struct PlainGetService<S> {
+    inner: S,
+}
+
+impl<S, B> tower::Service<http::Request<B>> for PlainGetService<S>
+where
+    S: tower::Service<http::Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(
+        &mut self,
+        context: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(context)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        let plain_get = matches!(*request.method(), http::Method::GET | http::Method::HEAD)
+            && request.version() < http::Version::HTTP_2;
+        if plain_get {
+            *request.version_mut() = http::Version::HTTP_2;
+        }
+        self.inner.call(request)
     }
 }

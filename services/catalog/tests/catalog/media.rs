@@ -122,6 +122,10 @@ async fn image_upload_is_stored_and_thumbnailed() {
     assert_eq!(body, bytes);
     let (missing, _, _) = http_get(&app, &media.url.replace("/original", "/thumb-9.webp")).await;
     assert_eq!(missing, 404);
+    // The same over plain HTTP/1.1, as a browser's <img> fetches it.
+    let (status, content_type, body) = http1_get(&media.url).await;
+    assert_eq!((status, content_type.as_str()), (200, "image/png"));
+    assert_eq!(body, bytes);
 
     // Thumbnails arrive in the background.
     let deadline = tokio::time::Instant::now() + WAIT;
@@ -477,8 +481,63 @@ async fn a_200_mib_upload_keeps_memory_flat() {
     app.stop().await;
 }
 
-/// A GET over HTTP/2 (the listener answers plain HTTP/1.1 requests that
-/// are not grpc-web with 400, see the README): status, content type, body.
+/// A plain HTTP/1.1 GET on a fresh connection: status, content type, body.
+async fn http1_get(url: &str) -> (u16, String, Vec<u8>) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let url: tonic::codegen::http::Uri = url.parse().unwrap();
+    let authority = url.authority().unwrap().as_str().to_owned();
+    let mut stream = tokio::net::TcpStream::connect(&authority).await.unwrap();
+    let request = format!(
+        "GET {} HTTP/1.1\r\nhost: {authority}\r\nconnection: close\r\n\r\n",
+        url.path()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.unwrap();
+    let split = response
+        .windows(4)
+        .position(|window| window == b"\r\n\r\n")
+        .unwrap();
+    let head = String::from_utf8_lossy(&response[..split]).to_string();
+    let mut lines = head.lines();
+    let status_line = lines.next().unwrap();
+    assert!(status_line.starts_with("HTTP/1.1 "), "{status_line}");
+    let status = status_line[9..12].parse().unwrap();
+    let mut content_type = String::new();
+    let mut chunked = false;
+    for line in lines {
+        let (name, value) = line.split_once(':').unwrap();
+        match name.trim().to_ascii_lowercase().as_str() {
+            "content-type" => content_type = value.trim().to_owned(),
+            "transfer-encoding" => chunked = value.trim().eq_ignore_ascii_case("chunked"),
+            _ => {}
+        }
+    }
+    let mut body = response[split + 4..].to_vec();
+    if chunked {
+        let mut decoded = Vec::new();
+        let mut rest = body.as_slice();
+        loop {
+            let line_end = rest
+                .windows(2)
+                .position(|window| window == b"\r\n")
+                .unwrap();
+            let size =
+                usize::from_str_radix(std::str::from_utf8(&rest[..line_end]).unwrap().trim(), 16)
+                    .unwrap();
+            rest = &rest[line_end + 2..];
+            if size == 0 {
+                break;
+            }
+            decoded.extend_from_slice(&rest[..size]);
+            rest = &rest[size + 2..];
+        }
+        body = decoded;
+    }
+    (status, content_type, body)
+}
+
+/// A GET over HTTP/2: status, content type, body.
 async fn http_get(app: &TestApp, url: &str) -> (u16, String, Vec<u8>) {
     use http_body_util::BodyExt as _;
     use tower::ServiceExt as _;

@@ -1203,19 +1203,15 @@ pub async fn feedback_counts(
         }
     }
     // Each counterpart's first feedback of each calendar week (ties on the
-    // millisecond broken by id), over all time.
+    // millisecond broken by id), over all time: one sort of the subject's
+    // feedback, not a lookup per row.
     let weekly = conn
         .rows(
-            "SELECT f.rating, COUNT(*) AS n FROM feedback f \
-             WHERE f.subject_user_id = $1 AND ($2 IS NULL OR f.side = $2) \
-             AND NOT EXISTS (SELECT 1 FROM feedback g \
-                 WHERE g.subject_user_id = f.subject_user_id \
-                 AND g.author_user_id = f.author_user_id \
-                 AND ($2 IS NULL OR g.side = $2) \
-                 AND (g.created_at_ms + $3) / $4 = (f.created_at_ms + $3) / $4 \
-                 AND (g.created_at_ms < f.created_at_ms \
-                      OR (g.created_at_ms = f.created_at_ms AND g.id < f.id))) \
-             GROUP BY f.rating",
+            "SELECT rating, COUNT(*) AS n FROM (SELECT rating, ROW_NUMBER() OVER ( \
+                 PARTITION BY author_user_id, (created_at_ms + $3) / $4 \
+                 ORDER BY created_at_ms, id) AS nth \
+             FROM feedback WHERE subject_user_id = $1 AND ($2 IS NULL OR side = $2)) AS weekly \
+             WHERE nth = 1 GROUP BY rating",
             &[
                 Arg::Uuid(user_id),
                 Arg::OptText(side.map(str::to_owned)),

@@ -354,6 +354,7 @@ impl Term {
             outcomes: HashMap::new(),
             outcome_order: VecDeque::new(),
             evictions: VecDeque::new(),
+            in_flight: None,
         };
         worker.recover().await?;
         let stop = Shutdown::new();
@@ -463,6 +464,11 @@ struct Worker {
     /// Finished auctions to drop from memory at (unix ms, auction), in
     /// order; one that is read later is reloaded from the log.
     evictions: VecDeque<(i64, Uuid)>,
+    /// The batch being committed, with what waits for its commit: the
+    /// writer prepares the next batch meanwhile (on top of this one's
+    /// changes in memory) and settles this one before answering anything
+    /// of the next.
+    in_flight: Option<(crate::log::Committing, Pending)>,
 }
 
 /// What a batch has produced so far.
@@ -560,6 +566,32 @@ impl Worker {
     ) {
         let mut requests = Vec::with_capacity(MAX_BATCH);
         loop {
+            if self.in_flight.is_some() {
+                // A batch is being committed: prepare the next one now if
+                // commands are waiting, else wait for the commit. (A stop
+                // or shutdown is seen below once it has landed.)
+                let stopping = shutdown.is_triggered() || stop.is_triggered();
+                while !stopping && requests.len() < MAX_BATCH {
+                    match receiver.try_recv() {
+                        Ok(request) => requests.push(request),
+                        Err(_) => break,
+                    }
+                }
+                let going = if requests.is_empty() {
+                    self.settle().await.is_ok()
+                } else {
+                    self.process(std::mem::take(&mut requests)).await
+                };
+                if !going {
+                    tracing::warn!(
+                        shard = self.shard,
+                        epoch = self.epoch,
+                        "shard deposed; it stops serving"
+                    );
+                    return;
+                }
+                continue;
+            }
             let next_timer = self.timers.first().map(|(deadline, _)| deadline.unix_ms());
             let next_eviction = self.evictions.front().map(|(due, _)| *due);
             let next_wake = match (next_timer, next_eviction) {
@@ -584,6 +616,7 @@ impl Worker {
                     if !requests.is_empty() {
                         self.process(std::mem::take(&mut requests)).await;
                     }
+                    let _ = self.settle().await;
                     return;
                 }
                 () = stop.wait() => {
@@ -597,7 +630,10 @@ impl Worker {
                     return;
                 }
                 received = receiver.recv() => {
-                    let Some(request) = received else { return };
+                    let Some(request) = received else {
+                        let _ = self.settle().await;
+                        return;
+                    };
                     requests.push(request);
                     while requests.len() < MAX_BATCH {
                         match receiver.try_recv() {
@@ -642,6 +678,46 @@ impl Worker {
             self.handle(request, now, &mut pending).await;
         }
         self.commit(pending).await
+    }
+
+    /// Hands the batch to the log after the one in flight has landed; its
+    /// answers wait in `in_flight`. Returns `false` when fenced.
+    async fn commit(&mut self, pending: Pending) -> bool {
+        if let Err(fenced) = self.settle().await {
+            // This batch was prepared on top of the one that failed.
+            self.fail(pending, fenced);
+            return !fenced;
+        }
+        if pending.batch.is_empty() {
+            self.conclude(pending);
+        } else {
+            let mut pending = pending;
+            let batch = std::mem::take(&mut pending.batch);
+            self.in_flight = Some((self.log.submit(self.shard, self.epoch, batch), pending));
+        }
+        true
+    }
+
+    /// Waits for the batch in flight (if any) and answers it; `Err(fenced)`
+    /// when it failed.
+    async fn settle(&mut self) -> Result<(), bool> {
+        let Some((committing, mut pending)) = self.in_flight.take() else {
+            return Ok(());
+        };
+        let (batch, appended) = committing.wait().await;
+        pending.batch = batch;
+        match appended {
+            Ok(()) => {
+                self.conclude(pending);
+                Ok(())
+            }
+            Err(error) => {
+                let fenced = matches!(error, LogError::Fenced { .. });
+                tracing::error!(shard = self.shard, epoch = self.epoch, error = %auction_platform::error::DisplayChain(&error), "append failed; nothing of the batch is acknowledged");
+                self.fail(pending, fenced);
+                Err(fenced)
+            }
+        }
     }
 
     async fn prefetch_outcomes(&mut self, requests: &[Request]) -> Result<(), LogError> {
@@ -1216,70 +1292,64 @@ impl Worker {
         self.market.publish(items);
     }
 
-    /// Appends the batch, then answers and publishes; on failure answers
-    /// UNAVAILABLE and forgets what the batch changed in memory. Returns
-    /// `false` when fenced.
-    async fn commit(&mut self, pending: Pending) -> bool {
+    /// A batch landed in the log: answers and publishes it.
+    fn conclude(&mut self, pending: Pending) {
         let Pending {
             batch,
             replies,
             published,
-            touched,
-            new_outcomes,
+            touched: _,
+            new_outcomes: _,
             created,
         } = pending;
-        let appended = if batch.is_empty() {
-            Ok(())
-        } else {
-            self.log.append(self.shard, self.epoch, &batch).await
-        };
-        match appended {
-            Ok(()) => {
-                if !batch.outbox.is_empty() {
-                    self.relay.wake();
-                }
-                self.hub
-                    .activity
-                    .notify(batch.activity.iter().map(|row| row.user_id));
-                for (reply, result) in replies {
-                    let _ = reply.send(result);
-                }
-                self.publish(&created, published);
-                let finished: Vec<Uuid> = batch
-                    .status_changes
-                    .iter()
-                    .filter(|change| change.finished)
-                    .map(|change| change.auction_id)
-                    .collect();
-                for auction_id in finished {
-                    self.schedule_eviction(auction_id);
-                }
-                true
+        if !batch.outbox.is_empty() {
+            self.relay.wake();
+        }
+        self.hub
+            .activity
+            .notify(batch.activity.iter().map(|row| row.user_id));
+        for (reply, result) in replies {
+            let _ = reply.send(result);
+        }
+        self.publish(&created, published);
+        let finished: Vec<Uuid> = batch
+            .status_changes
+            .iter()
+            .filter(|change| change.finished)
+            .map(|change| change.auction_id)
+            .collect();
+        for auction_id in finished {
+            self.schedule_eviction(auction_id);
+        }
+    }
+
+    /// A batch did not land (or was prepared on one that did not): answers
+    /// NOT_LEADER when fenced, else UNAVAILABLE, and forgets what it changed
+    /// in memory, which must not run ahead of the log.
+    fn fail(&mut self, pending: Pending, fenced: bool) {
+        let Pending {
+            replies,
+            touched,
+            new_outcomes,
+            ..
+        } = pending;
+        for (reply, _) in replies {
+            let answer = if fenced {
+                BiddingError::NotLeader { shard: self.shard }
+            } else {
+                BiddingError::Unavailable(LogError::Corrupt("the append failed".to_owned()))
+            };
+            let _ = reply.send(Err(answer));
+        }
+        for auction_id in touched {
+            if let Some(live) = self.auctions.remove(&auction_id)
+                && let Some(deadline) = live.armed
+            {
+                self.timers.remove(&(deadline, auction_id));
             }
-            Err(error) => {
-                let fenced = matches!(error, LogError::Fenced { .. });
-                tracing::error!(shard = self.shard, epoch = self.epoch, error = %auction_platform::error::DisplayChain(&error), "append failed; nothing of the batch is acknowledged");
-                for (reply, _) in replies {
-                    let answer = if fenced {
-                        BiddingError::NotLeader { shard: self.shard }
-                    } else {
-                        BiddingError::Unavailable(LogError::Corrupt("the append failed".to_owned()))
-                    };
-                    let _ = reply.send(Err(answer));
-                }
-                // Memory must not run ahead of the log.
-                for auction_id in touched {
-                    if let Some(live) = self.auctions.remove(&auction_id)
-                        && let Some(deadline) = live.armed
-                    {
-                        self.timers.remove(&(deadline, auction_id));
-                    }
-                }
-                for key in new_outcomes {
-                    self.outcomes.remove(&key);
-                }
-                !fenced
-            }
+        }
+        for key in new_outcomes {
+            self.outcomes.remove(&key);
         }
     }
 }
@@ -1505,6 +1575,7 @@ mod tests {
             outcomes: HashMap::new(),
             outcome_order: VecDeque::new(),
             evictions: VecDeque::new(),
+            in_flight: None,
         }
     }
 
@@ -1575,17 +1646,20 @@ mod tests {
                 ])
                 .await
         );
+        worker.settle().await.unwrap();
         created.await.unwrap().unwrap();
         created_running.await.unwrap().unwrap();
         // The first closes (unsold) at its end; still in memory for a while.
         clock.0.store(start + 11_000, Ordering::SeqCst);
         assert!(worker.process(Vec::new()).await);
+        worker.settle().await.unwrap();
         assert!(worker.auctions[&ending].auction.status().is_finished());
         clock.0.store(
             start + 11_000 + EVICT_FINISHED_AFTER_MS + 1,
             Ordering::SeqCst,
         );
         assert!(worker.process(Vec::new()).await);
+        worker.settle().await.unwrap();
         assert!(
             !worker.auctions.contains_key(&ending),
             "the finished auction left memory"

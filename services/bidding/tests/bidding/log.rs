@@ -1,5 +1,6 @@
 //! The durable log's fencing, on both backends: an append from an epoch
-//! lower than the latest is refused and changes nothing.
+//! lower than the latest is refused and changes nothing; in a group commit
+//! each shard's batch gets its own answer.
 
 use auction_bidding::log::{Batch, EventRow, Log, LogError, NewAuction};
 use auction_platform::config::{Config, Secret, StorageBackend};
@@ -103,4 +104,63 @@ async fn fencing_sqlite() {
 #[tokio::test]
 async fn fencing_postgres() {
     fencing(StorageBackend::Postgres).await;
+}
+
+/// Batches of several shards handed to the group committer together: each
+/// gets its own answer. A fenced shard is refused alone, and a batch the
+/// database rejects (an event sequence already in the log) fails alone:
+/// the others land all the same.
+async fn group_commit(backend: StorageBackend) {
+    let data = tempfile::tempdir().unwrap();
+    let log = open(backend, &data).await;
+    let existing = Uuid::now_v7();
+    log.append(5, 3, &batch_with_event(existing, 0, true))
+        .await
+        .expect("epoch 3 leads shard 5");
+    let (fresh_six, fresh_seven) = (Uuid::now_v7(), Uuid::now_v7());
+    // Submitted before any is awaited: they wait for the committer together.
+    let deposed = log.submit(5, 2, batch_with_event(existing, 1, false));
+    let six = log.submit(6, 1, batch_with_event(fresh_six, 0, true));
+    let duplicate = log.submit(5, 3, batch_with_event(existing, 0, false));
+    let seven = log.submit(7, 1, batch_with_event(fresh_seven, 0, true));
+    let (_, deposed) = deposed.wait().await;
+    let (six_batch, six) = six.wait().await;
+    let (_, duplicate) = duplicate.wait().await;
+    let (_, seven) = seven.wait().await;
+    assert!(
+        matches!(
+            deposed,
+            Err(LogError::Fenced {
+                shard: 5,
+                epoch: 2,
+                current: 3
+            })
+        ),
+        "{deposed:?}"
+    );
+    assert!(
+        matches!(duplicate, Err(LogError::Database(_))),
+        "{duplicate:?}"
+    );
+    six.expect("shard 6 lands");
+    seven.expect("shard 7 lands");
+    // The batch comes back with its answer.
+    assert_eq!(six_batch.new_auctions.len(), 1);
+    assert_eq!(log.events_from(existing, 0, 10).await.unwrap().len(), 1);
+    assert_eq!(log.events_from(fresh_six, 0, 10).await.unwrap().len(), 1);
+    assert_eq!(log.events_from(fresh_seven, 0, 10).await.unwrap().len(), 1);
+    assert_eq!(log.current_epoch(5).await.unwrap(), 3);
+    assert_eq!(log.current_epoch(6).await.unwrap(), 1);
+}
+
+// Proves per-shard answers of a group commit on SQLite.
+#[tokio::test]
+async fn group_commit_sqlite() {
+    group_commit(StorageBackend::Sqlite).await;
+}
+
+// Proves per-shard answers of a group commit on PostgreSQL.
+#[tokio::test]
+async fn group_commit_postgres() {
+    group_commit(StorageBackend::Postgres).await;
 }

@@ -272,12 +272,12 @@ async fn subscriber(
                     Some(message) => {
                         let payload: Vec<u8> = message.get_payload_bytes().to_vec();
                         match serde_json::from_slice::<Wire>(&payload) {
-                            Ok(wire) => hub.publish(Arc::new(Published {
-                                auction_id: wire.auction_id,
-                                events: wire.events,
-                                view: wire.view,
-                                metadata: Arc::new(wire.metadata),
-                            })),
+                            Ok(wire) => hub.publish(Arc::new(Published::new(
+                                wire.auction_id,
+                                wire.events,
+                                wire.view,
+                                Arc::new(wire.metadata),
+                            ))),
                             Err(error) => tracing::warn!(%error, "fan-out: unreadable message"),
                         }
                     }

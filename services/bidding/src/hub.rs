@@ -6,7 +6,7 @@
 //! slow watcher never makes memory grow.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use auction_engine::{AuctionView, Event};
 use tokio::sync::broadcast;
@@ -25,6 +25,48 @@ pub struct Published {
     pub view: AuctionView,
     /// The catalog's metadata.
     pub metadata: Arc<Metadata>,
+    /// The events as `WatchAuction` sends them, converted by the first
+    /// watcher that needs them and shared by every other: 10,000 watchers of
+    /// one auction convert each event once, not 10,000 times.
+    wire: OnceLock<Vec<auction_proto::v1::AuctionEvent>>,
+}
+
+impl Published {
+    /// What one commit changed in `auction_id`.
+    pub fn new(
+        auction_id: Uuid,
+        events: Vec<Event>,
+        view: AuctionView,
+        metadata: Arc<Metadata>,
+    ) -> Self {
+        Self {
+            auction_id,
+            events,
+            view,
+            metadata,
+            wire: OnceLock::new(),
+        }
+    }
+
+    /// The events on the wire, in order (one per event of `events`).
+    pub fn wire_events(&self) -> &[auction_proto::v1::AuctionEvent] {
+        self.wire.get_or_init(|| {
+            let later = crate::convert::later_bids(&self.events);
+            self.events
+                .iter()
+                .zip(later)
+                .map(|(event, later_bids)| {
+                    crate::convert::event(
+                        self.auction_id,
+                        event,
+                        &self.view,
+                        &self.metadata,
+                        later_bids,
+                    )
+                })
+                .collect()
+        })
+    }
 }
 
 /// The per-auction broadcast channels.

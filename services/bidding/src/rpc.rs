@@ -865,7 +865,7 @@ impl Bidding {
         &self,
         auction_id: Uuid,
         resume_after: u64,
-        (mut view, metadata): (auction_engine::AuctionView, Arc<Metadata>),
+        (view, metadata): (auction_engine::AuctionView, Arc<Metadata>),
         mut live: broadcast::Receiver<Arc<Published>>,
         sender: tokio::sync::mpsc::Sender<Result<pb::WatchAuctionResponse, Status>>,
     ) {
@@ -917,26 +917,24 @@ impl Bidding {
                 }
                 received = live.recv() => match received {
                     Ok(published) => {
-                        view = published.view.clone();
                         // A commit that did not reach this node (Redis
                         // pub/sub is at most once) shows as a gap: the log
                         // fills it first.
                         if let Some(first) = published.events.first() {
                             let first = convert::wire_sequence(first.seq);
                             if first > sent + 1 {
-                                match self.replay(auction_id, sent, first - 1, (&view, &metadata), &sender).await {
+                                match self.replay(auction_id, sent, first - 1, (&published.view, &metadata), &sender).await {
                                     Some(last) => sent = last,
                                     None => return,
                                 }
                             }
                         }
-                        let later = convert::later_bids(&published.events);
-                        for (event, later_bids) in published.events.iter().zip(later) {
+                        for (event, wire) in published.events.iter().zip(published.wire_events()) {
                             let seq = convert::wire_sequence(event.seq);
                             if seq <= sent {
                                 continue;
                             }
-                            let message = Message::Event(convert::event(auction_id, event, &view, &metadata, later_bids));
+                            let message = Message::Event(wire.clone());
                             if sender.send(Ok(pb::WatchAuctionResponse { message: Some(message) })).await.is_err() {
                                 return;
                             }

@@ -1278,12 +1278,12 @@ impl Worker {
                     &live.metadata.category_path_ids,
                 ));
             }
-            let published = Arc::new(Published {
+            let published = Arc::new(Published::new(
                 auction_id,
                 events,
                 view,
-                metadata: Arc::clone(&live.metadata),
-            });
+                Arc::clone(&live.metadata),
+            ));
             if let Some(fanout) = &self.fanout {
                 fanout.publish(Arc::clone(&published));
             }

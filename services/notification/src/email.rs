@@ -3,15 +3,23 @@
 //! gives up after the last one. A recipient without a known address (the
 //! user service publishes addresses as `user` bus events) is retried the
 //! same way, then given up with the reason recorded.
+//!
+//! Transport security (`notification.smtp.tls`): `none` is plain SMTP,
+//! `starttls` upgrades before anything else is said (a relay without
+//! STARTTLS is an error, never a fallback), `tls` is TLS from the first
+//! byte. TLS is rustls on ring; the relay's certificate must chain to the
+//! system's trust store or to `notification.smtp.extra_ca_file`, and name
+//! `notification.smtp.host`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use auction_platform::Shutdown;
-use auction_platform::config::{NotificationConfig, SmtpConfig};
+use auction_platform::config::{NotificationConfig, SmtpConfig, SmtpTls};
 use auction_proto::v1::{Notification, NotificationType};
 use lettre::message::{Mailbox, header::ContentType};
 use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport as _, Message, Tokio1Executor};
 
 use crate::Inner;
@@ -33,10 +41,22 @@ impl Mailer {
             .from_address
             .parse()
             .map_err(|error| format!("notification.smtp.from_address: {error}"))?;
-        // Plain SMTP only in this build (see SmtpConfig::tls).
+        let tls = match smtp.tls {
+            SmtpTls::None => {
+                // Checked by the configuration too; here again because
+                // sending a password in clear is never acceptable.
+                if smtp.username.is_some() || smtp.password.is_some() {
+                    return Err("notification.smtp.tls: a relay login needs tls = \"starttls\" or \"tls\" (with \"none\" the credentials would cross the network in clear)".to_owned());
+                }
+                Tls::None
+            }
+            SmtpTls::Starttls => Tls::Required(tls_parameters(smtp)?),
+            SmtpTls::Tls => Tls::Wrapper(tls_parameters(smtp)?),
+        };
         let mut builder =
             AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(smtp.host.as_str())
                 .port(smtp.port)
+                .tls(tls)
                 .timeout(Some(Duration::from_millis(smtp.timeout_ms)));
         if let (Some(username), Some(password)) = (&smtp.username, &smtp.password) {
             builder = builder.credentials(Credentials::new(
@@ -49,6 +69,30 @@ impl Mailer {
             from,
         })
     }
+}
+
+/// The TLS settings of `smtp`: the system's roots plus the extra CA file,
+/// for the relay's host name.
+fn tls_parameters(smtp: &SmtpConfig) -> Result<TlsParameters, String> {
+    let mut builder = TlsParameters::builder(smtp.host.clone());
+    if let Some(path) = &smtp.extra_ca_file {
+        let pem = std::fs::read(path).map_err(|error| {
+            format!(
+                "notification.smtp.extra_ca_file `{}`: {error}",
+                path.display()
+            )
+        })?;
+        let certificate = Certificate::from_pem(&pem).map_err(|error| {
+            format!(
+                "notification.smtp.extra_ca_file `{}`: {error}",
+                path.display()
+            )
+        })?;
+        builder = builder.add_root_certificate(certificate);
+    }
+    builder
+        .build_rustls()
+        .map_err(|error| format!("notification.smtp.tls: {error}"))
 }
 
 /// Subject and text of the e-mail for `notification`.

@@ -297,7 +297,9 @@ pub struct NotificationConfig {
     pub smtp: Option<SmtpConfig>,
     /// Delays between e-mail attempts; one attempt more than delays.
     pub email_retry_delays_ms: Vec<u64>,
-    /// The web app's base URL, for links in e-mails.
+    /// The web app's base URL, for links in e-mails: notification links
+    /// append the notification's action path, the verification e-mail
+    /// `/verify-email?token=...`. The default suits `auctiond dev`.
     pub web_base_url: String,
 }
 
@@ -309,12 +311,20 @@ pub struct SmtpConfig {
     pub host: String,
     /// Relay port.
     pub port: u16,
-    /// `none` (a relay on loopback or a private network); `starttls` and
-    /// `tls` need lettre's TLS feature, not built in yet, and are refused.
+    /// `none` (plain SMTP: a relay on loopback or a trusted network, and
+    /// then no login), `starttls` (plain, upgraded by STARTTLS before
+    /// anything else; usually port 587) or `tls` (TLS from the first byte;
+    /// usually port 465). The relay's certificate is checked against the
+    /// system's trust store plus `extra_ca_file`, for `host`.
     pub tls: SmtpTls,
+    /// PEM file of extra certificate authorities trusted for the relay,
+    /// besides the system's trust store (a relay on a private CA; tests).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extra_ca_file: Option<std::path::PathBuf>,
     /// The sender, e.g. `Auctions <no-reply@auctions.example.com>`.
     pub from_address: String,
-    /// Login user, if the relay wants one.
+    /// Login user, if the relay wants one. Refused with `tls = "none"`:
+    /// the credentials would cross the network in clear.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
     /// Login password.
@@ -330,9 +340,10 @@ pub struct SmtpConfig {
 pub enum SmtpTls {
     /// Plain SMTP.
     None,
-    /// STARTTLS upgrade (needs the TLS build).
+    /// Plain connection upgraded with STARTTLS; a relay that does not offer
+    /// it is an error (never a silent fallback to plain).
     Starttls,
-    /// TLS from the first byte (needs the TLS build).
+    /// TLS from the first byte (implicit TLS, RFC 8314).
     Tls,
 }
 
@@ -1067,10 +1078,18 @@ impl Config {
             if smtp.port == 0 {
                 return Err(invalid("notification.smtp.port", "must not be 0"));
             }
-            if smtp.tls != SmtpTls::None {
+            if smtp.tls == SmtpTls::None && (smtp.username.is_some() || smtp.password.is_some()) {
                 return Err(invalid(
                     "notification.smtp.tls",
-                    "this build sends plain SMTP only (lettre without TLS); use \"none\" with a relay on a trusted network",
+                    "a relay login (notification.smtp.username/password) needs tls = \"starttls\" or \"tls\": with \"none\" the credentials would cross the network in clear",
+                ));
+            }
+            if let Some(path) = &smtp.extra_ca_file
+                && !path.is_file()
+            {
+                return Err(invalid(
+                    "notification.smtp.extra_ca_file",
+                    &format!("`{}` is not a readable file", path.display()),
                 ));
             }
             if !looks_like_mailbox(&smtp.from_address) {
@@ -1372,13 +1391,18 @@ mod tests {
         let error = load_text("[redis]\nclaim_idle_ms = 1\n").unwrap_err();
         assert!(error.to_string().contains("redis.claim_idle_ms"), "{error}");
         let error = load_text(
-            "[notification.smtp]\nhost = \"mail\"\nport = 25\ntls = \"starttls\"\nfrom_address = \"a@b.c\"\ntimeout_ms = 1000\n",
+            "[notification.smtp]\nhost = \"mail\"\nport = 25\ntls = \"none\"\nfrom_address = \"a@b.c\"\nusername = \"u\"\npassword = \"p\"\ntimeout_ms = 1000\n",
         )
         .unwrap_err();
         assert!(
-            error.to_string().contains("notification.smtp.tls"),
+            error.to_string().contains("notification.smtp.tls")
+                && error.to_string().contains("in clear"),
             "{error}"
         );
+        load_text(
+            "[notification.smtp]\nhost = \"mail\"\nport = 587\ntls = \"starttls\"\nfrom_address = \"a@b.c\"\nusername = \"u\"\npassword = \"p\"\ntimeout_ms = 1000\n",
+        )
+        .unwrap();
         let error = load_text("[notification]\nheartbeat_interval_ms = 60000\n").unwrap_err();
         assert!(
             error

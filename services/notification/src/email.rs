@@ -1,8 +1,13 @@
 //! E-mail over SMTP (lettre): one template per notification type family,
 //! plain text, sent by a worker that retries with the configured delays and
 //! gives up after the last one. A recipient without a known address (the
-//! user service publishes addresses as `user` bus events) is retried the
-//! same way, then given up with the reason recorded.
+//! user service publishes VERIFIED addresses as `user` bus events) is
+//! retried the same way, then given up with the reason recorded.
+//!
+//! The same worker sends the transactional verification e-mails
+//! (BusUserEmailVerificationRequested): to the address being verified,
+//! whatever the preferences, never in the inbox, given up once the token
+//! has expired; the token is blanked in the table once the e-mail is sent.
 //!
 //! Transport security (`notification.smtp.tls`): `none` is plain SMTP,
 //! `starttls` upgrades before anything else is said (a relay without
@@ -23,7 +28,7 @@ use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport as _, Message, Tokio1Executor};
 
 use crate::Inner;
-use crate::store::EmailJob;
+use crate::store::{EmailJob, VerificationEmailJob};
 
 /// E-mails sent per round.
 const BATCH: u32 = 32;
@@ -95,6 +100,57 @@ fn tls_parameters(smtp: &SmtpConfig) -> Result<TlsParameters, String> {
         .map_err(|error| format!("notification.smtp.tls: {error}"))
 }
 
+/// Subject and text of the verification e-mail: the link
+/// `{web_base_url}/verify-email?token=...` and when it expires.
+pub fn render_verification(job: &VerificationEmailJob, web_base_url: &str) -> (String, String) {
+    let greeting = if job.display_name.is_empty() {
+        "Hello,".to_owned()
+    } else {
+        format!("Hello {},", job.display_name)
+    };
+    // The token is base64url: nothing to escape in a query string.
+    let link = format!(
+        "{}/verify-email?token={}",
+        web_base_url.trim_end_matches('/'),
+        job.token
+    );
+    let expires = auction_platform::bus::timestamp_from_ms(job.expires_at_ms);
+    let text = format!(
+        "{greeting}\n\nPlease confirm that {} is your e-mail address by opening this link:\n\n{link}\n\nThe link works once and expires at {} UTC (seconds since 1970: {}).\nIf you did not create an account, ignore this e-mail.\n",
+        job.email,
+        rfc3339(expires.seconds),
+        expires.seconds
+    );
+    ("Confirm your e-mail address".to_owned(), text)
+}
+
+/// `seconds` since the epoch as `YYYY-MM-DD HH:MM:SS` (UTC), without a
+/// date library (days to civil date, H. Hinnant's algorithm).
+fn rfc3339(seconds: i64) -> String {
+    let days = seconds.div_euclid(86_400);
+    let of_day = seconds.rem_euclid(86_400);
+    let shifted = days + 719_468;
+    let era = shifted.div_euclid(146_097);
+    let day_of_era = shifted.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_index = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
+        of_day / 3_600,
+        of_day % 3_600 / 60,
+        of_day % 60
+    )
+}
+
 /// Subject and text of the e-mail for `notification`.
 pub fn render(
     notification: &Notification,
@@ -153,7 +209,18 @@ pub async fn run(inner: Arc<Inner>, mailer: Mailer, shutdown: Shutdown) {
                 Vec::new()
             }
         };
-        let busy = !jobs.is_empty();
+        let verifications = match inner.store.due_verification_emails(now, BATCH).await {
+            Ok(jobs) => jobs,
+            Err(error) => {
+                tracing::warn!(error = %auction_platform::error::DisplayChain(&error), "verification e-mails unreadable");
+                Vec::new()
+            }
+        };
+        let busy = !jobs.is_empty() || !verifications.is_empty();
+        // Verification first: someone is waiting for that one.
+        for job in verifications {
+            send_verification(&inner, &mailer, config, job).await;
+        }
         for job in jobs {
             send(&inner, &mailer, config, job).await;
         }
@@ -167,6 +234,59 @@ pub async fn run(inner: Arc<Inner>, mailer: Mailer, shutdown: Shutdown) {
             () = tokio::time::sleep(Duration::from_millis(u64::try_from(wait_ms).unwrap_or(1))) => {}
             () = shutdown.wait() => return,
         }
+    }
+}
+
+async fn send_verification(
+    inner: &Inner,
+    mailer: &Mailer,
+    config: &NotificationConfig,
+    job: VerificationEmailJob,
+) {
+    let now = crate::now_ms();
+    let outcome: Result<(), String> = async {
+        let to: Mailbox = job
+            .email
+            .parse()
+            .map_err(|error| format!("bad address: {error}"))?;
+        let (subject, text) = render_verification(&job, &config.web_base_url);
+        let message = Message::builder()
+            .from(mailer.from.clone())
+            .to(to)
+            .subject(subject)
+            .header(ContentType::TEXT_PLAIN)
+            .body(text)
+            .map_err(|error| format!("cannot build the message: {error}"))?;
+        mailer
+            .transport
+            .send(message)
+            .await
+            .map(|_| ())
+            .map_err(|error| format!("smtp: {error}"))
+    }
+    .await;
+    let (next_due, error) = match outcome {
+        Ok(()) => (None, String::new()),
+        Err(error) => {
+            let attempt = usize::try_from(job.attempts).unwrap_or(usize::MAX);
+            // Retried like notifications, but never past the token's life:
+            // a link that can no longer work is not worth sending.
+            let next = config
+                .email_retry_delays_ms
+                .get(attempt)
+                .and_then(|delay| i64::try_from(*delay).ok())
+                .map(|delay| now + delay)
+                .filter(|due| *due < job.expires_at_ms);
+            tracing::warn!(%error, event_id = %job.event_id, "verification e-mail not sent");
+            (next, error)
+        }
+    };
+    if let Err(error) = inner
+        .store
+        .record_verification_email(&job.event_id, now, next_due, &error)
+        .await
+    {
+        tracing::warn!(error = %auction_platform::error::DisplayChain(&error), "verification e-mail attempt not recorded");
     }
 }
 
@@ -218,5 +338,35 @@ async fn send(inner: &Inner, mailer: &Mailer, config: &NotificationConfig, job: 
         .await
     {
         tracing::warn!(error = %auction_platform::error::DisplayChain(&error), "e-mail attempt not recorded");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Proves the verification e-mail carries the link with the token under
+    // the configured base URL (one slash, whatever the base ends with) and
+    // a readable expiry.
+    #[test]
+    fn verification_link() {
+        let job = VerificationEmailJob {
+            event_id: "e".to_owned(),
+            email: "ann@example.test".to_owned(),
+            display_name: "Ann".to_owned(),
+            token: "amv_abc".to_owned(),
+            expires_at_ms: 1_700_000_000_000,
+            attempts: 0,
+        };
+        for base in ["https://auctions.example", "https://auctions.example/"] {
+            let (subject, text) = render_verification(&job, base);
+            assert_eq!(subject, "Confirm your e-mail address");
+            assert!(
+                text.contains("https://auctions.example/verify-email?token=amv_abc\n"),
+                "{text}"
+            );
+            assert!(text.contains("Hello Ann,"), "{text}");
+            assert!(text.contains("2023-11-14 22:13:20 UTC"), "{text}");
+        }
     }
 }

@@ -292,7 +292,8 @@ pub struct NotificationConfig {
     pub default_ending_soon_lead_ms: u64,
     /// How often auctions are checked for ENDING_SOON notifications due.
     pub ending_soon_scan_interval_ms: u64,
-    /// The SMTP relay that sends e-mail; absent = no e-mail is sent.
+    /// The SMTP relay that sends e-mail; absent = no e-mail is sent (and
+    /// no e-mail address can be verified).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub smtp: Option<SmtpConfig>,
     /// Delays between e-mail attempts; one attempt more than delays.
@@ -523,6 +524,15 @@ pub struct AuthConfig {
     pub max_failed_logins_per_source: u32,
     /// The window of the two limits above.
     pub failed_login_window_ms: u64,
+    /// How long an e-mail verification token (`amv_...`, mailed by Register
+    /// and RequestEmailVerification) is accepted by VerifyEmail.
+    pub email_verification_ttl_ms: u64,
+    /// The least time between two verification e-mails to one account, so a
+    /// "resend" button cannot be used to flood an inbox.
+    pub email_verification_resend_interval_ms: u64,
+    /// Verification e-mails one account may cause in 24 hours (Register's
+    /// included).
+    pub email_verifications_per_day: u32,
 }
 
 /// The public edge of the mesh.
@@ -626,6 +636,9 @@ impl Config {
                 max_failed_logins_per_account: 10,
                 max_failed_logins_per_source: 50,
                 failed_login_window_ms: 15 * 60 * 1_000,
+                email_verification_ttl_ms: 24 * 60 * 60 * 1_000,
+                email_verification_resend_interval_ms: 60 * 1_000,
+                email_verifications_per_day: 10,
             },
             gateway: GatewayConfig {
                 user_requests_per_second: 50,
@@ -1171,6 +1184,24 @@ impl Config {
                 "must be between 1000 and 86400000 milliseconds",
             ));
         }
+        if !(1_000..=30 * 86_400_000).contains(&auth.email_verification_ttl_ms) {
+            return Err(invalid(
+                "auth.email_verification_ttl_ms",
+                "must be between 1000 (1 s) and 2592000000 (30 days)",
+            ));
+        }
+        if auth.email_verification_resend_interval_ms > 86_400_000 {
+            return Err(invalid(
+                "auth.email_verification_resend_interval_ms",
+                "must be at most 86400000 (24 h)",
+            ));
+        }
+        if !(1..=1_000).contains(&auth.email_verifications_per_day) {
+            return Err(invalid(
+                "auth.email_verifications_per_day",
+                "must be between 1 and 1000",
+            ));
+        }
         Ok(())
     }
 
@@ -1403,6 +1434,13 @@ mod tests {
             "[notification.smtp]\nhost = \"mail\"\nport = 587\ntls = \"starttls\"\nfrom_address = \"a@b.c\"\nusername = \"u\"\npassword = \"p\"\ntimeout_ms = 1000\n",
         )
         .unwrap();
+        let error = load_text("[auth]\nemail_verifications_per_day = 0\n").unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("auth.email_verifications_per_day"),
+            "{error}"
+        );
         let error = load_text("[notification]\nheartbeat_interval_ms = 60000\n").unwrap_err();
         assert!(
             error

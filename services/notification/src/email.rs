@@ -345,6 +345,38 @@ async fn send(inner: &Inner, mailer: &Mailer, config: &NotificationConfig, job: 
 mod tests {
     use super::*;
 
+    fn smtp(tls: SmtpTls) -> SmtpConfig {
+        SmtpConfig {
+            host: "mail.example.test".to_owned(),
+            port: 587,
+            tls,
+            extra_ca_file: None,
+            from_address: "no-reply@auction.test".to_owned(),
+            username: None,
+            password: None,
+            timeout_ms: 1_000,
+        }
+    }
+
+    // Proves the mailer itself refuses a login over plain SMTP (whatever
+    // the configuration check let through) and names an unreadable CA file,
+    // while the TLS modes build without touching the network.
+    #[test]
+    fn mailer_settings_are_checked() {
+        let mut plain = smtp(SmtpTls::None);
+        plain.username = Some("mesh".to_owned());
+        plain.password = Some(auction_platform::config::Secret::new("secret"));
+        let error = Mailer::new(&plain).err().unwrap_or_default();
+        assert!(error.contains("in clear"), "{error}");
+        let mut missing_ca = smtp(SmtpTls::Starttls);
+        missing_ca.extra_ca_file = Some("/nonexistent/ca.pem".into());
+        let error = Mailer::new(&missing_ca).err().unwrap_or_default();
+        assert!(error.contains("notification.smtp.extra_ca_file"), "{error}");
+        assert!(Mailer::new(&smtp(SmtpTls::Starttls)).is_ok());
+        assert!(Mailer::new(&smtp(SmtpTls::Tls)).is_ok());
+        assert!(Mailer::new(&smtp(SmtpTls::None)).is_ok());
+    }
+
     // Proves the verification e-mail carries the link with the token under
     // the configured base URL (one slash, whatever the base ends with) and
     // a readable expiry.

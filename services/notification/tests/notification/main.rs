@@ -849,21 +849,30 @@ fn private_ca(
     (Arc::new(config), ca_file)
 }
 
+/// A running [`tls_smtp_sink`].
+struct TlsSink {
+    port: u16,
+    /// Messages received, all inside TLS.
+    received: tokio::sync::mpsc::UnboundedReceiver<TlsMail>,
+    /// One `()` per TLS handshake the client broke off (for example
+    /// because it does not trust the certificate).
+    refused_handshakes: tokio::sync::mpsc::UnboundedReceiver<()>,
+}
+
 /// An SMTP sink that speaks TLS: from the first byte (`implicit`), or after
 /// STARTTLS, which it requires before MAIL (so a plain message is refused).
-async fn tls_smtp_sink(
-    tls: Arc<tokio_rustls::rustls::ServerConfig>,
-    implicit: bool,
-) -> (u16, tokio::sync::mpsc::UnboundedReceiver<TlsMail>) {
+async fn tls_smtp_sink(tls: Arc<tokio_rustls::rustls::ServerConfig>, implicit: bool) -> TlsSink {
     use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let (sender, received) = tokio::sync::mpsc::unbounded_channel();
+    let (refused, refused_handshakes) = tokio::sync::mpsc::unbounded_channel();
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {
             let acceptor = acceptor.clone();
             let sender = sender.clone();
+            let refused = refused.clone();
             tokio::spawn(async move {
                 if !implicit {
                     // The plain part: greeting, EHLO offering STARTTLS,
@@ -896,13 +905,18 @@ async fn tls_smtp_sink(
                     }
                 }
                 let Ok(tls_stream) = acceptor.accept(stream).await else {
+                    let _ = refused.send(());
                     return;
                 };
                 let _ = tls_session(tls_stream, implicit, sender).await;
             });
         }
     });
-    (port, received)
+    TlsSink {
+        port,
+        received,
+        refused_handshakes,
+    }
 }
 
 /// The SMTP session inside TLS (`greet`: send the 220 first, as on an
@@ -1016,7 +1030,9 @@ async fn contact_then_outbid(app: &TestApp) -> String {
 async fn email_over_tls(implicit: bool, login: Option<(&str, &str)>) {
     let data = tempfile::tempdir().unwrap();
     let (tls, ca_file) = private_ca(data.path());
-    let (port, mut received) = tls_smtp_sink(tls, implicit).await;
+    let TlsSink {
+        port, mut received, ..
+    } = tls_smtp_sink(tls, implicit).await;
     let login = login.map(|(user, password)| (user.to_owned(), password.to_owned()));
     let credentials = login.clone();
     let app = spawn_app_with(Backend::Sqlite, move |config: &mut Config| {
@@ -1069,6 +1085,38 @@ async fn email_over_starttls_with_login() {
 #[tokio::test]
 async fn email_over_implicit_tls() {
     email_over_tls(true, None).await;
+}
+
+// Proves a relay whose certificate chains to no trusted root gets no e-mail:
+// the client breaks off the TLS handshake (no extra_ca_file here, and the
+// private CA is in no system store), and nothing is sent in clear instead.
+#[tokio::test]
+async fn untrusted_relay_certificate_is_refused() {
+    let data = tempfile::tempdir().unwrap();
+    let (tls, _not_trusted) = private_ca(data.path());
+    let mut sink = tls_smtp_sink(tls, true).await;
+    let port = sink.port;
+    let app = spawn_app_with(Backend::Sqlite, move |config: &mut Config| {
+        config.notification.smtp = Some(SmtpConfig {
+            host: "127.0.0.1".to_owned(),
+            port,
+            tls: SmtpTls::Tls,
+            extra_ca_file: None,
+            from_address: "Auctions <no-reply@auction.test>".to_owned(),
+            username: None,
+            password: None,
+            timeout_ms: 5_000,
+        });
+        config.notification.email_retry_delays_ms = vec![50, 100, 200, 400, 800, 1_600];
+    })
+    .await;
+    contact_then_outbid(&app).await;
+    tokio::time::timeout(WAIT, sink.refused_handshakes.recv())
+        .await
+        .expect("a refused handshake within the timeout")
+        .unwrap();
+    assert!(sink.received.try_recv().is_err());
+    app.stop().await;
 }
 
 // Proves a relay login over plain SMTP (tls = none) is refused at start,

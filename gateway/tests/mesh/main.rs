@@ -7,6 +7,7 @@
 mod auth;
 mod client;
 mod crash;
+mod email_verification;
 mod feedback;
 mod grpc_web_node;
 mod process;

@@ -142,6 +142,34 @@ pub struct EmailJob {
     pub display_name: String,
 }
 
+/// A verification e-mail due (BusUserEmailVerificationRequested).
+#[derive(Clone)]
+pub struct VerificationEmailJob {
+    /// The bus event it came from (its key).
+    pub event_id: String,
+    /// The address to verify.
+    pub email: String,
+    /// For the greeting.
+    pub display_name: String,
+    /// The token of the link.
+    pub token: String,
+    /// When the token stops being accepted.
+    pub expires_at_ms: i64,
+    /// Attempts so far.
+    pub attempts: i64,
+}
+
+impl std::fmt::Debug for VerificationEmailJob {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the token.
+        formatter
+            .debug_struct("VerificationEmailJob")
+            .field("event_id", &self.event_id)
+            .field("attempts", &self.attempts)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The user's settings row.
 #[derive(Debug, Clone, Default)]
 pub struct UserSettings {
@@ -552,6 +580,32 @@ impl Store {
                                 .execute(&mut *tx)
                                 .await?;
                         }
+                        // Transactional: no inbox entry, no preferences;
+                        // queued only where e-mail can leave at all.
+                        Some(bus_user_event::Kind::EmailVerificationRequested(request)) if settings.email_enabled => {
+                            QueryBuilder::new("INSERT INTO verification_emails (event_id, user_id, email, display_name, token, expires_at_ms, attempts, due_at_ms) VALUES (")
+                                .push_bind(event_id.to_owned())
+                                .push(", ")
+                                .push_bind(event.user_id.clone())
+                                .push(", ")
+                                .push_bind(request.email.clone())
+                                .push(", ")
+                                .push_bind(request.display_name.clone())
+                                .push(", ")
+                                .push_bind(request.token.clone())
+                                .push(", ")
+                                .push_bind(request.expire_time.as_ref().map_or(now_ms, ms_from_timestamp))
+                                .push(", 0, ")
+                                .push_bind(now_ms)
+                                .push(")")
+                                .build()
+                                .execute(&mut *tx)
+                                .await?;
+                            produced.emails = true;
+                        }
+                        // Without a relay the address cannot be verified:
+                        // nothing to keep.
+                        Some(bus_user_event::Kind::EmailVerificationRequested(_)) => {}
                         Some(bus_user_event::Kind::InterestsChanged(interests)) => {
                             QueryBuilder::new("DELETE FROM user_interest_categories WHERE user_id = ")
                                 .push_bind(event.user_id.clone())
@@ -1345,12 +1399,74 @@ impl Store {
         Ok(())
     }
 
-    /// When the next e-mail is due, if any.
+    /// When the next e-mail (notification or verification) is due, if any.
     pub async fn next_email_due(&self) -> Result<Option<i64>, NotificationError> {
-        let due: Option<i64> = on_pool!(&self.database, pool => {
-            QueryBuilder::new("SELECT MIN(due_at_ms) FROM email_jobs WHERE sent_at_ms IS NULL").build_query_scalar().fetch_one(pool).await?
+        let (notification, verification): (Option<i64>, Option<i64>) = on_pool!(&self.database, pool => {
+            (
+                QueryBuilder::new("SELECT MIN(due_at_ms) FROM email_jobs WHERE sent_at_ms IS NULL").build_query_scalar().fetch_one(pool).await?,
+                QueryBuilder::new("SELECT MIN(due_at_ms) FROM verification_emails WHERE sent_at_ms IS NULL").build_query_scalar().fetch_one(pool).await?,
+            )
         });
-        Ok(due)
+        Ok(match (notification, verification) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        })
+    }
+
+    /// Verification e-mails due at `now_ms`.
+    pub async fn due_verification_emails(
+        &self,
+        now_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<VerificationEmailJob>, NotificationError> {
+        let rows = on_pool!(&self.database, pool => {
+            QueryBuilder::new("SELECT event_id, email, display_name, token, expires_at_ms, attempts FROM verification_emails WHERE sent_at_ms IS NULL AND due_at_ms <= ")
+                .push_bind(now_ms)
+                .push(" ORDER BY due_at_ms LIMIT ")
+                .push_bind(i64::from(limit))
+                .build()
+                .fetch_all(pool)
+                .await?
+                .iter()
+                .map(|row| {
+                    Ok(VerificationEmailJob {
+                        event_id: row.try_get("event_id")?,
+                        email: row.try_get("email")?,
+                        display_name: row.try_get("display_name")?,
+                        token: row.try_get("token")?,
+                        expires_at_ms: row.try_get("expires_at_ms")?,
+                        attempts: row.try_get("attempts")?,
+                    })
+                })
+                .collect::<Result<Vec<_>, NotificationError>>()?
+        });
+        Ok(rows)
+    }
+
+    /// Records a verification e-mail attempt like [`Self::record_email`];
+    /// once sent or given up the token is blanked (kept no longer than
+    /// needed).
+    pub async fn record_verification_email(
+        &self,
+        event_id: &str,
+        now_ms: i64,
+        next_due_ms: Option<i64>,
+        error: &str,
+    ) -> Result<(), NotificationError> {
+        on_pool!(&self.database, pool => {
+            let mut query = QueryBuilder::new("UPDATE verification_emails SET attempts = attempts + 1, last_error = ");
+            query.push_bind(error.to_owned());
+            match next_due_ms {
+                Some(due) => {
+                    query.push(", due_at_ms = ").push_bind(due);
+                }
+                None => {
+                    query.push(", token = '', sent_at_ms = ").push_bind(now_ms);
+                }
+            }
+            query.push(" WHERE event_id = ").push_bind(event_id.to_owned()).build().execute(pool).await?;
+        });
+        Ok(())
     }
 }
 

@@ -292,12 +292,15 @@ pub struct NotificationConfig {
     pub default_ending_soon_lead_ms: u64,
     /// How often auctions are checked for ENDING_SOON notifications due.
     pub ending_soon_scan_interval_ms: u64,
-    /// The SMTP relay that sends e-mail; absent = no e-mail is sent.
+    /// The SMTP relay that sends e-mail; absent = no e-mail is sent (and
+    /// no e-mail address can be verified).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub smtp: Option<SmtpConfig>,
     /// Delays between e-mail attempts; one attempt more than delays.
     pub email_retry_delays_ms: Vec<u64>,
-    /// The web app's base URL, for links in e-mails.
+    /// The web app's base URL, for links in e-mails: notification links
+    /// append the notification's action path, the verification e-mail
+    /// `/verify-email?token=...`. The default suits `auctiond dev`.
     pub web_base_url: String,
 }
 
@@ -309,12 +312,20 @@ pub struct SmtpConfig {
     pub host: String,
     /// Relay port.
     pub port: u16,
-    /// `none` (a relay on loopback or a private network); `starttls` and
-    /// `tls` need lettre's TLS feature, not built in yet, and are refused.
+    /// `none` (plain SMTP: a relay on loopback or a trusted network, and
+    /// then no login), `starttls` (plain, upgraded by STARTTLS before
+    /// anything else; usually port 587) or `tls` (TLS from the first byte;
+    /// usually port 465). The relay's certificate is checked against the
+    /// system's trust store plus `extra_ca_file`, for `host`.
     pub tls: SmtpTls,
+    /// PEM file of extra certificate authorities trusted for the relay,
+    /// besides the system's trust store (a relay on a private CA; tests).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extra_ca_file: Option<std::path::PathBuf>,
     /// The sender, e.g. `Auctions <no-reply@auctions.example.com>`.
     pub from_address: String,
-    /// Login user, if the relay wants one.
+    /// Login user, if the relay wants one. Refused with `tls = "none"`:
+    /// the credentials would cross the network in clear.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
     /// Login password.
@@ -330,9 +341,10 @@ pub struct SmtpConfig {
 pub enum SmtpTls {
     /// Plain SMTP.
     None,
-    /// STARTTLS upgrade (needs the TLS build).
+    /// Plain connection upgraded with STARTTLS; a relay that does not offer
+    /// it is an error (never a silent fallback to plain).
     Starttls,
-    /// TLS from the first byte (needs the TLS build).
+    /// TLS from the first byte (implicit TLS, RFC 8314).
     Tls,
 }
 
@@ -512,6 +524,15 @@ pub struct AuthConfig {
     pub max_failed_logins_per_source: u32,
     /// The window of the two limits above.
     pub failed_login_window_ms: u64,
+    /// How long an e-mail verification token (`amv_...`, mailed by Register
+    /// and RequestEmailVerification) is accepted by VerifyEmail.
+    pub email_verification_ttl_ms: u64,
+    /// The least time between two verification e-mails to one account, so a
+    /// "resend" button cannot be used to flood an inbox.
+    pub email_verification_resend_interval_ms: u64,
+    /// Verification e-mails one account may cause in 24 hours (Register's
+    /// included).
+    pub email_verifications_per_day: u32,
 }
 
 /// The public edge of the mesh.
@@ -615,6 +636,9 @@ impl Config {
                 max_failed_logins_per_account: 10,
                 max_failed_logins_per_source: 50,
                 failed_login_window_ms: 15 * 60 * 1_000,
+                email_verification_ttl_ms: 24 * 60 * 60 * 1_000,
+                email_verification_resend_interval_ms: 60 * 1_000,
+                email_verifications_per_day: 10,
             },
             gateway: GatewayConfig {
                 user_requests_per_second: 50,
@@ -1067,10 +1091,18 @@ impl Config {
             if smtp.port == 0 {
                 return Err(invalid("notification.smtp.port", "must not be 0"));
             }
-            if smtp.tls != SmtpTls::None {
+            if smtp.tls == SmtpTls::None && (smtp.username.is_some() || smtp.password.is_some()) {
                 return Err(invalid(
                     "notification.smtp.tls",
-                    "this build sends plain SMTP only (lettre without TLS); use \"none\" with a relay on a trusted network",
+                    "a relay login (notification.smtp.username/password) needs tls = \"starttls\" or \"tls\": with \"none\" the credentials would cross the network in clear",
+                ));
+            }
+            if let Some(path) = &smtp.extra_ca_file
+                && !path.is_file()
+            {
+                return Err(invalid(
+                    "notification.smtp.extra_ca_file",
+                    &format!("`{}` is not a readable file", path.display()),
                 ));
             }
             if !looks_like_mailbox(&smtp.from_address) {
@@ -1150,6 +1182,24 @@ impl Config {
             return Err(invalid(
                 "auth.failed_login_window_ms",
                 "must be between 1000 and 86400000 milliseconds",
+            ));
+        }
+        if !(1_000..=30 * 86_400_000).contains(&auth.email_verification_ttl_ms) {
+            return Err(invalid(
+                "auth.email_verification_ttl_ms",
+                "must be between 1000 (1 s) and 2592000000 (30 days)",
+            ));
+        }
+        if auth.email_verification_resend_interval_ms > 86_400_000 {
+            return Err(invalid(
+                "auth.email_verification_resend_interval_ms",
+                "must be at most 86400000 (24 h)",
+            ));
+        }
+        if !(1..=1_000).contains(&auth.email_verifications_per_day) {
+            return Err(invalid(
+                "auth.email_verifications_per_day",
+                "must be between 1 and 1000",
             ));
         }
         Ok(())
@@ -1372,11 +1422,23 @@ mod tests {
         let error = load_text("[redis]\nclaim_idle_ms = 1\n").unwrap_err();
         assert!(error.to_string().contains("redis.claim_idle_ms"), "{error}");
         let error = load_text(
-            "[notification.smtp]\nhost = \"mail\"\nport = 25\ntls = \"starttls\"\nfrom_address = \"a@b.c\"\ntimeout_ms = 1000\n",
+            "[notification.smtp]\nhost = \"mail\"\nport = 25\ntls = \"none\"\nfrom_address = \"a@b.c\"\nusername = \"u\"\npassword = \"p\"\ntimeout_ms = 1000\n",
         )
         .unwrap_err();
         assert!(
-            error.to_string().contains("notification.smtp.tls"),
+            error.to_string().contains("notification.smtp.tls")
+                && error.to_string().contains("in clear"),
+            "{error}"
+        );
+        load_text(
+            "[notification.smtp]\nhost = \"mail\"\nport = 587\ntls = \"starttls\"\nfrom_address = \"a@b.c\"\nusername = \"u\"\npassword = \"p\"\ntimeout_ms = 1000\n",
+        )
+        .unwrap();
+        let error = load_text("[auth]\nemail_verifications_per_day = 0\n").unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("auth.email_verifications_per_day"),
             "{error}"
         );
         let error = load_text("[notification]\nheartbeat_interval_ms = 60000\n").unwrap_err();

@@ -101,6 +101,27 @@ pub enum UserError {
     /// A page token that is not one of ours, for other filters, or expired.
     #[error("the page token is not valid for this list")]
     PageTokenInvalid,
+    /// RequestEmailVerification for an address already verified.
+    #[error("the e-mail address is already verified")]
+    EmailAlreadyVerified,
+    /// Too many verification e-mails for the account lately.
+    #[error("a verification e-mail was sent recently; try again later")]
+    VerificationRateLimited {
+        /// When the next one is allowed.
+        retry_after: Duration,
+    },
+    /// No verification token with this value.
+    #[error("no such verification token")]
+    VerificationTokenNotFound,
+    /// The verification token's time has passed.
+    #[error("the verification token has expired; request a new one")]
+    VerificationExpired,
+    /// The verification token was used (or retired when another was).
+    #[error("the verification token was already used")]
+    VerificationTokenUsed,
+    /// The token was mailed to an address the account no longer has.
+    #[error("the verification token is for another e-mail address than the account's")]
+    VerificationEmailChanged,
     /// Storage failed.
     #[error("user store")]
     Store(#[source] StoreError),
@@ -141,7 +162,12 @@ impl UserError {
             | Self::OrderNotFound
             | Self::FeedbackNotAllowed(_)
             | Self::FeedbackExists
-            | Self::PageTokenInvalid => Refused::Recorded,
+            | Self::PageTokenInvalid
+            | Self::EmailAlreadyVerified
+            | Self::VerificationTokenNotFound
+            | Self::VerificationExpired
+            | Self::VerificationTokenUsed
+            | Self::VerificationEmailChanged => Refused::Recorded,
             // Credentials are checked on every try; what a refusal wrote (a
             // counted failure, a family revoked for reuse) stays.
             Self::InvalidCredentials
@@ -155,6 +181,7 @@ impl UserError {
             // the last two never reach a claimed request.
             Self::TooManyAttempts { .. }
             | Self::ApiKeyLimitReached
+            | Self::VerificationRateLimited { .. }
             | Self::Store(_)
             | Self::Signing(_)
             | Self::RequestIdInvalid
@@ -187,13 +214,22 @@ impl ServiceError for UserError {
             | Self::TotpInvalid
             | Self::ApiKeyInvalid => Code::Unauthenticated,
             Self::AccountSuspended { .. } => Code::PermissionDenied,
-            Self::TooManyAttempts { .. } | Self::ApiKeyLimitReached => Code::ResourceExhausted,
+            Self::TooManyAttempts { .. }
+            | Self::ApiKeyLimitReached
+            | Self::VerificationRateLimited { .. } => Code::ResourceExhausted,
             Self::TotpAlreadyEnabled
             | Self::TotpNotEnabled
             | Self::SuspensionStateInvalid(_)
             | Self::SelfAdminChange
-            | Self::FeedbackNotAllowed(_) => Code::FailedPrecondition,
-            Self::UserNotFound | Self::ApiKeyNotFound | Self::OrderNotFound => Code::NotFound,
+            | Self::FeedbackNotAllowed(_)
+            | Self::EmailAlreadyVerified
+            | Self::VerificationExpired
+            | Self::VerificationTokenUsed
+            | Self::VerificationEmailChanged => Code::FailedPrecondition,
+            Self::UserNotFound
+            | Self::ApiKeyNotFound
+            | Self::OrderNotFound
+            | Self::VerificationTokenNotFound => Code::NotFound,
             Self::Store(_) | Self::Signing(_) => Code::Internal,
         }
     }
@@ -225,6 +261,12 @@ impl ServiceError for UserError {
             Self::FeedbackExists => "FEEDBACK_EXISTS",
             Self::IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
             Self::PageTokenInvalid => "PAGE_TOKEN_INVALID",
+            Self::EmailAlreadyVerified => "EMAIL_ALREADY_VERIFIED",
+            Self::VerificationRateLimited { .. } => "VERIFICATION_RATE_LIMITED",
+            Self::VerificationTokenNotFound => "VERIFICATION_TOKEN_NOT_FOUND",
+            Self::VerificationExpired => "VERIFICATION_EXPIRED",
+            Self::VerificationTokenUsed => "VERIFICATION_TOKEN_USED",
+            Self::VerificationEmailChanged => "VERIFICATION_EMAIL_CHANGED",
             Self::Store(_) | Self::Signing(_) => "INTERNAL_ERROR",
         }
     }
@@ -240,7 +282,8 @@ impl ServiceError for UserError {
 
     fn retry_after(&self) -> Option<Duration> {
         match self {
-            Self::TooManyAttempts { retry_after } => Some(*retry_after),
+            Self::TooManyAttempts { retry_after }
+            | Self::VerificationRateLimited { retry_after } => Some(*retry_after),
             _ => None,
         }
     }

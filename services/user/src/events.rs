@@ -5,11 +5,13 @@
 //!
 //! Consumers: the catalog (interests, for recommendations) and the
 //! notification service (interests, for "new auction matching your
-//! interests"; contact details, for e-mail greetings and addresses).
+//! interests"; contact details, for e-mail greetings and addresses; the
+//! verification e-mails it sends as they are asked for).
 
 use auction_platform::bus::{Envelope, TOPIC_USER, timestamp_from_ms};
 use auction_proto::v1::{
-    BusUserContactChanged, BusUserEvent, BusUserInterestsChanged, bus_user_event,
+    BusUserContactChanged, BusUserEmailVerificationRequested, BusUserEvent,
+    BusUserInterestsChanged, bus_user_event,
 };
 use uuid::Uuid;
 
@@ -31,16 +33,44 @@ fn envelope(user_id: Uuid, now_ms: i64, kind: bus_user_event::Kind) -> Envelope 
 }
 
 /// The account's contact details changed. The contract carries only a
-/// VERIFIED e-mail address, and this service does not verify addresses
-/// yet (`email_verified` is always false), so the address stays empty and
-/// no e-mail is sent to an address nobody proved they own.
-pub fn contact_changed(user_id: Uuid, display_name: &str, now_ms: i64) -> Envelope {
+/// VERIFIED e-mail address: `verified_email` is the account's address once
+/// VerifyEmail proved it ([`crate::store::UserRecord::contact_email`]),
+/// else empty, so no e-mail goes to an address nobody proved they own.
+pub fn contact_changed(
+    user_id: Uuid,
+    display_name: &str,
+    verified_email: &str,
+    now_ms: i64,
+) -> Envelope {
     envelope(
         user_id,
         now_ms,
         bus_user_event::Kind::ContactChanged(BusUserContactChanged {
-            email: String::new(),
+            email: verified_email.to_owned(),
             display_name: display_name.to_owned(),
+        }),
+    )
+}
+
+/// A verification link must be mailed to `email` (not yet verified).
+/// The token travels in clear on the bus (see events.proto); only its hash
+/// is stored here.
+pub fn email_verification_requested(
+    user_id: Uuid,
+    email: &str,
+    display_name: &str,
+    token: &str,
+    expires_at_ms: i64,
+    now_ms: i64,
+) -> Envelope {
+    envelope(
+        user_id,
+        now_ms,
+        bus_user_event::Kind::EmailVerificationRequested(BusUserEmailVerificationRequested {
+            email: email.to_owned(),
+            display_name: display_name.to_owned(),
+            token: token.to_owned(),
+            expire_time: Some(timestamp_from_ms(expires_at_ms)),
         }),
     )
 }
@@ -83,11 +113,28 @@ mod tests {
                 }
             ))
         );
-        let contact: BusUserEvent = contact_changed(user_id, "Ann", 1_000).decode().unwrap();
+        let contact: BusUserEvent = contact_changed(user_id, "Ann", "", 1_000).decode().unwrap();
         assert!(matches!(
             contact.kind,
             Some(bus_user_event::Kind::ContactChanged(BusUserContactChanged { ref email, ref display_name }))
                 if email.is_empty() && display_name == "Ann"
+        ));
+        let verified: BusUserEvent = contact_changed(user_id, "Ann", "ann@example.test", 1_000)
+            .decode()
+            .unwrap();
+        assert!(matches!(
+            verified.kind,
+            Some(bus_user_event::Kind::ContactChanged(BusUserContactChanged { ref email, .. }))
+                if email == "ann@example.test"
+        ));
+        let requested: BusUserEvent =
+            email_verification_requested(user_id, "ann@example.test", "Ann", "amv_x", 9_000, 1_000)
+                .decode()
+                .unwrap();
+        assert!(matches!(
+            requested.kind,
+            Some(bus_user_event::Kind::EmailVerificationRequested(BusUserEmailVerificationRequested { ref email, ref token, ref expire_time, .. }))
+                if email == "ann@example.test" && token == "amv_x" && expire_time.as_ref().map(|time| time.seconds) == Some(9)
         ));
     }
 }

@@ -24,10 +24,11 @@ use auction_proto::v1::{
     ListFeedbackRequest, ListFeedbackResponse, ListUsersRequest, ListUsersResponse, LoginRequest,
     LoginResponse, LogoutRequest, LogoutResponse, PrivateProfile, PublicKey, PublicProfile,
     RefreshRequest, RefreshResponse, RegisterRequest, RegisterResponse, Reputation,
-    RevokeApiKeyRequest, RevokeApiKeyResponse, SecondFactorChallenge, SecondFactorMethod,
-    SetRolesRequest, SetRolesResponse, SuspendUserRequest, SuspendUserResponse, Suspension,
-    UnsuspendUserRequest, UnsuspendUserResponse, UpdateProfileRequest, UpdateProfileResponse, User,
-    VerifySecondFactorRequest, VerifySecondFactorResponse, login_response,
+    RequestEmailVerificationRequest, RequestEmailVerificationResponse, RevokeApiKeyRequest,
+    RevokeApiKeyResponse, SecondFactorChallenge, SecondFactorMethod, SetRolesRequest,
+    SetRolesResponse, SuspendUserRequest, SuspendUserResponse, Suspension, UnsuspendUserRequest,
+    UnsuspendUserResponse, UpdateProfileRequest, UpdateProfileResponse, User, VerifyEmailRequest,
+    VerifyEmailResponse, VerifySecondFactorRequest, VerifySecondFactorResponse, login_response,
     verify_second_factor_request,
 };
 use prost::Message as _;
@@ -58,6 +59,8 @@ const TOTP_ENROLLMENT_TTL_MS: i64 = 10 * 60 * 1_000;
 const MAX_ACTIVE_API_KEYS: i64 = 20;
 /// How long clients may cache the JWKS.
 const PUBLIC_KEYS_CACHE_MS: i64 = 5 * 60 * 1_000;
+/// A day, the window of `auth.email_verifications_per_day`.
+const DAY_MS: i64 = 24 * 3_600 * 1_000;
 /// A year, for reputation windows.
 const YEAR_MS: i64 = 365 * 24 * 3_600 * 1_000;
 
@@ -280,6 +283,68 @@ impl Service {
         }
     }
 
+    /// VerifyEmail's work, in one transaction: the token is retired, the
+    /// address marked verified and the ContactChanged event carrying it
+    /// staged together, or nothing happens. No request id: presenting the
+    /// token again answers VERIFICATION_TOKEN_USED.
+    async fn verify_email_in(&self, token: &str) -> Result<VerifyEmailResponse, UserError> {
+        let now_ms = self.now_ms();
+        let token_hash = store::secret_hash(token);
+        let mut transaction = Transaction::begin(&self.context.database).await?;
+        let outcome = async {
+            let record = store::find_email_verification(&mut transaction, &token_hash)
+                .await?
+                .ok_or(UserError::VerificationTokenNotFound)?;
+            if record.used_at_ms.is_some() {
+                return Err(UserError::VerificationTokenUsed);
+            }
+            if record.expires_at_ms <= now_ms {
+                return Err(UserError::VerificationExpired);
+            }
+            store::lock_user(&mut transaction, record.user_id).await?;
+            let user = self.load_user_in(&mut transaction, record.user_id).await?;
+            // A token proves the address it was mailed to, never another.
+            if user.email != record.email {
+                return Err(UserError::VerificationEmailChanged);
+            }
+            let won = store::mark_email_verified(
+                &mut transaction,
+                user.id,
+                &record.email,
+                &token_hash,
+                now_ms,
+            )
+            .await?;
+            if !won {
+                return Err(UserError::VerificationTokenUsed);
+            }
+            transaction
+                .stage(&[events::contact_changed(
+                    user.id,
+                    &user.display_name,
+                    &record.email,
+                    now_ms,
+                )])
+                .await?;
+            Ok(VerifyEmailResponse {
+                user_id: user.id.to_string(),
+                email: record.email,
+            })
+        }
+        .await;
+        match outcome {
+            Ok(response) => {
+                transaction.commit().await?;
+                tracing::info!(user_id = %response.user_id, "e-mail address verified");
+                Ok(response)
+            }
+            Err(error) => {
+                transaction.rollback().await?;
+                Err(error)
+            }
+        }
+    }
+
     async fn user_message(
         &self,
         conn: &mut impl Executor,
@@ -306,7 +371,7 @@ impl Service {
         };
         let private_profile = private.then(|| PrivateProfile {
             email: user.email.clone(),
-            email_verified: false,
+            email_verified: user.email_verified(),
             status: if suspended {
                 AccountStatus::Suspended
             } else {
@@ -665,14 +730,112 @@ impl Service {
             .await?;
         transaction
             .stage(&[
-                events::contact_changed(record.id, &record.display_name, now_ms),
+                events::contact_changed(
+                    record.id,
+                    &record.display_name,
+                    record.contact_email(),
+                    now_ms,
+                ),
                 events::interests_changed(record.id, &record.interests, now_ms),
             ])
+            .await?;
+        // The first verification e-mail, in the account's own transaction:
+        // no account exists without its link on the way.
+        self.issue_email_verification(transaction, &record, now_ms)
             .await?;
         tracing::info!(user_id = %record.id, "account registered");
         Ok(RegisterResponse {
             user: Some(self.user_message(transaction, &record, true).await?),
             tokens: Some(tokens),
+        })
+    }
+
+    /// Creates a verification token for the account's current address and
+    /// stages the event that mails it, in `transaction`. Returns the
+    /// token's expiry. The token itself leaves only on the bus.
+    async fn issue_email_verification(
+        &self,
+        transaction: &mut Transaction,
+        user: &UserRecord,
+        now_ms: i64,
+    ) -> Result<i64, UserError> {
+        let ttl_ms =
+            i64::try_from(self.context.config.auth.email_verification_ttl_ms).unwrap_or(i64::MAX);
+        let expires_at_ms = now_ms.saturating_add(ttl_ms);
+        let token = secrets::new_email_verification_token();
+        store::insert_email_verification(
+            transaction,
+            &store::secret_hash(&token),
+            user.id,
+            &user.email,
+            now_ms,
+            expires_at_ms,
+        )
+        .await?;
+        transaction
+            .stage(&[events::email_verification_requested(
+                user.id,
+                &user.email,
+                &user.display_name,
+                &token,
+                expires_at_ms,
+                now_ms,
+            )])
+            .await?;
+        tracing::info!(user_id = %user.id, "e-mail verification requested");
+        Ok(expires_at_ms)
+    }
+
+    async fn request_email_verification_in(
+        &self,
+        attempt: &mut Attempt,
+        user_id: Uuid,
+    ) -> Result<RequestEmailVerificationResponse, UserError> {
+        let now_ms = attempt.now_ms();
+        let auth = &self.context.config.auth;
+        let interval_ms =
+            i64::try_from(auth.email_verification_resend_interval_ms).unwrap_or(i64::MAX);
+        let per_day = i64::from(auth.email_verifications_per_day);
+        let transaction = attempt.tx();
+        // Counted under the account's row lock: two concurrent requests of
+        // one account cannot both pass the limit.
+        store::lock_user(transaction, user_id).await?;
+        let user = self.load_user_in(transaction, user_id).await?;
+        if user.email_verified() {
+            return Err(UserError::EmailAlreadyVerified);
+        }
+        let sent = store::verifications_sent(transaction, user_id, now_ms - DAY_MS).await?;
+        let interval_free_ms = sent
+            .newest_ms
+            .map_or(now_ms, |newest| newest.saturating_add(interval_ms));
+        let day_free_ms = if sent.count >= per_day {
+            sent.oldest_ms
+                .map_or(now_ms, |oldest| oldest.saturating_add(DAY_MS))
+        } else {
+            now_ms
+        };
+        let allowed_at_ms = interval_free_ms.max(day_free_ms);
+        if allowed_at_ms > now_ms {
+            let wait_ms = u64::try_from(allowed_at_ms - now_ms).unwrap_or(1);
+            return Err(UserError::VerificationRateLimited {
+                retry_after: Duration::from_millis(wait_ms),
+            });
+        }
+        let expires_at_ms = self
+            .issue_email_verification(transaction, &user, now_ms)
+            .await?;
+        // The next allowed: one interval from now, or when the day frees a
+        // place if this one filled it.
+        let next_interval_ms = now_ms.saturating_add(interval_ms);
+        let next_day_ms = if sent.count.saturating_add(1) >= per_day {
+            sent.oldest_ms.unwrap_or(now_ms).saturating_add(DAY_MS)
+        } else {
+            now_ms
+        };
+        Ok(RequestEmailVerificationResponse {
+            email: user.email,
+            expire_time: Some(timestamp(expires_at_ms)),
+            resend_after_time: Some(timestamp(next_interval_ms.max(next_day_ms))),
         })
     }
 
@@ -972,7 +1135,12 @@ impl Service {
         let user = self.load_user_in(transaction, user_id).await?;
         let mut changes = Vec::new();
         if change.display_name.is_some() {
-            changes.push(events::contact_changed(user.id, &user.display_name, now_ms));
+            changes.push(events::contact_changed(
+                user.id,
+                &user.display_name,
+                user.contact_email(),
+                now_ms,
+            ));
         }
         if change.interests.is_some() {
             changes.push(events::interests_changed(user.id, &user.interests, now_ms));
@@ -1219,6 +1387,7 @@ impl Replayable for ExchangeApiKeyResponse {
 
 // Answers without secrets are stored whole.
 impl Replayable for DisableTotpResponse {}
+impl Replayable for RequestEmailVerificationResponse {}
 impl Replayable for UpdateProfileResponse {}
 impl Replayable for SetRolesResponse {}
 impl Replayable for SuspendUserResponse {}
@@ -1498,6 +1667,56 @@ impl UserService for Service {
             )
             .await;
         Ok(Response::new(attempt.finish(result).await?))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn request_email_verification(
+        &self,
+        request: Request<RequestEmailVerificationRequest>,
+    ) -> Result<Response<RequestEmailVerificationResponse>, Status> {
+        let identity = caller(&request)?;
+        // Own account only, and not through a partner's API key: the mail
+        // goes to the account's owner.
+        if identity.kind != auction_platform::auth::CallerKind::User {
+            return Err(auction_platform::to_status(
+                &auction_platform::auth::AuthError::TokenMissing,
+            ));
+        }
+        let message = request.into_inner();
+        check_request_id(&message.request_id)?;
+        let key = self.request_key(
+            "RequestEmailVerification",
+            identity.user_id.to_string(),
+            &message.request_id,
+            &without_request_id!(message),
+            LONG_WINDOW_MS,
+            "",
+        );
+        let mut attempt = claim!(self, key);
+        let result = self
+            .request_email_verification_in(&mut attempt, identity.user_id)
+            .await;
+        let response = attempt.finish(result).await?;
+        self.publish_soon();
+        Ok(Response::new(response))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn verify_email(
+        &self,
+        request: Request<VerifyEmailRequest>,
+    ) -> Result<Response<VerifyEmailResponse>, Status> {
+        let message = request.into_inner();
+        if !secrets::is_email_verification_token(&message.token) {
+            return Err(UserError::Validation {
+                field: "token",
+                message: "must be amv_ followed by 43 base64url characters",
+            }
+            .into());
+        }
+        let response = self.verify_email_in(&message.token).await?;
+        self.publish_soon();
+        Ok(Response::new(response))
     }
 
     #[tracing::instrument(skip_all)]

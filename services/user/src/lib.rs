@@ -1,11 +1,11 @@
-//! The user service: accounts, sign-in with rotating refresh tokens and optional TOTP, profiles and interests, roles, reputation, partner API keys, admin suspension.
+//! The user service: accounts, sign-in with rotating refresh tokens and optional TOTP, profiles and interests, roles, reputation, e-mail verification, partner API keys, admin suspension.
 //!
 //! A library (mounted by `auctiond` next to the other services, or alone by
 //! this crate's own binary) implementing [`auction_platform::MeshService`].
 //!
 //! - `grpc`: the `auction.v1.UserService` implementation (register, login
 //!   with brute-force throttling, TOTP, rotating refresh tokens, profiles,
-//!   API keys, admin role changes and suspensions).
+//!   e-mail verification, API keys, admin role changes and suspensions).
 //! - `error`: its errors and their gRPC codes and reasons.
 //! - `feedback`: the rules of feedback (who, when, which side) and the
 //!   ListFeedback page tokens; pure.
@@ -17,7 +17,8 @@
 //!   with the account changes they describe (issue 10).
 //! - [`store`]: its tables on PostgreSQL or SQLite, through `sql` (one
 //!   SQL text for both backends).
-//! - [`secrets`]: random tokens and RFC 6238 TOTP.
+//! - [`secrets`]: random tokens (refresh, API key, e-mail verification)
+//!   and RFC 6238 TOTP.
 //! - [`demo`]: demo data for `auctiond dev`.
 //! - [`ApiKeyExchanger`]: lets the gateway accept `x-api-key` in-process.
 //!

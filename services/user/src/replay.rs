@@ -482,6 +482,13 @@ pub async fn purge_expired(database: Database, shutdown: auction_platform::shutd
         if let Err(error) = purged {
             tracing::warn!(error = %auction_platform::error::DisplayChain(&error), "request replays not purged");
         }
+        // Verification tokens past any use (expired, and outside the rate
+        // limit's day) go in the same round.
+        let purged =
+            crate::store::purge_email_verifications(&database, auction_platform::now_ms()).await;
+        if let Err(error) = purged {
+            tracing::warn!(error = %auction_platform::error::DisplayChain(&error), "e-mail verifications not purged");
+        }
     }
 }
 

@@ -27,6 +27,27 @@ pub fn new_refresh_token() -> String {
     )
 }
 
+/// An e-mail verification token: `amv_` + 43 base64url characters (256
+/// bits). Only its SHA-256 is stored.
+pub fn new_email_verification_token() -> String {
+    use base64::Engine as _;
+    format!(
+        "amv_{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random_bytes::<32>())
+    )
+}
+
+/// Whether `token` has the shape of [`new_email_verification_token`]'s
+/// tokens (checked before any database work).
+pub fn is_email_verification_token(token: &str) -> bool {
+    token.strip_prefix("amv_").is_some_and(|rest| {
+        rest.len() == 43
+            && rest
+                .bytes()
+                .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_'))
+    })
+}
+
 /// An API key secret: `amk_` + 40 base62 characters (about 238 bits).
 pub fn new_api_key_secret() -> String {
     let mut secret = String::with_capacity(44);
@@ -187,5 +208,23 @@ mod tests {
         let code = new_recovery_code();
         assert_eq!(code.len(), 9);
         assert_eq!(&code[4..5], "-");
+    }
+
+    // Proves verification tokens have the documented shape, differ each
+    // time, and that the shape check refuses near misses.
+    #[test]
+    fn email_verification_token_shape() {
+        let token = new_email_verification_token();
+        assert!(is_email_verification_token(&token), "{token}");
+        assert_ne!(token, new_email_verification_token());
+        assert!(!is_email_verification_token(""));
+        assert!(!is_email_verification_token(&token[..token.len() - 1]));
+        assert!(!is_email_verification_token(
+            &token.replacen("amv_", "amr_", 1)
+        ));
+        assert!(!is_email_verification_token(&format!(
+            "{}=",
+            &token[..token.len() - 1]
+        )));
     }
 }

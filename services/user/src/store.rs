@@ -169,6 +169,9 @@ pub struct UserRecord {
     pub id: Uuid,
     /// Login e-mail (lowercase).
     pub email: String,
+    /// The address the user proved they read, if any; `email` is verified
+    /// while it equals this one.
+    pub verified_email: Option<String>,
     /// Public handle.
     pub handle: String,
     /// argon2id PHC string.
@@ -227,9 +230,24 @@ impl UserRecord {
     pub fn is_suspended(&self, now_ms: i64) -> bool {
         self.suspended && self.suspended_until_ms.is_none_or(|until| until > now_ms)
     }
+
+    /// Whether the account's current address is verified.
+    pub fn email_verified(&self) -> bool {
+        self.verified_email.as_deref() == Some(self.email.as_str())
+    }
+
+    /// The address notifications may use: the e-mail if verified, else
+    /// empty (BusUserContactChanged.email).
+    pub fn contact_email(&self) -> &str {
+        if self.email_verified() {
+            &self.email
+        } else {
+            ""
+        }
+    }
 }
 
-const USER_COLUMNS: &str = "id, email, username, password_hash, display_name, location, bio, locale, \
+const USER_COLUMNS: &str = "id, email, verified_email, username, password_hash, display_name, location, bio, locale, \
      preferred_currency, suspended, suspension_reason, suspended_at_ms, suspended_until_ms, \
      suspended_by, totp_secret, totp_pending_secret, totp_pending_expires_at_ms, created_at_ms, updated_at_ms";
 
@@ -259,6 +277,7 @@ async fn user_from_row(conn: &mut impl Executor, row: &Row) -> Result<UserRecord
     Ok(UserRecord {
         id,
         email: row.text("email")?,
+        verified_email: row.opt_text("verified_email")?,
         handle: row.text("username")?,
         password_hash: row.text("password_hash")?,
         display_name: row.text("display_name")?,
@@ -701,6 +720,168 @@ pub async fn revoke_user_sessions(
             Arg::Uuid(user_id),
             Arg::OptUuid(keep),
         ],
+    )
+    .await
+}
+
+// ----- e-mail verification -----
+
+/// The verification e-mails an account caused recently, for the rate limit.
+#[derive(Debug, Clone, Copy)]
+pub struct VerificationsSent {
+    /// How many since the start of the window.
+    pub count: i64,
+    /// The oldest of them (when the window frees a place).
+    pub oldest_ms: Option<i64>,
+    /// The newest of them (for the resend interval).
+    pub newest_ms: Option<i64>,
+}
+
+/// Takes the account's row lock for the rest of the transaction (a no-op
+/// update), so two concurrent requests of one account are counted one after
+/// the other. SQLite has one writer anyway.
+pub async fn lock_user(conn: &mut impl Executor, user_id: Uuid) -> Result<(), StoreError> {
+    conn.run(
+        "UPDATE users SET updated_at_ms = updated_at_ms WHERE id = $1",
+        &[Arg::Uuid(user_id)],
+    )
+    .await?;
+    Ok(())
+}
+
+/// The verification e-mails of `user_id` created after `since_ms`.
+pub async fn verifications_sent(
+    conn: &mut impl Executor,
+    user_id: Uuid,
+    since_ms: i64,
+) -> Result<VerificationsSent, StoreError> {
+    let row = conn
+        .row(
+            "SELECT COUNT(*) AS n, MIN(created_at_ms) AS oldest, MAX(created_at_ms) AS newest \
+             FROM email_verifications WHERE user_id = $1 AND created_at_ms > $2",
+            &[Arg::Uuid(user_id), Arg::Int(since_ms)],
+        )
+        .await?;
+    match row {
+        Some(row) => Ok(VerificationsSent {
+            count: row.int("n")?,
+            oldest_ms: row.opt_int("oldest")?,
+            newest_ms: row.opt_int("newest")?,
+        }),
+        None => Ok(VerificationsSent {
+            count: 0,
+            oldest_ms: None,
+            newest_ms: None,
+        }),
+    }
+}
+
+/// Stores a verification token (its hash) for `email`.
+pub async fn insert_email_verification(
+    conn: &mut impl Executor,
+    token_hash: &str,
+    user_id: Uuid,
+    email: &str,
+    now_ms: i64,
+    expires_at_ms: i64,
+) -> Result<(), StoreError> {
+    conn.run(
+        "INSERT INTO email_verifications (token_hash, user_id, email, created_at_ms, expires_at_ms) \
+         VALUES ($1, $2, $3, $4, $5)",
+        &[
+            Arg::Text(token_hash.to_owned()),
+            Arg::Uuid(user_id),
+            Arg::Text(email.to_owned()),
+            Arg::Int(now_ms),
+            Arg::Int(expires_at_ms),
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// A stored verification token.
+#[derive(Debug, Clone)]
+pub struct EmailVerificationRecord {
+    /// The account.
+    pub user_id: Uuid,
+    /// The address it was mailed to.
+    pub email: String,
+    /// When it stops being accepted.
+    pub expires_at_ms: i64,
+    /// When it was used (or retired by another token's use).
+    pub used_at_ms: Option<i64>,
+}
+
+/// The token with this hash.
+pub async fn find_email_verification(
+    conn: &mut impl Executor,
+    token_hash: &str,
+) -> Result<Option<EmailVerificationRecord>, StoreError> {
+    let row = conn
+        .row(
+            "SELECT user_id, email, expires_at_ms, used_at_ms FROM email_verifications WHERE token_hash = $1",
+            &[Arg::Text(token_hash.to_owned())],
+        )
+        .await?;
+    row.map(|row| {
+        Ok(EmailVerificationRecord {
+            user_id: row.uuid("user_id")?,
+            email: row.text("email")?,
+            expires_at_ms: row.int("expires_at_ms")?,
+            used_at_ms: row.opt_int("used_at_ms")?,
+        })
+    })
+    .transpose()
+}
+
+/// Marks `email` verified for `user_id` and retires every unused token of
+/// the account (the one presented included). Returns false if the token
+/// `token_hash` was used meanwhile (a concurrent VerifyEmail won).
+pub async fn mark_email_verified(
+    conn: &mut impl Executor,
+    user_id: Uuid,
+    email: &str,
+    token_hash: &str,
+    now_ms: i64,
+) -> Result<bool, StoreError> {
+    let claimed = conn
+        .run(
+            "UPDATE email_verifications SET used_at_ms = $1 WHERE token_hash = $2 AND used_at_ms IS NULL",
+            &[Arg::Int(now_ms), Arg::Text(token_hash.to_owned())],
+        )
+        .await?;
+    if claimed == 0 {
+        return Ok(false);
+    }
+    conn.run(
+        "UPDATE email_verifications SET used_at_ms = $1 WHERE user_id = $2 AND used_at_ms IS NULL",
+        &[Arg::Int(now_ms), Arg::Uuid(user_id)],
+    )
+    .await?;
+    conn.run(
+        "UPDATE users SET verified_email = $1, updated_at_ms = $2 WHERE id = $3",
+        &[
+            Arg::Text(email.to_owned()),
+            Arg::Int(now_ms),
+            Arg::Uuid(user_id),
+        ],
+    )
+    .await?;
+    Ok(true)
+}
+
+/// Deletes verification rows that can matter no more: expired for a week
+/// and older than the rate limit's day.
+pub async fn purge_email_verifications(
+    database: &Database,
+    now_ms: i64,
+) -> Result<u64, StoreError> {
+    const WEEK_MS: i64 = 7 * 86_400_000;
+    sql::execute(
+        database,
+        "DELETE FROM email_verifications WHERE expires_at_ms <= $1 AND created_at_ms <= $2",
+        &[Arg::Int(now_ms - WEEK_MS), Arg::Int(now_ms - 86_400_000)],
     )
     .await
 }

@@ -1,7 +1,8 @@
 //! The notification service over the real wire, on SQLite and PostgreSQL:
 //! the event bus into the inbox (through a Redis that is killed and started
 //! again mid-flow), the resumable Subscribe stream, preferences, signed
-//! webhooks with retries, and e-mail to a local SMTP sink.
+//! webhooks with retries, and e-mail to a local SMTP sink (plain, STARTTLS
+//! and implicit TLS with a private CA; no relay login over plain SMTP).
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
@@ -763,6 +764,7 @@ async fn email_reaches_the_smtp_sink() {
             host: "127.0.0.1".to_owned(),
             port,
             tls: SmtpTls::None,
+            extra_ca_file: None,
             from_address: "Auctions <no-reply@auction.test>".to_owned(),
             username: None,
             password: None,
@@ -808,4 +810,336 @@ async fn email_reaches_the_smtp_sink() {
     );
     assert!(mail.data.contains("Hello Carol"), "{}", mail.data);
     app.stop().await;
+}
+
+// ----- SMTP over TLS -----
+
+/// What the TLS sink saw of one message (all of it inside TLS).
+#[derive(Debug)]
+struct TlsMail {
+    /// `AUTH PLAIN` user and password, if the client logged in.
+    login: Option<(String, String)>,
+    /// `RCPT TO` addresses.
+    to: Vec<String>,
+    /// The message after DATA.
+    data: String,
+}
+
+/// A certificate for `localhost` and 127.0.0.1 (self-signed: it is its own
+/// private CA), as a rustls server configuration and as a PEM file to trust.
+fn private_ca(
+    dir: &std::path::Path,
+) -> (Arc<tokio_rustls::rustls::ServerConfig>, std::path::PathBuf) {
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .unwrap();
+    let ca_file = dir.join("smtp-ca.pem");
+    std::fs::write(&ca_file, certified.cert.pem()).unwrap();
+    let key = tokio_rustls::rustls::pki_types::PrivateKeyDer::Pkcs8(
+        certified.key_pair.serialize_der().into(),
+    );
+    let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(Arc::new(
+        tokio_rustls::rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![certified.cert.der().clone()], key)
+    .unwrap();
+    (Arc::new(config), ca_file)
+}
+
+/// A running [`tls_smtp_sink`].
+struct TlsSink {
+    port: u16,
+    /// Messages received, all inside TLS.
+    received: tokio::sync::mpsc::UnboundedReceiver<TlsMail>,
+    /// One `()` per TLS handshake the client broke off (for example
+    /// because it does not trust the certificate).
+    refused_handshakes: tokio::sync::mpsc::UnboundedReceiver<()>,
+}
+
+/// An SMTP sink that speaks TLS: from the first byte (`implicit`), or after
+/// STARTTLS, which it requires before MAIL (so a plain message is refused).
+async fn tls_smtp_sink(tls: Arc<tokio_rustls::rustls::ServerConfig>, implicit: bool) -> TlsSink {
+    use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (sender, received) = tokio::sync::mpsc::unbounded_channel();
+    let (refused, refused_handshakes) = tokio::sync::mpsc::unbounded_channel();
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            let sender = sender.clone();
+            let refused = refused.clone();
+            tokio::spawn(async move {
+                if !implicit {
+                    // The plain part: greeting, EHLO offering STARTTLS,
+                    // then the upgrade. Nothing else is accepted in clear.
+                    let (reader, mut writer) = stream.split();
+                    let mut lines = BufReader::new(reader);
+                    let mut line = String::new();
+                    if writer.write_all(b"220 sink ESMTP\r\n").await.is_err() {
+                        return;
+                    }
+                    loop {
+                        line.clear();
+                        if lines.read_line(&mut line).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let upper = line.trim_end().to_ascii_uppercase();
+                        let reply: &[u8] = if upper.starts_with("EHLO") {
+                            b"250-sink\r\n250 STARTTLS\r\n"
+                        } else if upper == "STARTTLS" {
+                            b"220 go ahead\r\n"
+                        } else {
+                            b"530 must issue STARTTLS first\r\n"
+                        };
+                        if writer.write_all(reply).await.is_err() {
+                            return;
+                        }
+                        if upper == "STARTTLS" {
+                            break;
+                        }
+                    }
+                }
+                let Ok(tls_stream) = acceptor.accept(stream).await else {
+                    let _ = refused.send(());
+                    return;
+                };
+                let _ = tls_session(tls_stream, implicit, sender).await;
+            });
+        }
+    });
+    TlsSink {
+        port,
+        received,
+        refused_handshakes,
+    }
+}
+
+/// The SMTP session inside TLS (`greet`: send the 220 first, as on an
+/// implicit-TLS port; after STARTTLS the client speaks first).
+async fn tls_session<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    stream: S,
+    greet: bool,
+    sender: tokio::sync::mpsc::UnboundedSender<TlsMail>,
+) -> std::io::Result<()> {
+    use base64::Engine as _;
+    use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
+    let (reader, mut writer) = tokio::io::split(stream);
+    let mut lines = BufReader::new(reader);
+    if greet {
+        writer.write_all(b"220 sink ESMTP\r\n").await?;
+    }
+    let mut login = None;
+    let mut to = Vec::new();
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if lines.read_line(&mut line).await? == 0 {
+            return Ok(());
+        }
+        let command = line.trim_end().to_owned();
+        let upper = command.to_ascii_uppercase();
+        if upper.starts_with("EHLO") || upper.starts_with("HELO") {
+            writer
+                .write_all(b"250-sink\r\n250-AUTH PLAIN\r\n250 8BITMIME\r\n")
+                .await?;
+        } else if upper.starts_with("AUTH PLAIN ") {
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(command[11..].trim())
+                .unwrap_or_default();
+            let parts: Vec<String> = decoded
+                .split(|byte| *byte == 0)
+                .map(|part| String::from_utf8_lossy(part).into_owned())
+                .collect();
+            if let [_, user, password] = parts.as_slice() {
+                login = Some((user.clone(), password.clone()));
+                writer.write_all(b"235 ok\r\n").await?;
+            } else {
+                writer.write_all(b"535 bad\r\n").await?;
+            }
+        } else if upper.starts_with("MAIL FROM:") {
+            writer.write_all(b"250 ok\r\n").await?;
+        } else if upper.starts_with("RCPT TO:") {
+            to.push(command[8..].trim().trim_matches(['<', '>']).to_owned());
+            writer.write_all(b"250 ok\r\n").await?;
+        } else if upper == "DATA" {
+            writer.write_all(b"354 go on\r\n").await?;
+            let mut data = String::new();
+            loop {
+                line.clear();
+                if lines.read_line(&mut line).await? == 0 {
+                    return Ok(());
+                }
+                if line == ".\r\n" || line == ".\n" {
+                    break;
+                }
+                data.push_str(&line);
+            }
+            let _ = sender.send(TlsMail {
+                login: login.clone(),
+                to: std::mem::take(&mut to),
+                data,
+            });
+            writer.write_all(b"250 queued\r\n").await?;
+        } else if upper == "QUIT" {
+            writer.write_all(b"221 bye\r\n").await?;
+            return Ok(());
+        } else if upper == "RSET" || upper == "NOOP" {
+            writer.write_all(b"250 ok\r\n").await?;
+        } else {
+            writer.write_all(b"502 not implemented\r\n").await?;
+        }
+    }
+}
+
+/// Publishes a verified address for a new user, then an OUTBID for them;
+/// returns the user's address.
+async fn contact_then_outbid(app: &TestApp) -> String {
+    let bus = bus::for_process(&app.config).unwrap();
+    let user = Uuid::now_v7();
+    let email = format!("dana-{}@example.test", user.simple());
+    let contact = pb::BusUserEvent {
+        user_id: user.to_string(),
+        event_time: None,
+        kind: Some(pb::bus_user_event::Kind::ContactChanged(
+            pb::BusUserContactChanged {
+                email: email.clone(),
+                display_name: "Dana".to_owned(),
+            },
+        )),
+    };
+    bus.publish(&[Envelope::new(
+        "user",
+        TOPIC_USER,
+        user.to_string(),
+        now_ms(),
+        &contact,
+    )])
+    .await
+    .unwrap();
+    bus.publish(&[outbid(&Uuid::now_v7().to_string(), 1, user, "9.00")])
+        .await
+        .unwrap();
+    email
+}
+
+async fn email_over_tls(implicit: bool, login: Option<(&str, &str)>) {
+    let data = tempfile::tempdir().unwrap();
+    let (tls, ca_file) = private_ca(data.path());
+    let TlsSink {
+        port, mut received, ..
+    } = tls_smtp_sink(tls, implicit).await;
+    let login = login.map(|(user, password)| (user.to_owned(), password.to_owned()));
+    let credentials = login.clone();
+    let app = spawn_app_with(Backend::Sqlite, move |config: &mut Config| {
+        config.notification.smtp = Some(SmtpConfig {
+            host: "127.0.0.1".to_owned(),
+            port,
+            tls: if implicit {
+                SmtpTls::Tls
+            } else {
+                SmtpTls::Starttls
+            },
+            extra_ca_file: Some(ca_file),
+            from_address: "Auctions <no-reply@auction.test>".to_owned(),
+            username: credentials.as_ref().map(|(user, _)| user.clone()),
+            password: credentials
+                .as_ref()
+                .map(|(_, password)| auction_platform::config::Secret::new(password.clone())),
+            timeout_ms: 5_000,
+        });
+        config.notification.email_retry_delays_ms = vec![50, 100, 200, 400, 800, 1_600];
+    })
+    .await;
+    let email = contact_then_outbid(&app).await;
+    let mail = tokio::time::timeout(WAIT, received.recv())
+        .await
+        .expect("an e-mail over TLS within the timeout")
+        .unwrap();
+    // The sink takes MAIL (and AUTH) only inside TLS: the message is here,
+    // so it and the login came encrypted.
+    assert_eq!(mail.to, vec![email]);
+    assert_eq!(mail.login, login);
+    assert!(
+        mail.data.contains("Subject: You have been outbid on Lamp"),
+        "{}",
+        mail.data
+    );
+    app.stop().await;
+}
+
+// Proves e-mail reaches a relay that requires STARTTLS, with a certificate
+// of a private CA trusted through notification.smtp.extra_ca_file, and that
+// the relay login is sent only inside TLS.
+#[tokio::test]
+async fn email_over_starttls_with_login() {
+    email_over_tls(false, Some(("mesh", "relay secret"))).await;
+}
+
+// Proves e-mail reaches a relay speaking TLS from the first byte (implicit
+// TLS) with a certificate of a private CA.
+#[tokio::test]
+async fn email_over_implicit_tls() {
+    email_over_tls(true, None).await;
+}
+
+// Proves a relay whose certificate chains to no trusted root gets no e-mail:
+// the client breaks off the TLS handshake (no extra_ca_file here, and the
+// private CA is in no system store), and nothing is sent in clear instead.
+#[tokio::test]
+async fn untrusted_relay_certificate_is_refused() {
+    let data = tempfile::tempdir().unwrap();
+    let (tls, _not_trusted) = private_ca(data.path());
+    let mut sink = tls_smtp_sink(tls, true).await;
+    let port = sink.port;
+    let app = spawn_app_with(Backend::Sqlite, move |config: &mut Config| {
+        config.notification.smtp = Some(SmtpConfig {
+            host: "127.0.0.1".to_owned(),
+            port,
+            tls: SmtpTls::Tls,
+            extra_ca_file: None,
+            from_address: "Auctions <no-reply@auction.test>".to_owned(),
+            username: None,
+            password: None,
+            timeout_ms: 5_000,
+        });
+        config.notification.email_retry_delays_ms = vec![50, 100, 200, 400, 800, 1_600];
+    })
+    .await;
+    contact_then_outbid(&app).await;
+    tokio::time::timeout(WAIT, sink.refused_handshakes.recv())
+        .await
+        .expect("a refused handshake within the timeout")
+        .unwrap();
+    assert!(sink.received.try_recv().is_err());
+    app.stop().await;
+}
+
+// Proves a relay login over plain SMTP (tls = none) is refused at start,
+// naming the key and why, while the same login over STARTTLS is accepted.
+#[test]
+fn relay_login_over_plain_smtp_is_refused() {
+    let mut config = Config::embedded_default();
+    config.notification.smtp = Some(SmtpConfig {
+        host: "mail.example.test".to_owned(),
+        port: 25,
+        tls: SmtpTls::None,
+        extra_ca_file: None,
+        from_address: "no-reply@auction.test".to_owned(),
+        username: Some("mesh".to_owned()),
+        password: Some(auction_platform::config::Secret::new("secret".to_owned())),
+        timeout_ms: 5_000,
+    });
+    let error = config.validate().unwrap_err().to_string();
+    assert!(error.contains("notification.smtp.tls"), "{error}");
+    assert!(error.contains("in clear"), "{error}");
+    if let Some(smtp) = config.notification.smtp.as_mut() {
+        smtp.tls = SmtpTls::Starttls;
+        smtp.port = 587;
+    }
+    config.validate().unwrap();
 }

@@ -496,11 +496,13 @@ impl Auction {
         }
     }
 
-    /// The English leader now; `None` for the other formats.
+    /// The leader now: English, or a single-lot live auction's (absentee bids
+    /// lead nobody before the lot opens); `None` for the other formats.
     pub fn leader(&self) -> Option<UserId> {
         match &self.format {
             Format::English(english) => english.book.leader(),
-            Format::Dutch(_) | Format::Sealed(_) | Format::Live(_) => None,
+            Format::Live(live) => live.single_lot().and_then(|lot| live.leader(lot)),
+            Format::Dutch(_) | Format::Sealed(_) => None,
         }
     }
 

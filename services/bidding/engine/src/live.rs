@@ -989,6 +989,11 @@ impl Live {
             .map(|max| max.amount)
     }
 
+    /// The leader of `lot`'s book (nobody before the lot opens).
+    pub(crate) fn leader(&self, lot: LotIndex) -> Option<UserId> {
+        self.lots.get(lot.as_usize())?.book.leader()
+    }
+
     /// Who left an absentee bid on `lot`, in id order (before and after it opened).
     pub(crate) fn absentee_bidders(&self, lot: LotIndex) -> Vec<UserId> {
         self.lots

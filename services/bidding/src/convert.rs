@@ -888,7 +888,6 @@ pub fn event(
                 minimum_next_bid: lot_view.map(|lot| money_to_proto(lot.minimum_bid)),
                 leader: lot_view.and_then(|lot| lot.leader).map(bidder),
                 countdown_end_time: Some(timestamp(deadline)),
-                ..pb::LotOpened::default()
             }))
         }
         Kind::FairWarning { lot } => {

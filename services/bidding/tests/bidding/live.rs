@@ -955,6 +955,21 @@ async fn the_absentee_book_stays_private_until_the_lot_opens() {
         activity_rows(&mut bob_activity, 1).await,
         vec![(pb::ActivityType::BidPlaced, pb::BidStatus::Pending)]
     );
+    // The bid list of a pending lot shows each bidder their own newest
+    // absentee bid (the replaced one is gone) and nobody anyone else's.
+    let alice_list = list_bids(&mut bidding, &first, &actors.alice_token).await;
+    assert_eq!(
+        alice_list
+            .iter()
+            .map(|listed| (amount(&listed.max_amount), listed.status()))
+            .collect::<Vec<_>>(),
+        vec![("30.00".to_owned(), pb::BidStatus::Pending)]
+    );
+    assert!(
+        list_bids(&mut bidding, &first, &floor.carol_token)
+            .await
+            .is_empty()
+    );
     drop((watch, market, alice_activity, bob_activity));
 
     // The book survives a restart: rebuilt from the log.
@@ -1004,6 +1019,34 @@ async fn the_absentee_book_stays_private_until_the_lot_opens() {
     assert_eq!(lot_opened.lot_number, 1);
     assert_eq!(amount(&lot_opened.current_price), "31.00");
     assert_eq!(handle(&lot_opened.leader), bob_handle);
+    // Once open, everyone sees both absentee bids: Bob's at the price it
+    // leads at, Alice's beaten one at the amount it reached; no maximums.
+    let public_list = list_bids(&mut bidding, &first, &floor.carol_token).await;
+    assert_eq!(
+        public_list
+            .iter()
+            .map(|listed| (
+                amount(&listed.amount),
+                listed.kind(),
+                listed.status(),
+                listed.max_amount.is_none()
+            ))
+            .collect::<Vec<_>>(),
+        vec![
+            (
+                "30.00".to_owned(),
+                pb::BidKind::Absentee,
+                pb::BidStatus::Outbid,
+                true
+            ),
+            (
+                "31.00".to_owned(),
+                pb::BidKind::Absentee,
+                pb::BidStatus::Winning,
+                true
+            ),
+        ]
+    );
     let late = bidding
         .place_absentee_bid(absentee(&first, "abs-a4", "50.00", &actors.alice_token))
         .await
@@ -1110,4 +1153,23 @@ async fn next_market_item(
             return event;
         }
     }
+}
+
+async fn list_bids(
+    bidding: &mut BiddingServiceClient<Channel>,
+    auction_id: &str,
+    token: &str,
+) -> Vec<pb::Bid> {
+    bidding
+        .list_bids(with_token(
+            pb::ListBidsRequest {
+                auction_id: auction_id.to_owned(),
+                ..pb::ListBidsRequest::default()
+            },
+            token,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .bids
 }

@@ -29,7 +29,9 @@ pub enum BidKind {
     Plain,
     /// A proxy maximum.
     Maximum,
-    /// A live commission bid left before the lot opened.
+    /// A live commission bid left before the lot opened, accepted straight into the
+    /// proxy book. Only logs written before absentee bids had their own event
+    /// ([`EventKind::AbsenteeBidPlaced`]) hold it; it stays so they replay.
     Absentee,
 }
 

@@ -2,7 +2,9 @@
 //! English proxy auction with no end time. A countdown restarted by every accepted
 //! bid closes the lot when it runs out; the auctioneer can open lots, give fair
 //! warning, hammer, pass, reopen and undo the last bid. Absentee (commission) bids
-//! left before a lot opens are maximums in its book.
+//! left before a lot opens wait in its private absentee book, one maximum per
+//! bidder (replaceable, up or down), and become maximums in its proxy book when it
+//! opens.
 
 use std::collections::BTreeMap;
 
@@ -1015,7 +1017,8 @@ impl Live {
 
 impl Lot {
     fn count_bid(&mut self, bidder: UserId) {
-        *self.bids_by_bidder.entry(bidder).or_insert(0) += 1;
+        let count = self.bids_by_bidder.entry(bidder).or_insert(0);
+        *count = count.saturating_add(1);
         self.bid_count = self.bid_count.saturating_add(1);
     }
 

@@ -241,8 +241,40 @@ pub fn rows(
                 }
                 leader = after;
             }
-            EventKind::SealedBidPlaced { bidder, .. } => {
+            // An absentee bid is the bidder's own news only: it outbids
+            // nobody before the lot opens.
+            EventKind::SealedBidPlaced { bidder, .. }
+            | EventKind::AbsenteeBidPlaced { bidder, .. } => {
                 changes.push(bid(bidder, pb::ActivityType::BidPlaced, event));
+            }
+            // The lot opened with its absentee book applied: each absentee
+            // bidder learns it, their row's position saying whether they lead.
+            EventKind::LotOpened { lot, .. } => {
+                for user in auction.absentee_bidders(Some(lot)) {
+                    changes.push(change(user, Some(pb::ActivityType::LotOpened), event));
+                }
+                leader = auction.leader();
+            }
+            // The auctioneer undid a bid: its bidder sees it retracted, and
+            // whoever leads again hears it.
+            EventKind::BidUndone {
+                bidder,
+                leader: after,
+                ..
+            } => {
+                changes.push(removed(
+                    bidder,
+                    pb::ActivityType::BidRetracted,
+                    pb::BidStatus::Retracted,
+                    event,
+                ));
+                if let Some(after) = after
+                    && after != bidder
+                    && leader != Some(after)
+                {
+                    changes.push(change(after, Some(pb::ActivityType::Winning), event));
+                }
+                leader = after;
             }
             EventKind::SealedBidWithdrawn {
                 bidder, by_admin, ..
@@ -312,19 +344,17 @@ pub fn rows(
                     changes.push(ended(user, Some(pb::ActivityType::AuctionCancelled), event));
                 }
             }
-            // Nothing per user: public-only changes, and the live-lot events
-            // (their per-user activity, LOT_OPENED included, comes with live
-            // lots, issue 5).
+            // Nothing per user: public-only changes. A live lot's hammer or
+            // pass is provisional (it may be reopened): its bidders hear WON
+            // or LOST from the `Sold` or `Unsold` that makes it final.
             EventKind::Opened
             | EventKind::Updated
             | EventKind::BuyItNowWithdrawn
             | EventKind::ClockTicked { .. }
-            | EventKind::LotOpened { .. }
             | EventKind::FairWarning { .. }
             | EventKind::LotSold { .. }
             | EventKind::LotPassed { .. }
             | EventKind::LotReopened { .. }
-            | EventKind::BidUndone { .. }
             | EventKind::SessionEnded { .. } => {}
         }
     }

@@ -92,6 +92,22 @@ pub fn envelopes(
                 // Private to the bidder: for second-chance offers (payment).
                 bid_amount: Some(convert::money_to_proto(max_amount)),
             })),
+            // An absentee bid competes with nobody until its lot opens: no
+            // price, no leader and nobody outbid (so no OUTBID notice), only
+            // who bid (a participant of the lot, told of its result) and
+            // their own amount.
+            EventKind::AbsenteeBidPlaced {
+                bidder,
+                max_amount,
+                received_at,
+                ..
+            } => Some(Kind::BidPlaced(pb::BusAuctionBidPlaced {
+                bidder_id: user(bidder),
+                receive_time: Some(convert::timestamp(received_at)),
+                // Private to the bidder: for second-chance offers (payment).
+                bid_amount: Some(convert::money_to_proto(max_amount)),
+                ..pb::BusAuctionBidPlaced::default()
+            })),
             EventKind::SealedBidPlaced {
                 bidder,
                 amount,

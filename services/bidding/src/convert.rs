@@ -519,6 +519,7 @@ pub fn bid_status(status: BidStatus) -> pb::BidStatus {
         BidStatus::Won => pb::BidStatus::Won,
         BidStatus::Lost => pb::BidStatus::Lost,
         BidStatus::Sealed => pb::BidStatus::Sealed,
+        BidStatus::Absentee => pb::BidStatus::Pending,
     }
 }
 
@@ -672,6 +673,8 @@ pub fn state(
                     state.minimum_next_bid = Some(money_to_proto(lot.minimum_bid));
                 }
                 state.leader = lot.leader.map(bidder);
+                state.bid_count = lot.bid_count;
+                state.bidder_count = lot.bidders;
                 state.reserve_state = reserve(lot.reserve) as i32;
                 state.start_time = match (lot.opened_at, view.start_at.unix_ms()) {
                     (Some(opened_at), _) => Some(timestamp(opened_at)),
@@ -869,15 +872,22 @@ pub fn event(
                 _ => 0,
             },
         })),
+        Kind::AbsenteeBidReceived { lot } => {
+            Some(Wire::AbsenteeBidReceived(pb::AbsenteeBidReceived {
+                absentee_bid_count: live_lot(view, lot).map_or(0, |lot| lot.absentee_bids),
+            }))
+        }
         Kind::LotOpened { lot, deadline } => {
             let lot_view = live_lot(view, lot);
+            let identity = metadata.live_lot.clone().unwrap_or_default();
             Some(Wire::LotOpened(pb::LotOpened {
+                session_id: identity.session_id,
+                lot_number: identity.lot_number,
                 current_price: lot_view
                     .map(|lot| money_to_proto(lot.price.unwrap_or(lot.starting_price))),
                 minimum_next_bid: lot_view.map(|lot| money_to_proto(lot.minimum_bid)),
                 leader: lot_view.and_then(|lot| lot.leader).map(bidder),
                 countdown_end_time: Some(timestamp(deadline)),
-                ..pb::LotOpened::default()
             }))
         }
         Kind::FairWarning { lot } => {
@@ -1016,9 +1026,14 @@ fn bid_accepted(
             bid_count.saturating_sub(later_bids),
             buy_it_now_price.is_some(),
         ),
-        FormatView::Dutch { .. } | FormatView::Sealed { .. } | FormatView::Live { .. } => {
-            (None, 0, false)
-        }
+        // A live lot counts its bids like an English auction.
+        FormatView::Live { lots, .. } => (
+            None,
+            lots.first()
+                .map_or(0, |lot| lot.bid_count.saturating_sub(later_bids)),
+            false,
+        ),
+        FormatView::Dutch { .. } | FormatView::Sealed { .. } => (None, 0, false),
     };
     pb::BidAccepted {
         bid_id: crate::history::bid_id(auction_id, event.seq).to_string(),

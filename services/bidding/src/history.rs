@@ -22,9 +22,9 @@ pub fn bidder_of(auction_id: Uuid, events: &[Event], bid: Uuid) -> Option<UserId
         .iter()
         .find(|event| bid_id(auction_id, event.seq) == bid)
         .and_then(|event| match event.kind {
-            EventKind::BidAccepted { bidder, .. } | EventKind::SealedBidPlaced { bidder, .. } => {
-                Some(bidder)
-            }
+            EventKind::BidAccepted { bidder, .. }
+            | EventKind::SealedBidPlaced { bidder, .. }
+            | EventKind::AbsenteeBidPlaced { bidder, .. } => Some(bidder),
             EventKind::UnitsSold { buyer, .. } => Some(buyer),
             _ => None,
         })
@@ -48,6 +48,11 @@ pub fn bids(
             .first()
             .map_or((None, None), |lot| (lot.leader, lot.winner)),
         FormatView::Dutch { .. } => (None, None),
+    };
+    // A live lot's price now: what a leading absentee bid stands at.
+    let lot_price = match &view.format {
+        FormatView::Live { lots, .. } => lots.first().and_then(|lot| lot.price),
+        FormatView::English { .. } | FormatView::Dutch { .. } | FormatView::Sealed { .. } => None,
     };
     // Absentee bids on a lot not yet opened are secret: each shows only to
     // its own bidder.
@@ -77,10 +82,16 @@ pub fn bids(
     }
     // The newest bid of each bidder is the one that carries their status.
     let mut newest: HashMap<UserId, u64> = HashMap::new();
+    // A new absentee bid replaces the bidder's earlier one on the lot.
+    let mut newest_absentee: HashMap<UserId, u64> = HashMap::new();
     for event in events {
         match event.kind {
             EventKind::BidAccepted { bidder, .. } | EventKind::SealedBidPlaced { bidder, .. } => {
                 newest.insert(bidder, event.seq);
+            }
+            EventKind::AbsenteeBidPlaced { bidder, .. } => {
+                newest.insert(bidder, event.seq);
+                newest_absentee.insert(bidder, event.seq);
             }
             _ => {}
         }
@@ -113,6 +124,24 @@ pub fn bids(
             EventKind::SealedBidPlaced { bidder, amount, .. } => {
                 (bidder, amount, None, pb::BidKind::Sealed, 1)
             }
+            EventKind::AbsenteeBidPlaced {
+                bidder, max_amount, ..
+            } => {
+                if newest_absentee.get(&bidder) != Some(&event.seq) {
+                    continue;
+                }
+                // Like a proxy maximum: a leading one shows at the price it
+                // stands at, a beaten one at the amount it reached.
+                let visible = match lot_price {
+                    Some(price)
+                        if leader == Some(bidder) && newest.get(&bidder) == Some(&event.seq) =>
+                    {
+                        price
+                    }
+                    Some(_) | None => max_amount,
+                };
+                (bidder, visible, Some(max_amount), pb::BidKind::Absentee, 1)
+            }
             EventKind::UnitsSold {
                 buyer,
                 quantity,
@@ -140,6 +169,8 @@ pub fn bids(
             }
         } else if kind == pb::BidKind::Sealed {
             pb::BidStatus::Sealed
+        } else if lot_pending {
+            pb::BidStatus::Pending
         } else if counted && leader == Some(bidder) {
             pb::BidStatus::Winning
         } else {

@@ -154,6 +154,8 @@ pub fn event_type(kind: &EventKind) -> Option<pb::MarketEventType> {
             Some(pb::MarketEventType::Unsold)
         }
         EventKind::Cancelled { .. } => Some(pb::MarketEventType::Cancelled),
+        // An absentee bid changes nothing public but the lot's absentee count.
+        EventKind::AbsenteeBidPlaced { .. } => Some(pb::MarketEventType::AbsenteeBidReceived),
         EventKind::BuyItNowWithdrawn
         | EventKind::LotOpened { .. }
         | EventKind::FairWarning { .. }

@@ -683,6 +683,28 @@ mod tests {
         );
     }
 
+    // Proves an absentee bid on a pending live lot, which the bidding service
+    // publishes without a price, a leader or an outbid user, notifies nobody.
+    #[test]
+    fn an_absentee_bid_outbids_nobody() {
+        let absentee = BusAuctionBidPlaced {
+            bidder_id: "bob".to_owned(),
+            bid_amount: usd("30.00"),
+            ..BusAuctionBidPlaced::default()
+        };
+        let audience = AuctionAudience {
+            bidders: vec!["alice".to_owned(), "bob".to_owned()],
+            ..AuctionAudience::default()
+        };
+        assert!(
+            plan_auction(
+                &event(bus_auction_event::Kind::BidPlaced(absentee)),
+                &audience
+            )
+            .is_empty()
+        );
+    }
+
     // Proves a sale tells the winner WON and every other bidder LOST.
     #[test]
     fn sold_tells_winner_and_losers() {

@@ -140,6 +140,7 @@ impl Common {
             | EventKind::SealedBidPlaced { .. }
             | EventKind::SealedBidWithdrawn { .. }
             | EventKind::SealedBidExpired { .. }
+            | EventKind::AbsenteeBidPlaced { .. }
             | EventKind::LotOpened { .. }
             | EventKind::FairWarning { .. }
             | EventKind::LotSold { .. }
@@ -482,24 +483,39 @@ impl Auction {
         }
     }
 
-    /// The English leader now; `None` for the other formats.
+    /// Who left an absentee bid on a live lot (`lot`, or the single lot), in id
+    /// order; empty for the other formats. Private: for telling those bidders
+    /// that the lot opened, never for showing anyone else.
+    pub fn absentee_bidders(&self, lot: Option<LotIndex>) -> Vec<UserId> {
+        match &self.format {
+            Format::Live(live) => lot
+                .or_else(|| live.single_lot())
+                .map(|lot| live.absentee_bidders(lot))
+                .unwrap_or_default(),
+            Format::English(_) | Format::Dutch(_) | Format::Sealed(_) => Vec::new(),
+        }
+    }
+
+    /// The leader now: English, or a single-lot live auction's (absentee bids
+    /// lead nobody before the lot opens); `None` for the other formats.
     pub fn leader(&self) -> Option<UserId> {
         match &self.format {
             Format::English(english) => english.book.leader(),
-            Format::Dutch(_) | Format::Sealed(_) | Format::Live(_) => None,
+            Format::Live(live) => live.single_lot().and_then(|lot| live.leader(lot)),
+            Format::Dutch(_) | Format::Sealed(_) => None,
         }
     }
 
     /// Everyone with a bid that still counts (English maximums, standing sealed
     /// bids, Dutch buyers), in id order without repeats: who an end, an
-    /// extension or a cancellation concerns. Live sessions: none yet (their
-    /// per-lot books are the live-lot work of issue 5).
+    /// extension or a cancellation concerns. Live: every bidder on any lot,
+    /// absentee bidders included.
     pub fn participants(&self) -> Vec<UserId> {
         let mut users: Vec<UserId> = match &self.format {
             Format::English(english) => english.book.bidders().collect(),
             Format::Sealed(sealed) => sealed.bidders().collect(),
             Format::Dutch(dutch) => dutch.buyers().collect(),
-            Format::Live(_) => Vec::new(),
+            Format::Live(live) => live.bidders().collect(),
         };
         users.sort_unstable();
         users.dedup();

@@ -55,6 +55,7 @@ pub(crate) fn accepts(kind: &EventKind) -> bool {
         | EventKind::SealedBidPlaced { .. }
         | EventKind::SealedBidWithdrawn { .. }
         | EventKind::SealedBidExpired { .. }
+        | EventKind::AbsenteeBidPlaced { .. }
         | EventKind::LotOpened { .. }
         | EventKind::FairWarning { .. }
         | EventKind::LotSold { .. }
@@ -272,6 +273,7 @@ impl Dutch {
             | EventKind::SealedBidPlaced { .. }
             | EventKind::SealedBidWithdrawn { .. }
             | EventKind::SealedBidExpired { .. }
+            | EventKind::AbsenteeBidPlaced { .. }
             | EventKind::LotOpened { .. }
             | EventKind::FairWarning { .. }
             | EventKind::LotSold { .. }

@@ -57,6 +57,7 @@ pub(crate) fn accepts(kind: &EventKind) -> bool {
         | EventKind::SealedBidPlaced { .. }
         | EventKind::SealedBidWithdrawn { .. }
         | EventKind::SealedBidExpired { .. }
+        | EventKind::AbsenteeBidPlaced { .. }
         | EventKind::LotOpened { .. }
         | EventKind::FairWarning { .. }
         | EventKind::LotSold { .. }
@@ -392,6 +393,7 @@ impl English {
             | EventKind::SealedBidPlaced { .. }
             | EventKind::SealedBidWithdrawn { .. }
             | EventKind::SealedBidExpired { .. }
+            | EventKind::AbsenteeBidPlaced { .. }
             | EventKind::LotOpened { .. }
             | EventKind::FairWarning { .. }
             | EventKind::LotSold { .. }

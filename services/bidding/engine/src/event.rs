@@ -29,7 +29,9 @@ pub enum BidKind {
     Plain,
     /// A proxy maximum.
     Maximum,
-    /// A live commission bid left before the lot opened.
+    /// A live commission bid left before the lot opened, accepted straight into the
+    /// proxy book. Only logs written before absentee bids had their own event
+    /// ([`EventKind::AbsenteeBidPlaced`]) hold it; it stays so they replay.
     Absentee,
 }
 
@@ -183,7 +185,24 @@ pub enum EventKind {
         /// Whose bid.
         bidder: UserId,
     },
-    /// Live: a lot opened for bidding.
+    /// Live: an absentee (commission) bid was placed or replaced on a pending lot.
+    /// It goes into the lot's private absentee book, not its proxy book: nobody
+    /// competes with it, nobody is outbid by it, and the public learns only that an
+    /// absentee bid was received. The book is applied when the lot opens.
+    AbsenteeBidPlaced {
+        /// The bid's request.
+        request_id: RequestId,
+        /// The pending lot.
+        lot: LotIndex,
+        /// Who bid.
+        bidder: UserId,
+        /// The bidder's maximum, replacing any earlier one on the lot (private).
+        max_amount: Money,
+        /// When the gateway received the bid.
+        received_at: Timestamp,
+    },
+    /// Live: a lot opened for bidding. Its absentee book, if any, was applied as
+    /// maximums: the best leads at the competitive price over the top two.
     LotOpened {
         /// The lot.
         lot: LotIndex,
@@ -301,6 +320,10 @@ pub enum PublicEventKind {
     },
     /// A sealed bid was received; nothing else about it is public.
     SealedBidReceived,
+    /// An absentee bid was placed on a pending lot; nothing else about it is public.
+    AbsenteeBidReceived {
+        lot: LotIndex,
+    },
     LotOpened {
         lot: LotIndex,
         deadline: Timestamp,
@@ -398,6 +421,9 @@ impl Event {
             EventKind::SealedBidPlaced { .. } => PublicEventKind::SealedBidReceived,
             EventKind::SealedBidWithdrawn { .. } | EventKind::SealedBidExpired { .. } => {
                 return None;
+            }
+            EventKind::AbsenteeBidPlaced { lot, .. } => {
+                PublicEventKind::AbsenteeBidReceived { lot }
             }
             EventKind::LotOpened { lot, deadline } => PublicEventKind::LotOpened { lot, deadline },
             EventKind::FairWarning { lot } => PublicEventKind::FairWarning { lot },

@@ -2,7 +2,11 @@
 //! English proxy auction with no end time. A countdown restarted by every accepted
 //! bid closes the lot when it runs out; the auctioneer can open lots, give fair
 //! warning, hammer, pass, reopen and undo the last bid. Absentee (commission) bids
-//! left before a lot opens are maximums in its book.
+//! left before a lot opens wait in its private absentee book, one maximum per
+//! bidder (replaceable, up or down), and become maximums in its proxy book when it
+//! opens.
+
+use std::collections::BTreeMap;
 
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -14,7 +18,7 @@ use crate::event::{BidKind, Event, EventKind, UnsoldReason};
 use crate::id::{LotIndex, UserId};
 use crate::limits::{MAX_BIDDERS_PER_BOOK, MAX_BIDS_PER_LOT};
 use crate::money::Money;
-use crate::proxy::{Pricing, ProxyBook, Undo};
+use crate::proxy::{MaxBid, Pricing, ProxyBook, Undo};
 use crate::rejection::Rejection;
 use crate::spec::{LiveSpec, LotSpec};
 use crate::time::Timestamp;
@@ -50,6 +54,19 @@ pub(crate) struct Lot {
     /// Single-lot auctions: when the result became final (the auction's end).
     #[serde(default)]
     closed_at: Option<Timestamp>,
+    /// The private absentee book: each absentee bidder's latest maximum while the
+    /// lot is pending (a new absentee bid replaces it, up or down). Nothing in it
+    /// competes until the lot opens, when it is merged into `book`; it is kept
+    /// afterwards so the service can tell its bidders the lot opened.
+    #[serde(default)]
+    absentee: BTreeMap<UserId, MaxBid>,
+    /// Accepted bids on the lot (absentee bids count once each from the opening),
+    /// without undone ones or a retracted bidder's.
+    #[serde(default)]
+    bid_count: u32,
+    /// Each bidder's share of `bid_count`, so a retraction removes theirs.
+    #[serde(default)]
+    bids_by_bidder: BTreeMap<UserId, u32>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -114,20 +131,38 @@ pub(crate) fn apply(
             common.check_not_finished()?;
             common.check_bidder(actor)?;
             let index = live.lot_index(lot)?;
-            if live.lots[index].status != LotStatus::Pending {
+            let lot_state = &live.lots[index];
+            if lot_state.status != LotStatus::Pending {
                 return Err(Rejection::LotNotPending);
             }
             common.check_money(max_amount)?;
-            accept_bid(
+            if lot_state.absentee.len() >= MAX_BIDDERS_PER_BOOK
+                && !lot_state.absentee.contains_key(&actor.user_id)
+            {
+                return Err(Rejection::TooManyBids);
+            }
+            // A replacement may go up or down, but never below the opening price:
+            // the book is applied at the opening as ordinary maximums.
+            let starting_price = live.spec.lots[index].starting_price;
+            if crate::money::compare(max_amount.amount, starting_price).is_lt() {
+                return Err(Rejection::BidBelowMinimum {
+                    minimum: common.money(starting_price),
+                });
+            }
+            emit(
                 common,
                 live,
-                command,
-                lot,
-                max_amount,
-                BidKind::Absentee,
                 now,
+                EventKind::AbsenteeBidPlaced {
+                    request_id: command.request_id,
+                    lot,
+                    bidder: actor.user_id,
+                    max_amount,
+                    received_at: command.received_at,
+                },
                 events,
-            )
+            );
+            Ok(())
         }
         Action::OpenLot { lot } => {
             common.check_auctioneer(actor)?;
@@ -296,7 +331,9 @@ pub(crate) fn apply(
                     });
                 }
             }
-            if !live.lots[index].book.has_bidder(bidder) {
+            if !live.lots[index].book.has_bidder(bidder)
+                && !live.lots[index].absentee.contains_key(&bidder)
+            {
                 return Err(Rejection::NoSuchBid);
             }
             let lot_pricing = pricing(&live.spec.lots[index], common);
@@ -320,8 +357,13 @@ pub(crate) fn apply(
                     .iter()
                     .zip(&live.spec.lots)
                     .any(|(lot, lot_spec)| {
+                        let lot_pricing = pricing(lot_spec, common);
                         matches!(lot.status, LotStatus::Pending | LotStatus::Open)
-                            && lot.book.reserve_met(&pricing(lot_spec, common))
+                            && (lot.book.reserve_met(&lot_pricing)
+                                || lot
+                                    .absentee
+                                    .values()
+                                    .any(|max| lot_pricing.meets_reserve(max.amount)))
                     });
             common.check_cancel(actor, reserve_met)?;
             emit(
@@ -529,6 +571,9 @@ impl Live {
                 absentee_bidders: 0,
                 opened_at: None,
                 closed_at: None,
+                absentee: BTreeMap::new(),
+                bid_count: 0,
+                bids_by_bidder: BTreeMap::new(),
             })
             .collect();
         Live {
@@ -616,7 +661,8 @@ impl Live {
             EventKind::BidAccepted { lot, .. } | EventKind::BidRetracted { lot, .. } => {
                 lot.as_ref().is_some_and(exists)
             }
-            EventKind::LotOpened { lot, .. }
+            EventKind::AbsenteeBidPlaced { lot, .. }
+            | EventKind::LotOpened { lot, .. }
             | EventKind::FairWarning { lot }
             | EventKind::LotSold { lot, .. }
             | EventKind::LotPassed { lot, .. }
@@ -661,6 +707,7 @@ impl Live {
                 }
                 let undo = lot_state.book.undo_point(bidder);
                 lot_state.history.push(undo);
+                lot_state.count_bid(bidder);
                 lot_state
                     .book
                     .accept(bidder, max_amount.amount, event.seq, price.amount);
@@ -682,23 +729,65 @@ impl Live {
                 };
                 lot_state.book.retract(bidder, &pricing(lot_spec, common));
                 lot_state.history.clear();
+                let removed = lot_state.bids_by_bidder.remove(&bidder).unwrap_or(0);
+                lot_state.bid_count = lot_state.bid_count.saturating_sub(removed);
+                if lot_state.absentee.remove(&bidder).is_some() {
+                    lot_state.absentee_bidders = lot_state.absentee_bidders.saturating_sub(1);
+                }
             }
-            EventKind::BidUndone { lot, .. } => {
+            EventKind::BidUndone { lot, bidder, .. } => {
                 let Some(lot_state) = self.lots.get_mut(lot.as_usize()) else {
                     return;
                 };
                 if let Some(undo) = lot_state.history.pop() {
                     lot_state.book.restore(&undo);
+                    lot_state.uncount_bid(bidder);
                 }
                 // The countdown restarts: bidders get a full count after an undo.
                 if lot_state.status == LotStatus::Open {
                     lot_state.deadline = Some(event.at.saturating_add_ms(countdown_ms));
                 }
             }
-            EventKind::LotOpened { lot, deadline } => {
+            EventKind::AbsenteeBidPlaced {
+                lot,
+                bidder,
+                max_amount,
+                ..
+            } => {
                 let Some(lot_state) = self.lots.get_mut(lot.as_usize()) else {
                     return;
                 };
+                let max = MaxBid {
+                    amount: max_amount.amount,
+                    seq: event.seq,
+                };
+                if lot_state.absentee.insert(bidder, max).is_none() {
+                    lot_state.absentee_bidders = lot_state.absentee_bidders.saturating_add(1);
+                }
+            }
+            EventKind::LotOpened { lot, deadline } => {
+                let index = lot.as_usize();
+                let (Some(lot_state), Some(lot_spec)) =
+                    (self.lots.get_mut(index), self.spec.lots.get(index))
+                else {
+                    return;
+                };
+                // The absentee book competes by proxy from the opening on.
+                if !lot_state.absentee.is_empty() {
+                    let absentee: Vec<(UserId, MaxBid)> = lot_state
+                        .absentee
+                        .iter()
+                        .map(|(bidder, max)| (*bidder, *max))
+                        .collect();
+                    lot_state
+                        .book
+                        .merge(absentee.iter().copied(), &pricing(lot_spec, common));
+                    for (bidder, _) in absentee {
+                        if !lot_state.bids_by_bidder.contains_key(&bidder) {
+                            lot_state.count_bid(bidder);
+                        }
+                    }
+                }
                 lot_state.status = LotStatus::Open;
                 lot_state.deadline = Some(deadline);
                 lot_state.fair_warnings = 0;
@@ -835,6 +924,12 @@ impl Live {
                     hammer_price: lot.result.map(|(_, price)| common.money(price)),
                     finalize_at: lot.finalize_at,
                     absentee_bids: lot.absentee_bidders,
+                    bid_count: if offered { lot.bid_count } else { 0 },
+                    bidders: if offered {
+                        u32::try_from(lot.book.bidder_count()).unwrap_or(u32::MAX)
+                    } else {
+                        0
+                    },
                     starting_price: common.money(lot_spec.starting_price),
                     opened_at: lot.opened_at,
                     closed_at: lot.closed_at,
@@ -857,12 +952,14 @@ impl Live {
         lot: LotIndex,
     ) -> Option<BidStatus> {
         let lot_state = self.lots.get(lot.as_usize())?;
-        let has_bid = lot_state.book.has_bidder(bidder);
+        let has_bid = lot_state.book.has_bidder(bidder) || lot_state.absentee.contains_key(&bidder);
         if common.status == AuctionStatus::Cancelled {
             return has_bid.then_some(BidStatus::Lost);
         }
         match lot_state.status {
-            LotStatus::Pending | LotStatus::Open => {
+            // Whether an absentee bid would lead stays hidden until the opening.
+            LotStatus::Pending => has_bid.then_some(BidStatus::Absentee),
+            LotStatus::Open => {
                 if lot_state.book.leader() == Some(bidder) {
                     Some(BidStatus::Winning)
                 } else {
@@ -886,10 +983,52 @@ impl Live {
     }
 
     pub(crate) fn own_bid(&self, bidder: UserId, lot: LotIndex) -> Option<Decimal> {
-        self.lots
-            .get(lot.as_usize())?
+        let lot_state = self.lots.get(lot.as_usize())?;
+        lot_state
             .book
             .max_of(bidder)
+            .or_else(|| lot_state.absentee.get(&bidder).copied())
             .map(|max| max.amount)
+    }
+
+    /// The leader of `lot`'s book (nobody before the lot opens).
+    pub(crate) fn leader(&self, lot: LotIndex) -> Option<UserId> {
+        self.lots.get(lot.as_usize())?.book.leader()
+    }
+
+    /// Who left an absentee bid on `lot`, in id order (before and after it opened).
+    pub(crate) fn absentee_bidders(&self, lot: LotIndex) -> Vec<UserId> {
+        self.lots
+            .get(lot.as_usize())
+            .map(|lot_state| lot_state.absentee.keys().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// Everyone with a bid on any lot (its book or its absentee book).
+    pub(crate) fn bidders(&self) -> impl Iterator<Item = UserId> + '_ {
+        self.lots.iter().flat_map(|lot_state| {
+            lot_state
+                .book
+                .bidders()
+                .chain(lot_state.absentee.keys().copied())
+        })
+    }
+}
+
+impl Lot {
+    fn count_bid(&mut self, bidder: UserId) {
+        let count = self.bids_by_bidder.entry(bidder).or_insert(0);
+        *count = count.saturating_add(1);
+        self.bid_count = self.bid_count.saturating_add(1);
+    }
+
+    fn uncount_bid(&mut self, bidder: UserId) {
+        if let Some(count) = self.bids_by_bidder.get_mut(&bidder) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                self.bids_by_bidder.remove(&bidder);
+            }
+            self.bid_count = self.bid_count.saturating_sub(1);
+        }
     }
 }

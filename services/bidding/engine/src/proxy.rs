@@ -276,6 +276,34 @@ impl ProxyBook {
     /// maximums (admin retraction). Scans every bidder: retractions are rare.
     pub(crate) fn retract(&mut self, bidder: UserId, pricing: &Pricing<'_>) {
         self.maxes.remove(&bidder);
+        self.recompute(pricing);
+    }
+
+    /// Adds maximums that compete all at once (a live lot's absentee book at its
+    /// opening) and recomputes the outcome: the best maximum leads at the
+    /// competitive price over the top two (the starting price when alone), ties
+    /// going to the earlier sequence. A bidder already in the book keeps the
+    /// higher of the two maximums.
+    pub(crate) fn merge(
+        &mut self,
+        maximums: impl IntoIterator<Item = (UserId, MaxBid)>,
+        pricing: &Pricing<'_>,
+    ) {
+        for (bidder, max) in maximums {
+            let keep = self
+                .maxes
+                .get(&bidder)
+                .is_some_and(|current| compare(current.amount, max.amount).is_ge());
+            if !keep {
+                self.maxes.insert(bidder, max);
+            }
+        }
+        self.recompute(pricing);
+    }
+
+    /// The top two and the price from every maximum in the book. Scans every
+    /// bidder: only retractions and lot openings call it.
+    fn recompute(&mut self, pricing: &Pricing<'_>) {
         let mut first: Option<Standing> = None;
         let mut second: Option<Standing> = None;
         for (&other, max) in &self.maxes {

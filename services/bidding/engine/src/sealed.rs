@@ -52,6 +52,7 @@ pub(crate) fn accepts(kind: &EventKind) -> bool {
         | EventKind::ClockTicked { .. }
         | EventKind::UnitsSold { .. }
         | EventKind::DutchEnded { .. }
+        | EventKind::AbsenteeBidPlaced { .. }
         | EventKind::LotOpened { .. }
         | EventKind::FairWarning { .. }
         | EventKind::LotSold { .. }
@@ -323,6 +324,7 @@ impl Sealed {
             | EventKind::ClockTicked { .. }
             | EventKind::UnitsSold { .. }
             | EventKind::DutchEnded { .. }
+            | EventKind::AbsenteeBidPlaced { .. }
             | EventKind::LotOpened { .. }
             | EventKind::FairWarning { .. }
             | EventKind::LotSold { .. }

@@ -62,6 +62,9 @@ pub enum BidStatus {
     Lost,
     /// A sealed bid stands; the outcome is hidden until the close.
     Sealed,
+    /// An absentee bid stands on a live lot not opened yet; whether it would
+    /// lead is hidden until the lot opens.
+    Absentee,
 }
 
 /// A live lot's lifecycle.
@@ -195,6 +198,13 @@ pub struct LotView {
     pub finalize_at: Option<Timestamp>,
     /// How many bidders left an absentee bid (never the amounts).
     pub absentee_bids: u32,
+    /// Accepted bids once offered (absentee bids count from the opening, one
+    /// each), without undone ones or a retracted bidder's.
+    #[serde(default)]
+    pub bid_count: u32,
+    /// How many bidders have a maximum in the lot's book once offered.
+    #[serde(default)]
+    pub bidders: u32,
     /// The opening asking price.
     pub starting_price: Money,
     /// When the lot was first opened.

@@ -701,3 +701,475 @@ async fn the_finalise_timer_survives_a_restart() {
     }
     app.stop().await;
 }
+
+type ActivityStream = tonic::Streaming<pb::WatchMyActivityResponse>;
+
+/// A WatchMyActivity stream resumed after the user's row `after`; from 0,
+/// its first message (the snapshot) is checked to be empty and skipped.
+async fn activity(
+    bidding: &mut BiddingServiceClient<Channel>,
+    token: &str,
+    after: u64,
+) -> ActivityStream {
+    let mut stream = bidding
+        .watch_my_activity(with_token(
+            pb::WatchMyActivityRequest {
+                resume_after_sequence: after,
+            },
+            token,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    if after == 0 {
+        match next_activity_message(&mut stream).await {
+            pb::watch_my_activity_response::Message::Snapshot(snapshot) => {
+                assert!(snapshot.positions.is_empty(), "{snapshot:?}");
+            }
+            other => panic!("a snapshot first, got {other:?}"),
+        }
+    }
+    stream
+}
+
+async fn next_activity_message(
+    stream: &mut ActivityStream,
+) -> pb::watch_my_activity_response::Message {
+    tokio::time::timeout(Duration::from_secs(10), stream.next())
+        .await
+        .expect("a message within 10 s")
+        .expect("the stream is open")
+        .expect("no error")
+        .message
+        .expect("a message")
+}
+
+/// The next `count` activity rows' types and the position each shows.
+async fn activity_rows(
+    stream: &mut ActivityStream,
+    count: usize,
+) -> Vec<(pb::ActivityType, pb::BidStatus)> {
+    let mut rows = Vec::new();
+    while rows.len() < count {
+        match next_activity_message(stream).await {
+            pb::watch_my_activity_response::Message::Event(event) => rows.push((
+                event.activity_type(),
+                event
+                    .viewer
+                    .as_ref()
+                    .map_or(pb::BidStatus::Unspecified, |viewer| viewer.status()),
+            )),
+            pb::watch_my_activity_response::Message::Heartbeat(_) => {}
+            pb::watch_my_activity_response::Message::Snapshot(snapshot) => {
+                panic!("unexpected snapshot {snapshot:?}")
+            }
+        }
+    }
+    rows
+}
+
+/// The next event with a kind on a WatchAuction stream (bounded).
+async fn next_auction_event(
+    stream: &mut tonic::Streaming<pb::WatchAuctionResponse>,
+) -> pb::auction_event::Kind {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let message = tokio::time::timeout_at(deadline, stream.next())
+            .await
+            .expect("an event within 10 s")
+            .expect("the stream is open")
+            .expect("no error");
+        if let Some(pb::watch_auction_response::Message::Event(pb::AuctionEvent {
+            kind: Some(kind),
+            ..
+        })) = message.message
+        {
+            return kind;
+        }
+    }
+}
+
+/// Polls (bounded) a user's notifications until one of `kind` shows.
+async fn await_notification(app: &TestApp, token: &str, kind: pb::NotificationType) {
+    use auction_proto::v1::notification_service_client::NotificationServiceClient;
+    let mut notifications = NotificationServiceClient::new(app.channel().await);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let listed = notifications
+            .list_notifications(with_token(
+                pb::ListNotificationsRequest {
+                    types: vec![kind as i32],
+                    ..pb::ListNotificationsRequest::default()
+                },
+                token,
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        if !listed.notifications.is_empty() {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no {kind:?} notification within 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn notification_types(app: &TestApp, token: &str) -> Vec<pb::NotificationType> {
+    use auction_proto::v1::notification_service_client::NotificationServiceClient;
+    let mut notifications = NotificationServiceClient::new(app.channel().await);
+    notifications
+        .list_notifications(with_token(
+            pb::ListNotificationsRequest {
+                page_size: 100,
+                ..pb::ListNotificationsRequest::default()
+            },
+            token,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .notifications
+        .iter()
+        .map(|notification| notification.notification_type())
+        .collect()
+}
+
+// Proves the absentee book over the wire: absentee bids reach watchers
+// (WatchAuction, WatchMarket) only as "an absentee bid was received", outbid
+// nobody (no OUTBID notification), may be replaced up or down while the lot
+// is pending (not below the starting price, not after the opening), survive
+// a restart, and are applied at OpenLot (whose event names the session and
+// lot number); live bids count like English ones, and the per-user index
+// gets BID_PLACED, LOT_OPENED, OUTBID, WINNING, BID_RETRACTED (undo) and
+// WON/LOST when the hammer becomes final.
+#[tokio::test]
+async fn the_absentee_book_stays_private_until_the_lot_opens() {
+    let app = spawn_app_with(Backend::Sqlite, |_| {}).await;
+    let config = (*app.config).clone();
+    let actors = actors(&app);
+    let floor = floor(&app);
+    let mut bidding = client(&app).await;
+    let session = Uuid::now_v7().to_string();
+    let first = create_lot(&mut bidding, &actors, &floor, &session, 1).await;
+    let second = create_lot(&mut bidding, &actors, &floor, &session, 2).await;
+    let mut watch = bidding
+        .watch_auction(pb::WatchAuctionRequest {
+            auction_id: first.clone(),
+            resume_after_sequence: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut market = bidding
+        .watch_market(with_token(
+            pb::WatchMarketRequest {
+                formats: vec![pb::AuctionFormat::Live as i32],
+                ..pb::WatchMarketRequest::default()
+            },
+            &floor.carol_token,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut alice_activity = activity(&mut bidding, &actors.alice_token, 0).await;
+    let mut bob_activity = activity(&mut bidding, &actors.bob_token, 0).await;
+
+    // Alice 40, then Bob 35: under the old book Bob's bid outbid Alice.
+    let alice_first = bidding
+        .place_absentee_bid(absentee(&first, "abs-a1", "40.00", &actors.alice_token))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        alice_first.bid.unwrap().status,
+        pb::BidStatus::Pending as i32
+    );
+    bidding
+        .place_absentee_bid(absentee(&first, "abs-b1", "35.00", &actors.bob_token))
+        .await
+        .unwrap();
+    // Alice lowers hers to 30: a replacement, not a second bid.
+    let replaced = bidding
+        .place_absentee_bid(absentee(&first, "abs-a2", "30.00", &actors.alice_token))
+        .await
+        .unwrap()
+        .into_inner();
+    let replaced_viewer = replaced.viewer.clone().unwrap();
+    assert_eq!(amount(&replaced_viewer.absentee_bid), "30.00");
+    assert_eq!(replaced_viewer.status, pb::BidStatus::Pending as i32);
+    let replaced_state = replaced.state.clone().unwrap();
+    assert_eq!(lot(&replaced_state).absentee_bid_count, 2);
+    // A retry gets the original answer; the same id with another amount is
+    // another request.
+    let retried = bidding
+        .place_absentee_bid(absentee(&first, "abs-a2", "30.00", &actors.alice_token))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(retried, replaced);
+    let reused = bidding
+        .place_absentee_bid(absentee(&first, "abs-a2", "31.00", &actors.alice_token))
+        .await
+        .unwrap_err();
+    assert_eq!(reused.code(), Code::AlreadyExists);
+    let too_low = bidding
+        .place_absentee_bid(absentee(&first, "abs-a3", "9.99", &actors.alice_token))
+        .await
+        .unwrap_err();
+    assert_eq!(too_low.code(), Code::FailedPrecondition);
+    assert_eq!(reason(&too_low), "BID_BELOW_MINIMUM");
+
+    // Watchers learn only that absentee bids came in: a count, no amount,
+    // no bidder, no price, no leader.
+    for expected in [1, 2, 2] {
+        match next_auction_event(&mut watch).await {
+            pb::auction_event::Kind::AbsenteeBidReceived(received) => {
+                assert_eq!(received.absentee_bid_count, expected);
+            }
+            other => panic!("only absentee receipts before the opening, got {other:?}"),
+        }
+    }
+    for _ in 0..3 {
+        let event = next_market_item(&mut market).await;
+        assert_eq!(event.event_type(), pb::MarketEventType::AbsenteeBidReceived);
+        let state = event.state.unwrap();
+        assert_eq!((state.leader, state.bid_count), (None, 0));
+        assert_eq!(amount(&state.current_price), "10.00");
+    }
+    let pending = state(&mut bidding, &first).await;
+    assert_eq!(pending.leader, None);
+    assert_eq!((pending.bid_count, pending.bidder_count), (0, 0));
+    assert_eq!(lot(&pending).absentee_bid_count, 2);
+    // Each absentee bid is its bidder's own news: BID_PLACED, pending.
+    assert_eq!(
+        activity_rows(&mut alice_activity, 2).await,
+        vec![
+            (pb::ActivityType::BidPlaced, pb::BidStatus::Pending),
+            (pb::ActivityType::BidPlaced, pb::BidStatus::Pending)
+        ]
+    );
+    assert_eq!(
+        activity_rows(&mut bob_activity, 1).await,
+        vec![(pb::ActivityType::BidPlaced, pb::BidStatus::Pending)]
+    );
+    // The bid list of a pending lot shows each bidder their own newest
+    // absentee bid (the replaced one is gone) and nobody anyone else's.
+    let alice_list = list_bids(&mut bidding, &first, &actors.alice_token).await;
+    assert_eq!(
+        alice_list
+            .iter()
+            .map(|listed| (amount(&listed.max_amount), listed.status()))
+            .collect::<Vec<_>>(),
+        vec![("30.00".to_owned(), pb::BidStatus::Pending)]
+    );
+    assert!(
+        list_bids(&mut bidding, &first, &floor.carol_token)
+            .await
+            .is_empty()
+    );
+    drop((watch, market, alice_activity, bob_activity));
+
+    // The book survives a restart: rebuilt from the log.
+    let data = app.stop().await;
+    let app = spawn_with(config, data).await;
+    let mut bidding = client(&app).await;
+    let restarted = viewer(&mut bidding, &first, &actors.alice_token).await;
+    assert_eq!(
+        amount(&restarted.viewer.unwrap().absentee_bid),
+        "30.00",
+        "the replacement, after the restart"
+    );
+    assert_eq!(lot(&restarted.state.unwrap()).absentee_bid_count, 2);
+    let mut watch = bidding
+        .watch_auction(pb::WatchAuctionRequest {
+            auction_id: first.clone(),
+            resume_after_sequence: pending.sequence,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut alice_activity = activity(&mut bidding, &actors.alice_token, 2).await;
+    let mut bob_activity = activity(&mut bidding, &actors.bob_token, 1).await;
+    let mut carol_activity = activity(&mut bidding, &floor.carol_token, 0).await;
+
+    // Opening applies the book: Bob's 35 against Alice's 30 leads at 31.
+    let opened = bidding
+        .open_lot(open(&first, "open-1", &floor.auctioneer_token))
+        .await
+        .unwrap()
+        .into_inner()
+        .state
+        .unwrap();
+    assert_eq!(amount(&opened.current_price), "31.00");
+    assert_eq!((opened.bid_count, opened.bidder_count), (2, 2));
+    let bob_handle = handle(&opened.leader);
+    let bob_view = viewer(&mut bidding, &first, &actors.bob_token).await;
+    assert!(bob_view.viewer.unwrap().is_leader);
+    let lot_opened = loop {
+        match next_auction_event(&mut watch).await {
+            pb::auction_event::Kind::LotOpened(lot_opened) => break lot_opened,
+            pb::auction_event::Kind::Opened(_) => {}
+            other => panic!("the opening, got {other:?}"),
+        }
+    };
+    assert_eq!(lot_opened.session_id, session);
+    assert_eq!(lot_opened.lot_number, 1);
+    assert_eq!(amount(&lot_opened.current_price), "31.00");
+    assert_eq!(handle(&lot_opened.leader), bob_handle);
+    // Once open, everyone sees both absentee bids: Bob's at the price it
+    // leads at, Alice's beaten one at the amount it reached; no maximums.
+    let public_list = list_bids(&mut bidding, &first, &floor.carol_token).await;
+    assert_eq!(
+        public_list
+            .iter()
+            .map(|listed| (
+                amount(&listed.amount),
+                listed.kind(),
+                listed.status(),
+                listed.max_amount.is_none()
+            ))
+            .collect::<Vec<_>>(),
+        vec![
+            (
+                "30.00".to_owned(),
+                pb::BidKind::Absentee,
+                pb::BidStatus::Outbid,
+                true
+            ),
+            (
+                "31.00".to_owned(),
+                pb::BidKind::Absentee,
+                pb::BidStatus::Winning,
+                true
+            ),
+        ]
+    );
+    let late = bidding
+        .place_absentee_bid(absentee(&first, "abs-a4", "50.00", &actors.alice_token))
+        .await
+        .unwrap_err();
+    assert_eq!(late.code(), Code::FailedPrecondition);
+    assert_eq!(reason(&late), "LOT_NOT_PENDING");
+    assert_eq!(
+        activity_rows(&mut alice_activity, 1).await,
+        vec![(pb::ActivityType::LotOpened, pb::BidStatus::Outbid)]
+    );
+    assert_eq!(
+        activity_rows(&mut bob_activity, 1).await,
+        vec![(pb::ActivityType::LotOpened, pb::BidStatus::Winning)]
+    );
+
+    // Carol outbids Bob on the floor; the auctioneer undoes her bid.
+    let carol = bidding
+        .place_bid(bid(&first, "bid-c1", "50.00", &floor.carol_token))
+        .await
+        .unwrap()
+        .into_inner()
+        .state
+        .unwrap();
+    assert_eq!(amount(&carol.current_price), "36.00");
+    assert_eq!((carol.bid_count, carol.bidder_count), (3, 3));
+    let undone = bidding
+        .undo_last_bid(with_token(
+            pb::UndoLastBidRequest {
+                request_id: "undo-1".to_owned(),
+                auction_id: first.clone(),
+                expected_sequence: carol.sequence,
+                reason: "wrong paddle".to_owned(),
+            },
+            &floor.auctioneer_token,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .state
+        .unwrap();
+    assert_eq!((undone.bid_count, undone.bidder_count), (2, 2));
+    assert_eq!(handle(&undone.leader), bob_handle);
+    assert_eq!(
+        activity_rows(&mut carol_activity, 2).await,
+        vec![
+            (pb::ActivityType::BidPlaced, pb::BidStatus::Winning),
+            (pb::ActivityType::BidRetracted, pb::BidStatus::Retracted)
+        ]
+    );
+    assert_eq!(
+        activity_rows(&mut bob_activity, 2).await,
+        vec![
+            (pb::ActivityType::Outbid, pb::BidStatus::Outbid),
+            (pb::ActivityType::Winning, pb::BidStatus::Winning)
+        ]
+    );
+
+    // The hammer becomes final when the next lot opens: WON and LOST.
+    bidding
+        .hammer_lot(hammer(&first, "hammer-1", 0, &floor.auctioneer_token))
+        .await
+        .unwrap();
+    bidding
+        .open_lot(open(&second, "open-2", &floor.auctioneer_token))
+        .await
+        .unwrap();
+    assert_eq!(
+        state(&mut bidding, &first).await.status,
+        pb::AuctionStatus::Closed as i32
+    );
+    assert_eq!(
+        activity_rows(&mut bob_activity, 1).await,
+        vec![(pb::ActivityType::Won, pb::BidStatus::Won)]
+    );
+    assert_eq!(
+        activity_rows(&mut alice_activity, 1).await,
+        vec![(pb::ActivityType::Lost, pb::BidStatus::Lost)]
+    );
+
+    // Carol's floor bid outbid Bob, the first OUTBID of this lot; once it
+    // is delivered every earlier bus event was planned, and the absentee
+    // bids sent nobody OUTBID.
+    await_notification(&app, &actors.bob_token, pb::NotificationType::Outbid).await;
+    assert!(
+        !notification_types(&app, &actors.alice_token)
+            .await
+            .contains(&pb::NotificationType::Outbid),
+        "an absentee bid outbids nobody"
+    );
+    app.stop().await;
+}
+
+async fn next_market_item(
+    stream: &mut tonic::Streaming<pb::WatchMarketResponse>,
+) -> pb::MarketEvent {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let message = tokio::time::timeout_at(deadline, stream.next())
+            .await
+            .expect("a market event within 10 s")
+            .expect("the stream is open")
+            .expect("no error");
+        if let Some(pb::watch_market_response::Message::Event(event)) = message.message {
+            return event;
+        }
+    }
+}
+
+async fn list_bids(
+    bidding: &mut BiddingServiceClient<Channel>,
+    auction_id: &str,
+    token: &str,
+) -> Vec<pb::Bid> {
+    bidding
+        .list_bids(with_token(
+            pb::ListBidsRequest {
+                auction_id: auction_id.to_owned(),
+                ..pb::ListBidsRequest::default()
+            },
+            token,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .bids
+}

@@ -183,3 +183,96 @@ proptest! {
         }
     }
 }
+
+/// One absentee placement: who, and how many cents above (or, when
+/// `below`, under) the starting price.
+#[derive(Clone, Copy, Debug)]
+struct Placement {
+    who: u8,
+    cents: i64,
+    below: bool,
+}
+
+fn placement() -> impl Strategy<Value = Placement> {
+    (0u8..5, 0i64..5_000, prop::bool::weighted(0.1)).prop_map(|(who, cents, below)| Placement {
+        who,
+        cents,
+        below,
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    #[test]
+    fn the_absentee_book_opens_like_the_reference(
+        start_cents in 100i64..5_000,
+        reserve_cents in proptest::option::of(0i64..6_000),
+        placements in proptest::collection::vec(placement(), 0..20),
+    ) {
+        // Proves, for any absentee placements (replacements up and down included), that nothing is public before the opening and that the opening leads with the highest latest maximum (earliest on ties) at min(its max, second + increment), at least the starting price, lifted to a met reserve.
+        use crate::support::{AUCTIONEER, Harness, spec, usd};
+        let starting_price = cents(start_cents);
+        let reserve_price = reserve_cents.map(|extra| cents(start_cents + extra));
+        let lot = LotSpec { reserve_price, ..LotSpec::new(starting_price) };
+        let mut harness = Harness::new(AuctionSpec {
+            start_at: at(1_000),
+            ..spec(FormatSpec::Live(LiveSpec::single_lot(lot.clone(), 10_000, 60_000)))
+        });
+        // Each bidder's latest maximum and the order it was placed in.
+        let mut book: Vec<(UserId, Decimal, usize)> = Vec::new();
+        for (index, placement) in placements.iter().enumerate() {
+            let bidder = UserId(10 + u128::from(placement.who));
+            let amount = if placement.below {
+                starting_price - cents(1 + placement.cents % 99)
+            } else {
+                starting_price + cents(placement.cents)
+            };
+            let now_ms = 100 + i64::try_from(index).unwrap();
+            let result = harness.apply(
+                Actor::bidder(bidder),
+                Action::AbsenteeBid { lot: LotIndex(0), max_amount: usd(amount) },
+                now_ms,
+            );
+            if placement.below {
+                prop_assert_eq!(result, Err(Rejection::BidBelowMinimum { minimum: usd(starting_price) }));
+                continue;
+            }
+            prop_assert!(result.is_ok(), "{:?}", result);
+            book.retain(|(other, _, _)| *other != bidder);
+            book.push((bidder, amount, index));
+        }
+        let lot_view = |harness: &Harness| match harness.auction.view().format {
+            FormatView::Live { lots, .. } => lots[0].clone(),
+            other => panic!("not live: {other:?}"),
+        };
+        let pending = lot_view(&harness);
+        prop_assert_eq!((pending.price, pending.leader, pending.bid_count), (None, None, 0));
+        prop_assert_eq!(pending.absentee_bids as usize, book.len());
+        let opened = harness.apply(Actor::auctioneer(AUCTIONEER), Action::OpenLot { lot: None }, 1_000);
+        prop_assert!(opened.is_ok(), "{:?}", opened);
+        // The reference: best maximum first, earlier placement first on ties.
+        book.sort_by(|left, right| right.1.cmp(&left.1).then(left.2.cmp(&right.2)));
+        let expected = book.first().map(|&(leader, leader_max, _)| {
+            let price = match book.get(1) {
+                None => starting_price,
+                Some(&(_, second, _)) => {
+                    let contested = second + lot.increments.increment_at(second);
+                    leader_max.min(contested.max(starting_price))
+                }
+            };
+            let price = match reserve_price {
+                Some(reserve) if leader_max >= reserve => price.max(reserve),
+                Some(_) | None => price,
+            };
+            (leader, price)
+        });
+        let open = lot_view(&harness);
+        prop_assert_eq!(
+            open.leader.zip(open.price.map(|price| price.amount)),
+            expected
+        );
+        prop_assert_eq!(open.bid_count as usize, book.len());
+        prop_assert_eq!(open.bidders as usize, book.len());
+    }
+}

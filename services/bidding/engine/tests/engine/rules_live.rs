@@ -254,9 +254,14 @@ fn absentee_bids_act_as_maximums_when_the_lot_opens() {
     harness.ok(Actor::bidder(ALICE), absentee(0, dec!(30)), 500);
     harness.ok(Actor::bidder(BOB), absentee(0, dec!(25)), 600);
     assert_eq!(
-        harness.events.last().unwrap().to_public(),
-        None,
-        "absentee bids are private"
+        harness
+            .events
+            .last()
+            .unwrap()
+            .to_public()
+            .map(|public| public.kind),
+        Some(event::PublicEventKind::AbsenteeBidReceived { lot: LotIndex(0) }),
+        "the public learns only that an absentee bid was received"
     );
     assert_eq!(lot_view(&harness, 0).price, None);
     assert_eq!(
@@ -289,6 +294,122 @@ fn absentee_bids_act_as_maximums_when_the_lot_opens() {
     assert_eq!(
         (lot_view(&harness, 0).price, lot_view(&harness, 0).leader),
         (Some(usd(dec!(31))), Some(CAROL))
+    );
+}
+
+#[test]
+fn the_absentee_book_is_private_replaceable_and_applied_at_the_opening() {
+    // Proves absentee bids compete with nobody while the lot is pending (no price, leader, outbid or bid count), a bidder's new absentee bid replaces theirs up or down but not below the starting price, the opening applies the book as maximums, and the book survives replay and JSON snapshots.
+    let mut harness = session(three_lots(), false);
+    let absentee = |amount| Action::AbsenteeBid {
+        lot: LotIndex(0),
+        max_amount: usd(amount),
+    };
+    let placed = harness
+        .apply(Actor::bidder(ALICE), absentee(dec!(30)), 500)
+        .unwrap();
+    assert!(
+        matches!(
+            placed.as_slice(),
+            [EventKind::AbsenteeBidPlaced { bidder, max_amount, .. }]
+                if *bidder == ALICE && *max_amount == usd(dec!(30))
+        ),
+        "{placed:?}"
+    );
+    harness.ok(Actor::bidder(BOB), absentee(dec!(25)), 600);
+    let pending = lot_view(&harness, 0);
+    assert_eq!(
+        (
+            pending.price,
+            pending.leader,
+            pending.bid_count,
+            pending.bidders
+        ),
+        (None, None, 0, 0)
+    );
+    assert_eq!(pending.absentee_bids, 2);
+    assert_eq!(
+        harness.auction.bid_status(ALICE, Some(LotIndex(0))),
+        Some(BidStatus::Absentee)
+    );
+    // Alice lowers hers below Bob's; below the starting price is refused.
+    harness.ok(Actor::bidder(ALICE), absentee(dec!(20)), 700);
+    assert_eq!(
+        harness.rejected(Actor::bidder(ALICE), absentee(dec!(9.99)), 800),
+        Rejection::BidBelowMinimum {
+            minimum: usd(dec!(10))
+        }
+    );
+    assert_eq!(
+        harness.auction.own_bid(ALICE, Some(LotIndex(0))),
+        Some(usd(dec!(20)))
+    );
+    assert_eq!(
+        lot_view(&harness, 0).absentee_bids,
+        2,
+        "a replacement is not a new bidder"
+    );
+    harness.assert_replays();
+    harness.tick(1_000);
+    auctioneer(
+        &mut harness,
+        Action::OpenLot {
+            lot: Some(LotIndex(0)),
+        },
+        1_000,
+    )
+    .unwrap();
+    // Bob's 25 against Alice's 20: 20 + 0.50 (the increment below 25) = 20.50.
+    let open = lot_view(&harness, 0);
+    assert_eq!(
+        (open.price, open.leader, open.bid_count, open.bidders),
+        (Some(usd(dec!(20.50))), Some(BOB), 2, 2)
+    );
+    assert_eq!(
+        harness.rejected(Actor::bidder(ALICE), absentee(dec!(50)), 1_100),
+        Rejection::LotNotPending
+    );
+    bid(&mut harness, CAROL, dec!(30), 0, 1_200).unwrap();
+    assert_eq!(
+        (
+            lot_view(&harness, 0).price,
+            lot_view(&harness, 0).leader,
+            lot_view(&harness, 0).bid_count
+        ),
+        (Some(usd(dec!(26))), Some(CAROL), 3)
+    );
+    auctioneer(&mut harness, Action::UndoLastBid, 1_300).unwrap();
+    assert_eq!(
+        (
+            lot_view(&harness, 0).leader,
+            lot_view(&harness, 0).bid_count
+        ),
+        (Some(BOB), 2)
+    );
+}
+
+#[test]
+fn a_lone_absentee_bid_opens_the_lot_at_the_starting_price() {
+    // Proves a single absentee bidder leads from the opening at the starting price, not at their maximum.
+    let mut harness = session(three_lots(), false);
+    harness.ok(
+        Actor::bidder(ALICE),
+        Action::AbsenteeBid {
+            lot: LotIndex(0),
+            max_amount: usd(dec!(50)),
+        },
+        500,
+    );
+    harness.tick(1_000);
+    auctioneer(&mut harness, Action::OpenLot { lot: None }, 1_000).unwrap();
+    let open = lot_view(&harness, 0);
+    assert_eq!(
+        (open.price, open.leader),
+        (Some(usd(dec!(10))), Some(ALICE))
+    );
+    assert_eq!(
+        harness.auction.bid_status(ALICE, Some(LotIndex(0))),
+        Some(BidStatus::Winning)
     );
 }
 

@@ -798,6 +798,49 @@ pub fn run_live(spec: AuctionSpec, ops: &[Op]) -> Checked<()> {
                 _ => {}
             }
         }
+        // The absentee book stays private while a lot is pending: no price, no
+        // leader, no bids counted; at the opening the best maximum leads at a
+        // price between the starting price and its own maximum.
+        for lot in &lots {
+            if lot.status == LotStatus::Pending {
+                ensure!(
+                    lot.price.is_none() && lot.leader.is_none() && lot.bid_count == 0,
+                    "op {index}: pending lot {:?} shows {:?} led by {:?} ({} bids)",
+                    lot.lot,
+                    lot.price,
+                    lot.leader,
+                    lot.bid_count
+                );
+            }
+        }
+        for event in &driver.events[before..] {
+            if let EventKind::LotOpened { lot, .. } = event.kind
+                && let Some(opened) = lots.get(lot.as_usize())
+                && let (Some(leader), Some(price)) = (opened.leader, opened.price)
+            {
+                let leader_max = driver
+                    .auction
+                    .own_bid(leader, Some(lot))
+                    .map(|max| max.amount)
+                    .unwrap_or_default();
+                ensure!(
+                    price.amount >= lot_specs[lot.as_usize()].starting_price
+                        && price.amount <= leader_max,
+                    "op {index}: lot {lot:?} opened at {price} outside [start, {leader_max}]"
+                );
+                for other in 1..=6 {
+                    let other_max = driver
+                        .auction
+                        .own_bid(user(other), Some(lot))
+                        .map(|max| max.amount);
+                    ensure!(
+                        other_max.is_none_or(|other_max| other_max <= leader_max),
+                        "op {index}: lot {lot:?} opened led by {leader:?} below {:?}",
+                        user(other)
+                    );
+                }
+            }
+        }
         if single_lot && driver.auction.status().is_finished() {
             ensure!(
                 lots.iter().all(|lot| lot.finalize_at.is_none()),

@@ -131,13 +131,11 @@ pub fn bids(
                     continue;
                 }
                 // Like a proxy maximum: a leading one shows at the price it
-                // stands at, a beaten one at the amount it reached.
+                // stands at, a beaten one at the amount it reached (never
+                // above the price). Capped by the price even when the
+                // leader bid again since: the maximum stays secret.
                 let visible = match lot_price {
-                    Some(price)
-                        if leader == Some(bidder) && newest.get(&bidder) == Some(&event.seq) =>
-                    {
-                        price
-                    }
+                    Some(price) if price.amount < max_amount.amount => price,
                     Some(_) | None => max_amount,
                 };
                 (bidder, visible, Some(max_amount), pb::BidKind::Absentee, 1)

@@ -711,10 +711,15 @@ impl Log {
                 upsert.push(" ON CONFLICT (auction_id) DO UPDATE SET seq = excluded.seq, state = excluded.state");
                 upsert.build().execute(&mut *transaction).await?;
             }
-            let outcomes: Vec<&OutcomeRow> = accepted
+            // Sorted by key: two nodes' groups take the index locks in the
+            // same order, so they cannot deadlock on them.
+            let mut outcomes: Vec<&OutcomeRow> = accepted
                 .iter()
                 .flat_map(|(_, _, batch)| &batch.outcomes)
                 .collect();
+            outcomes.sort_by(|a, b| {
+                (a.caller, &a.method, &a.request_id).cmp(&(b.caller, &b.method, &b.request_id))
+            });
             for chunk in outcomes.chunks(ROWS_PER_INSERT) {
                 let mut insert = QueryBuilder::new(
                     "INSERT INTO request_outcomes (caller, method, request_id, auction_id, fingerprint, outcome, at_ms) ",

@@ -33,6 +33,10 @@ use crate::market::{self, MarketFeed};
 pub const MAX_BATCH: usize = 512;
 /// Queued requests per shard; beyond it callers get RESOURCE_EXHAUSTED.
 pub const QUEUE_CAPACITY: usize = 8_192;
+
+/// After a failed append, how long a writer waits before it tries again to
+/// load the auctions it dropped (when nothing else wakes it sooner).
+const RELOAD_RETRY_MS: i64 = 200;
 /// A finished auction stays in memory this long (late readers, watchers of
 /// the close), then is dropped; a later read reloads it from the log.
 pub const EVICT_FINISHED_AFTER_MS: i64 = 60_000;
@@ -355,6 +359,7 @@ impl Term {
             outcome_order: VecDeque::new(),
             evictions: VecDeque::new(),
             in_flight: None,
+            reload: Vec::new(),
         };
         worker.recover().await?;
         let stop = Shutdown::new();
@@ -469,6 +474,10 @@ struct Worker {
     /// changes in memory) and settles this one before answering anything
     /// of the next.
     in_flight: Option<(crate::log::Committing, Pending)>,
+    /// Auctions dropped from memory by a failed batch, to load again from
+    /// the log (which re-arms their timers) as soon as it answers: an
+    /// auction nobody reads must still close on time.
+    reload: Vec<Uuid>,
 }
 
 /// What a batch has produced so far.
@@ -578,7 +587,9 @@ impl Worker {
                     }
                 }
                 let going = if requests.is_empty() {
-                    self.settle().await.is_ok()
+                    // Only a fence ends the term; a failed append was
+                    // answered UNAVAILABLE and the writer goes on.
+                    !matches!(self.settle().await, Err(true))
                 } else {
                     self.process(std::mem::take(&mut requests)).await
                 };
@@ -594,10 +605,12 @@ impl Worker {
             }
             let next_timer = self.timers.first().map(|(deadline, _)| deadline.unix_ms());
             let next_eviction = self.evictions.front().map(|(due, _)| *due);
-            let next_wake = match (next_timer, next_eviction) {
-                (Some(timer), Some(eviction)) => Some(timer.min(eviction)),
-                (timer, eviction) => timer.or(eviction),
-            };
+            let next_reload = (!self.reload.is_empty())
+                .then(|| self.clock.now().unix_ms().saturating_add(RELOAD_RETRY_MS));
+            let next_wake = [next_timer, next_eviction, next_reload]
+                .into_iter()
+                .flatten()
+                .min();
             let sleep_ms =
                 next_wake.map(|deadline| deadline.saturating_sub(self.clock.now().unix_ms()));
             tokio::select! {
@@ -661,6 +674,12 @@ impl Worker {
         let mut pending = Pending::default();
         let now = self.clock.now();
         self.evict(now);
+        for auction_id in std::mem::take(&mut self.reload) {
+            if let Err(error) = self.load(auction_id).await {
+                tracing::warn!(%auction_id, %error, "reloading after a failed append; retrying");
+                self.reload.push(auction_id);
+            }
+        }
         self.fire_timers(now, &mut pending);
         if let Err(error) = self.prefetch_outcomes(&requests).await {
             // Without the outcomes we cannot tell a retry from a new request.
@@ -1342,10 +1361,13 @@ impl Worker {
             let _ = reply.send(Err(answer));
         }
         for auction_id in touched {
-            if let Some(live) = self.auctions.remove(&auction_id)
-                && let Some(deadline) = live.armed
-            {
-                self.timers.remove(&(deadline, auction_id));
+            if let Some(live) = self.auctions.remove(&auction_id) {
+                if let Some(deadline) = live.armed {
+                    self.timers.remove(&(deadline, auction_id));
+                }
+                if !fenced {
+                    self.reload.push(auction_id);
+                }
             }
         }
         for key in new_outcomes {
@@ -1576,6 +1598,7 @@ mod tests {
             outcome_order: VecDeque::new(),
             evictions: VecDeque::new(),
             in_flight: None,
+            reload: Vec::new(),
         }
     }
 

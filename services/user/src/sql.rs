@@ -145,11 +145,15 @@ pub enum Transaction {
 }
 
 impl Transaction {
-    /// Begins a transaction.
+    /// Begins a transaction (every one of this service writes). On SQLite
+    /// it takes the write lock at once (`BEGIN IMMEDIATE`): a deferred
+    /// transaction that reads first and writes later fails with SQLITE_BUSY
+    /// at once when another writer committed in between (WAL snapshots),
+    /// instead of waiting its turn.
     pub async fn begin(database: &Database) -> Result<Self, StoreError> {
         Ok(match database {
             Database::Postgres(pool) => Self::Postgres(pool.begin().await?),
-            Database::Sqlite(pool) => Self::Sqlite(pool.begin().await?),
+            Database::Sqlite(pool) => Self::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?),
         })
     }
 

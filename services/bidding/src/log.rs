@@ -344,30 +344,10 @@ struct Submission {
     reply: oneshot::Sender<(Batch, Result<(), LogError>)>,
 }
 
-/// A batch handed to the group committer.
-#[derive(Debug)]
-pub enum Committing {
-    /// Being written: the answer comes here.
-    Waiting(oneshot::Receiver<(Batch, Result<(), LogError>)>),
-    /// The committer is gone (the runtime is shutting down): not written.
-    Refused(Batch),
-}
-
-impl Committing {
-    /// Waits for the commit: the batch back, and whether it landed.
-    pub async fn wait(self) -> (Batch, Result<(), LogError>) {
-        let stopped = || LogError::Corrupt("the group committer stopped".to_owned());
-        match self {
-            Self::Waiting(answer) => match answer.await {
-                Ok(answered) => answered,
-                // The committer task died with the batch: its fate is
-                // unknown, so nothing of it is acknowledged.
-                Err(_) => (Batch::default(), Err(stopped())),
-            },
-            Self::Refused(batch) => (batch, Err(stopped())),
-        }
-    }
-}
+/// The answer to a batch handed to the group committer: the batch back, and
+/// whether it landed. (The channel closes unanswered only if the committer
+/// died with the batch: its fate is then unknown, nothing is acknowledged.)
+pub type Committed = oneshot::Receiver<(Batch, Result<(), LogError>)>;
 
 /// At most this many shards' batches per group transaction (one per shard
 /// normally; a shard submits its next batch only after its last committed).
@@ -407,10 +387,9 @@ impl Log {
     /// Appends `batch` for `shard` under `epoch` through the node's group
     /// committer: every shard's batch pending at that moment lands in one
     /// transaction (one fsync instead of one per shard), and each shard
-    /// learns its own result (a fenced shard is refused alone). The result
-    /// (with the batch given back) comes from [`Committing::wait`]; meanwhile
-    /// the shard may prepare its next batch.
-    pub fn submit(&self, shard: u32, epoch: u64, batch: Batch) -> Committing {
+    /// learns its own result (a fenced shard is refused alone) from the
+    /// returned [`Committed`]; meanwhile the shard may prepare its next batch.
+    pub fn submit(&self, shard: u32, epoch: u64, batch: Batch) -> Committed {
         let sender = self.committer.get_or_init(|| {
             let (sender, receiver) = mpsc::unbounded_channel();
             let log = Self {
@@ -428,8 +407,14 @@ impl Log {
             batch,
             reply,
         }) {
-            Ok(()) => Committing::Waiting(answer),
-            Err(mpsc::error::SendError(submission)) => Committing::Refused(submission.batch),
+            Ok(()) => answer,
+            Err(mpsc::error::SendError(submission)) => {
+                // The committer is gone (the runtime is shutting down).
+                let (reply, answer) = oneshot::channel();
+                let stopped = LogError::Corrupt("the group committer stopped".to_owned());
+                let _ = reply.send((submission.batch, Err(stopped)));
+                answer
+            }
         }
     }
 

@@ -471,9 +471,9 @@ struct Worker {
     evictions: VecDeque<(i64, Uuid)>,
     /// The batch being committed, with what waits for its commit: the
     /// writer prepares the next batch meanwhile (on top of this one's
-    /// changes in memory) and settles this one before answering anything
-    /// of the next.
-    in_flight: Option<(crate::log::Committing, Pending)>,
+    /// changes in memory, growing it with every command that arrives) and
+    /// settles this one before answering anything of the next.
+    in_flight: Option<(crate::log::Committed, Pending)>,
     /// Auctions dropped from memory by a failed batch, to load again from
     /// the log (which re-arms their timers) as soon as it answers: an
     /// auction nobody reads must still close on time.
@@ -574,31 +574,68 @@ impl Worker {
         stop: Shutdown,
     ) {
         let mut requests = Vec::with_capacity(MAX_BATCH);
+        // The next batch, prepared while one is in flight.
+        let mut next: Option<Pending> = None;
+        // The queue's senders are gone (the node is stopping).
+        let mut queue_closed = false;
         loop {
-            if self.in_flight.is_some() {
-                // A batch is being committed: prepare the next one now if
-                // commands are waiting, else wait for the commit. (A stop
-                // or shutdown is seen below once it has landed.)
+            if let Some((answer, _)) = self.in_flight.as_mut() {
+                // A batch is being committed. Commands arriving meanwhile
+                // are applied at once into the next batch (CPU work while
+                // the database works), which grows until the first lands
+                // and is then committed whole: big batches, few commits.
                 let stopping = shutdown.is_triggered() || stop.is_triggered();
-                while !stopping && requests.len() < MAX_BATCH {
-                    match receiver.try_recv() {
-                        Ok(request) => requests.push(request),
-                        Err(_) => break,
+                let room = next.as_ref().map_or(MAX_BATCH, |pending: &Pending| {
+                    MAX_BATCH.saturating_sub(pending.replies.len())
+                });
+                tokio::select! {
+                    biased;
+                    landed = answer => {
+                        let answered = landed.unwrap_or_else(|_| {
+                            (Batch::default(), Err(LogError::Corrupt("the group committer stopped".to_owned())))
+                        });
+                        let settled = self.settled(answered);
+                        let prepared = next.take();
+                        let going = match (settled, prepared) {
+                            (Err(fenced), Some(prepared)) => {
+                                // Prepared on top of the batch that failed.
+                                self.fail(prepared, fenced);
+                                !fenced
+                            }
+                            (Err(fenced), None) => !fenced,
+                            (Ok(()), Some(prepared)) => self.commit(prepared).await,
+                            (Ok(()), None) => true,
+                        };
+                        if !going {
+                            tracing::warn!(shard = self.shard, epoch = self.epoch, "shard deposed; it stops serving");
+                            return;
+                        }
+                    }
+                    received = receiver.recv(), if !stopping && !queue_closed && room > 0 => {
+                        match received {
+                            Some(request) => {
+                                requests.push(request);
+                                while requests.len() < room {
+                                    match receiver.try_recv() {
+                                        Ok(request) => requests.push(request),
+                                        Err(_) => break,
+                                    }
+                                }
+                                let prepared = next.get_or_insert_with(Pending::default);
+                                let mut prepared_batch = std::mem::take(prepared);
+                                self.prepare(std::mem::take(&mut requests), &mut prepared_batch).await;
+                                next = Some(prepared_batch);
+                            }
+                            None => queue_closed = true,
+                        }
                     }
                 }
-                let going = if requests.is_empty() {
-                    // Only a fence ends the term; a failed append was
-                    // answered UNAVAILABLE and the writer goes on.
-                    !matches!(self.settle().await, Err(true))
-                } else {
-                    self.process(std::mem::take(&mut requests)).await
-                };
-                if !going {
-                    tracing::warn!(
-                        shard = self.shard,
-                        epoch = self.epoch,
-                        "shard deposed; it stops serving"
-                    );
+                continue;
+            }
+            if let Some(prepared) = next.take() {
+                // (Not expected: a prepared batch is committed as soon as
+                // the one before it lands. Never drop one all the same.)
+                if !self.commit(prepared).await {
                     return;
                 }
                 continue;
@@ -672,6 +709,13 @@ impl Worker {
     /// when the shard has been fenced and must stop.
     async fn process(&mut self, requests: Vec<Request>) -> bool {
         let mut pending = Pending::default();
+        self.prepare(requests, &mut pending).await;
+        self.commit(pending).await
+    }
+
+    /// Applies due timers and `requests` in memory, adding what they produce
+    /// to `pending` (committed and answered later).
+    async fn prepare(&mut self, requests: Vec<Request>, pending: &mut Pending) {
         let now = self.clock.now();
         self.evict(now);
         for auction_id in std::mem::take(&mut self.reload) {
@@ -680,7 +724,7 @@ impl Worker {
                 self.reload.push(auction_id);
             }
         }
-        self.fire_timers(now, &mut pending);
+        self.fire_timers(now, pending);
         if let Err(error) = self.prefetch_outcomes(&requests).await {
             // Without the outcomes we cannot tell a retry from a new request.
             for request in requests {
@@ -691,12 +735,11 @@ impl Worker {
                             error.to_string(),
                         ))));
             }
-            return self.commit(pending).await;
+            return;
         }
         for request in requests {
-            self.handle(request, now, &mut pending).await;
+            self.handle(request, now, pending).await;
         }
-        self.commit(pending).await
     }
 
     /// Hands the batch to the log after the one in flight has landed; its
@@ -720,10 +763,24 @@ impl Worker {
     /// Waits for the batch in flight (if any) and answers it; `Err(fenced)`
     /// when it failed.
     async fn settle(&mut self) -> Result<(), bool> {
-        let Some((committing, mut pending)) = self.in_flight.take() else {
+        let Some((answer, _)) = self.in_flight.as_mut() else {
             return Ok(());
         };
-        let (batch, appended) = committing.wait().await;
+        let answered = answer.await.unwrap_or_else(|_| {
+            (
+                Batch::default(),
+                Err(LogError::Corrupt("the group committer stopped".to_owned())),
+            )
+        });
+        self.settled(answered)
+    }
+
+    /// The log answered the batch in flight: answers its commands (or fails
+    /// them); `Err(fenced)` when it failed.
+    fn settled(&mut self, (batch, appended): (Batch, Result<(), LogError>)) -> Result<(), bool> {
+        let Some((_, mut pending)) = self.in_flight.take() else {
+            return Ok(());
+        };
         pending.batch = batch;
         match appended {
             Ok(()) => {

@@ -123,10 +123,10 @@ async fn group_commit(backend: StorageBackend) {
     let six = log.submit(6, 1, batch_with_event(fresh_six, 0, true));
     let duplicate = log.submit(5, 3, batch_with_event(existing, 0, false));
     let seven = log.submit(7, 1, batch_with_event(fresh_seven, 0, true));
-    let (_, deposed) = deposed.wait().await;
-    let (six_batch, six) = six.wait().await;
-    let (_, duplicate) = duplicate.wait().await;
-    let (_, seven) = seven.wait().await;
+    let (_, deposed) = deposed.await.expect("answered");
+    let (six_batch, six) = six.await.expect("answered");
+    let (_, duplicate) = duplicate.await.expect("answered");
+    let (_, seven) = seven.await.expect("answered");
     assert!(
         matches!(
             deposed,

@@ -40,6 +40,25 @@ pub struct Mailer {
 }
 
 impl Mailer {
+    /// Sends one plain-text message to `to`; the error says why not.
+    async fn deliver(&self, to: &str, subject: String, text: String) -> Result<(), String> {
+        let to: Mailbox = to
+            .parse()
+            .map_err(|error| format!("bad address: {error}"))?;
+        let message = Message::builder()
+            .from(self.from.clone())
+            .to(to)
+            .subject(subject)
+            .header(ContentType::TEXT_PLAIN)
+            .body(text)
+            .map_err(|error| format!("cannot build the message: {error}"))?;
+        self.transport
+            .send(message)
+            .await
+            .map(|_| ())
+            .map_err(|error| format!("smtp: {error}"))
+    }
+
     /// A mailer for `smtp`, or why not.
     pub fn new(smtp: &SmtpConfig) -> Result<Self, String> {
         let from: Mailbox = smtp
@@ -244,27 +263,8 @@ async fn send_verification(
     job: VerificationEmailJob,
 ) {
     let now = crate::now_ms();
-    let outcome: Result<(), String> = async {
-        let to: Mailbox = job
-            .email
-            .parse()
-            .map_err(|error| format!("bad address: {error}"))?;
-        let (subject, text) = render_verification(&job, &config.web_base_url);
-        let message = Message::builder()
-            .from(mailer.from.clone())
-            .to(to)
-            .subject(subject)
-            .header(ContentType::TEXT_PLAIN)
-            .body(text)
-            .map_err(|error| format!("cannot build the message: {error}"))?;
-        mailer
-            .transport
-            .send(message)
-            .await
-            .map(|_| ())
-            .map_err(|error| format!("smtp: {error}"))
-    }
-    .await;
+    let (subject, text) = render_verification(&job, &config.web_base_url);
+    let outcome = mailer.deliver(&job.email, subject, text).await;
     let (next_due, error) = match outcome {
         Ok(()) => (None, String::new()),
         Err(error) => {
@@ -293,30 +293,12 @@ async fn send_verification(
 async fn send(inner: &Inner, mailer: &Mailer, config: &NotificationConfig, job: EmailJob) {
     let notification_id = job.notification.notification_id.clone();
     let now = crate::now_ms();
-    let outcome: Result<(), String> = async {
-        if job.email.is_empty() {
-            return Err("no e-mail address known for the user".to_owned());
-        }
-        let to: Mailbox = job
-            .email
-            .parse()
-            .map_err(|error| format!("bad address: {error}"))?;
+    let outcome = if job.email.is_empty() {
+        Err("no e-mail address known for the user".to_owned())
+    } else {
         let (subject, text) = render(&job.notification, &job.display_name, &config.web_base_url);
-        let message = Message::builder()
-            .from(mailer.from.clone())
-            .to(to)
-            .subject(subject)
-            .header(ContentType::TEXT_PLAIN)
-            .body(text)
-            .map_err(|error| format!("cannot build the message: {error}"))?;
-        mailer
-            .transport
-            .send(message)
-            .await
-            .map(|_| ())
-            .map_err(|error| format!("smtp: {error}"))
-    }
-    .await;
+        mailer.deliver(&job.email, subject, text).await
+    };
     // A missing address is retried too: the user service's contact event
     // may arrive after the notification (another topic, another consumer).
     let (next_due, error) = match outcome {

@@ -622,9 +622,7 @@ impl Worker {
                                     }
                                 }
                                 let prepared = next.get_or_insert_with(Pending::default);
-                                let mut prepared_batch = std::mem::take(prepared);
-                                self.prepare(std::mem::take(&mut requests), &mut prepared_batch).await;
-                                next = Some(prepared_batch);
+                                self.prepare(std::mem::take(&mut requests), prepared).await;
                             }
                             None => queue_closed = true,
                         }

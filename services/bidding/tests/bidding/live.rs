@@ -1104,6 +1104,40 @@ async fn the_absentee_book_stays_private_until_the_lot_opens() {
         ]
     );
 
+    // Bob raises his own maximum on the floor while he leads: the price
+    // stays, and his absentee row still shows the price, never its 35.00
+    // maximum (which stays secret).
+    let raised = bidding
+        .set_max_bid(with_token(
+            pb::SetMaxBidRequest {
+                request_id: "max-b1".to_owned(),
+                auction_id: first.clone(),
+                max_amount: Some(usd("60.00")),
+            },
+            &actors.bob_token,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .state
+        .unwrap();
+    assert_eq!(handle(&raised.leader), bob_handle);
+    assert_eq!(
+        activity_rows(&mut bob_activity, 1).await,
+        vec![(pb::ActivityType::BidPlaced, pb::BidStatus::Winning)]
+    );
+    let price = amount(&raised.current_price);
+    assert_ne!(price, "35.00");
+    let absentee_rows: Vec<String> = list_bids(&mut bidding, &first, &floor.carol_token)
+        .await
+        .iter()
+        .filter(|listed| {
+            listed.kind() == pb::BidKind::Absentee && handle(&listed.bidder) == bob_handle
+        })
+        .map(|listed| amount(&listed.amount))
+        .collect();
+    assert_eq!(absentee_rows, vec![price]);
+
     // The hammer becomes final when the next lot opens: WON and LOST.
     bidding
         .hammer_lot(hammer(&first, "hammer-1", 0, &floor.auctioneer_token))

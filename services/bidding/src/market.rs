@@ -207,6 +207,8 @@ pub struct Filter {
     pub formats: Vec<i32>,
     /// Event types; empty = any.
     pub event_types: Vec<i32>,
+    /// Only lots of this live session; empty = any auction.
+    pub live_session_id: String,
 }
 
 impl Filter {
@@ -219,7 +221,7 @@ impl Filter {
                 .iter()
                 .any(|wanted| *wanted == state.category_id || category_path_ids.contains(wanted));
         let format = self.formats.is_empty() || self.formats.contains(&state.format);
-        category && format
+        category && format && in_live_session(state, &self.live_session_id)
     }
 
     /// Whether an item passes the filter.
@@ -228,6 +230,16 @@ impl Filter {
             self.event_types.is_empty() || self.event_types.contains(&(item.event_type as i32));
         event && self.matches_auction(&item.state, &item.category_path_ids)
     }
+}
+
+/// Whether `state` is a lot of live session `session_id` (any auction when
+/// `session_id` is empty).
+pub fn in_live_session(state: &pb::AuctionState, session_id: &str) -> bool {
+    session_id.is_empty()
+        || matches!(
+            &state.format_state,
+            Some(pb::auction_state::FormatState::LiveLot(lot)) if lot.session_id == session_id
+        )
 }
 
 /// The auction id of a wire state.
@@ -288,6 +300,7 @@ mod tests {
             category_ids: vec!["collectibles".to_owned()],
             formats: vec![pb::AuctionFormat::SealedFirstPrice as i32],
             event_types: vec![pb::MarketEventType::Scheduled as i32],
+            live_session_id: String::new(),
         };
         assert!(filter.matches(&sealed));
         let mut english = sealed.clone();
@@ -296,5 +309,23 @@ mod tests {
         let mut opened = sealed.clone();
         opened.event_type = pb::MarketEventType::Opened;
         assert!(!filter.matches(&opened));
+        // A live-session filter passes that session's lots only.
+        let session_filter = Filter {
+            live_session_id: "session-1".to_owned(),
+            ..Filter::default()
+        };
+        assert!(!session_filter.matches(&sealed), "not a lot");
+        let mut lot = sealed.clone();
+        let live_lot = |session_id: &str| {
+            Some(pb::auction_state::FormatState::LiveLot(pb::LiveLotState {
+                session_id: session_id.to_owned(),
+                ..pb::LiveLotState::default()
+            }))
+        };
+        lot.state.format_state = live_lot("session-1");
+        assert!(session_filter.matches(&lot));
+        let mut other = lot.clone();
+        other.state.format_state = live_lot("session-2");
+        assert!(!session_filter.matches(&other));
     }
 }

@@ -691,7 +691,16 @@ impl Bidding {
                     request.formats.is_empty() || request.formats.contains(&state.format);
                 let category_match =
                     request.category_id.is_empty() || state.category_id == request.category_id;
-                if wanted.contains(&state.status) && formats_match && category_match {
+                let session_match =
+                    crate::market::in_live_session(&state, request.live_session_id.trim());
+                let seller_match =
+                    request.seller_id.is_empty() || state.seller_id == request.seller_id.trim();
+                if wanted.contains(&state.status)
+                    && formats_match
+                    && category_match
+                    && session_match
+                    && seller_match
+                {
                     auctions.push(state);
                 }
                 if auctions.len() >= limit as usize {
@@ -981,6 +990,7 @@ impl Bidding {
             category_ids: request.category_ids.clone(),
             formats: request.formats.clone(),
             event_types: request.event_types.clone(),
+            live_session_id: request.live_session_id.trim().to_owned(),
         };
         let (start, live, latest) = self.market.subscribe(request.resume_after_sequence);
         let (sender, receiver) = tokio::sync::mpsc::channel(STREAM_BUFFER);

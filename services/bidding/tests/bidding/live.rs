@@ -294,6 +294,38 @@ async fn a_session_of_lots(backend: Backend) {
     let second = create_lot(&mut bidding, &actors, &floor, &session, 2).await;
     let third = create_lot(&mut bidding, &actors, &floor, &session, 3).await;
 
+    // ListAuctions keeps to one live session (and one seller) when asked.
+    let other_session = Uuid::now_v7().to_string();
+    let elsewhere = create_lot(&mut bidding, &actors, &floor, &other_session, 1).await;
+    let scheduled = state(&mut bidding, &first).await;
+    let listing = |session: &str, seller: &str| pb::ListAuctionsRequest {
+        statuses: vec![scheduled.status],
+        live_session_id: session.to_owned(),
+        seller_id: seller.to_owned(),
+        page_size: 100,
+        ..pb::ListAuctionsRequest::default()
+    };
+    let mut in_session = vec![first.clone(), second.clone(), third.clone()];
+    in_session.sort();
+    for (request, expected) in [
+        (listing(&session, ""), in_session.clone()),
+        (listing(&other_session, ""), vec![elsewhere.clone()]),
+        (listing(&session, &scheduled.seller_id), in_session.clone()),
+        (listing(&session, &Uuid::now_v7().to_string()), Vec::new()),
+    ] {
+        let mut listed: Vec<String> = bidding
+            .list_auctions(request)
+            .await
+            .unwrap()
+            .into_inner()
+            .auctions
+            .into_iter()
+            .map(|listed| listed.auction_id)
+            .collect();
+        listed.sort();
+        assert_eq!(listed, expected);
+    }
+
     // Absentee bids while pending: secret, counted, the bidder's own shown
     // to them only.
     let placed = bidding

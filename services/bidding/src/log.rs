@@ -331,7 +331,7 @@ pub struct Log {
     /// colliding on the database lock and sleeping in its busy handler
     /// (measured: most of the time of a many-auction load went there).
     sqlite_writer: Arc<tokio::sync::Mutex<()>>,
-    /// The node's group committer, started by the first [`Log::commit`].
+    /// The node's group committer, started by the first [`Log::submit`].
     committer: Arc<std::sync::OnceLock<mpsc::UnboundedSender<Submission>>>,
 }
 
@@ -378,7 +378,7 @@ impl Log {
     /// Appends a batch for `shard` under `epoch`, atomically; refused with
     /// [`LogError::Fenced`] when a higher epoch has appended to the shard.
     /// Writes at once, in a transaction of its own; a shard writer uses
-    /// [`Log::commit`], which shares a transaction with the other shards.
+    /// [`Log::submit`], which shares a transaction with the other shards.
     pub async fn append(&self, shard: u32, epoch: u64, batch: &Batch) -> Result<(), LogError> {
         let mut results = self.write_group(&[(shard, epoch, batch)]).await?;
         results.pop().unwrap_or(Ok(()))

@@ -591,10 +591,7 @@ impl Worker {
                 tokio::select! {
                     biased;
                     landed = answer => {
-                        let answered = landed.unwrap_or_else(|_| {
-                            (Batch::default(), Err(LogError::Corrupt("the group committer stopped".to_owned())))
-                        });
-                        let settled = self.settled(answered);
+                        let settled = self.settled(landed);
                         let prepared = next.take();
                         let going = match (settled, prepared) {
                             (Err(fenced), Some(prepared)) => {
@@ -764,21 +761,25 @@ impl Worker {
         let Some((answer, _)) = self.in_flight.as_mut() else {
             return Ok(());
         };
-        let answered = answer.await.unwrap_or_else(|_| {
-            (
-                Batch::default(),
-                Err(LogError::Corrupt("the group committer stopped".to_owned())),
-            )
-        });
-        self.settled(answered)
+        let landed = answer.await;
+        self.settled(landed)
     }
 
     /// The log answered the batch in flight: answers its commands (or fails
     /// them); `Err(fenced)` when it failed.
-    fn settled(&mut self, (batch, appended): (Batch, Result<(), LogError>)) -> Result<(), bool> {
+    fn settled(
+        &mut self,
+        landed: Result<(Batch, Result<(), LogError>), oneshot::error::RecvError>,
+    ) -> Result<(), bool> {
         let Some((_, mut pending)) = self.in_flight.take() else {
             return Ok(());
         };
+        // A closed channel: the committer died with the batch, whose fate
+        // is unknown; nothing of it is acknowledged.
+        let (batch, appended) = landed.unwrap_or_else(|_| {
+            let stopped = LogError::Corrupt("the group committer stopped".to_owned());
+            (Batch::default(), Err(stopped))
+        });
         pending.batch = batch;
         match appended {
             Ok(()) => {

@@ -20,6 +20,9 @@ use std::sync::Arc;
 
 use auction_platform::{Database, on_pool};
 use sqlx::{QueryBuilder, Row};
+
+mod rows;
+use rows::{GroupRows as _, ROWS_PER_INSERT};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
@@ -144,6 +147,10 @@ pub struct Batch {
     pub activity: Vec<ActivityRow>,
     /// Scheduled auctions whose spec (and metadata) an update replaced.
     pub spec_updates: Vec<SpecUpdate>,
+    /// The batch carries what a timer fired (a close, an opening, a clock
+    /// tick, an extension): it goes through the node's deadline lane, not
+    /// behind the group of bids being written.
+    pub timed: bool,
 }
 
 /// A new spec for an auction (UpdateAuction): the log replays from it.
@@ -333,6 +340,12 @@ pub struct Log {
     sqlite_writer: Arc<tokio::sync::Mutex<()>>,
     /// The node's group committer, started by the first [`Log::submit`].
     committer: Arc<std::sync::OnceLock<mpsc::UnboundedSender<Submission>>>,
+    /// The deadline lane: a second committer for timed batches only, so a
+    /// close waits for no group of bids. On PostgreSQL its transaction runs
+    /// beside the bids' group (different shards, so different fence rows);
+    /// on SQLite, which has one writer, it is next in line for the write
+    /// turn (the turn is a fair lock) instead of joining the next group.
+    deadlines: Arc<std::sync::OnceLock<mpsc::UnboundedSender<Submission>>>,
 }
 
 /// A shard's batch waiting for the group committer.
@@ -353,9 +366,25 @@ pub type Committed = oneshot::Receiver<(Batch, Result<(), LogError>)>;
 /// normally; a shard submits its next batch only after its last committed).
 const MAX_GROUP: usize = 256;
 
-/// At most this many rows per multi-row INSERT (SQLite allows 32,766 bound
-/// parameters; seven per row stays far below).
-const ROWS_PER_INSERT: usize = 500;
+/// A `request_outcomes` row as read.
+fn outcome_row<R>(row: &R) -> Result<OutcomeRow, sqlx::Error>
+where
+    R: Row,
+    for<'r> &'r str: sqlx::ColumnIndex<R>,
+    Uuid: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    String: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    i64: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(OutcomeRow {
+        caller: row.try_get("caller")?,
+        method: row.try_get("method")?,
+        request_id: row.try_get("request_id")?,
+        auction_id: row.try_get("auction_id")?,
+        fingerprint: row.try_get("fingerprint")?,
+        outcome: row.try_get("outcome")?,
+        at_ms: row.try_get("at_ms")?,
+    })
+}
 
 fn to_i64(value: u64, what: &str) -> Result<i64, LogError> {
     i64::try_from(value).map_err(|_| LogError::Corrupt(format!("{what} {value} out of range")))
@@ -372,6 +401,7 @@ impl Log {
             database,
             sqlite_writer: Arc::new(tokio::sync::Mutex::new(())),
             committer: Arc::new(std::sync::OnceLock::new()),
+            deadlines: Arc::new(std::sync::OnceLock::new()),
         }
     }
 
@@ -390,12 +420,18 @@ impl Log {
     /// learns its own result (a fenced shard is refused alone) from the
     /// returned [`Committed`]; meanwhile the shard may prepare its next batch.
     pub fn submit(&self, shard: u32, epoch: u64, batch: Batch) -> Committed {
-        let sender = self.committer.get_or_init(|| {
+        let lane = if batch.timed {
+            &self.deadlines
+        } else {
+            &self.committer
+        };
+        let sender = lane.get_or_init(|| {
             let (sender, receiver) = mpsc::unbounded_channel();
             let log = Self {
                 database: self.database.clone(),
                 sqlite_writer: Arc::clone(&self.sqlite_writer),
                 committer: Arc::new(std::sync::OnceLock::new()),
+                deadlines: Arc::new(std::sync::OnceLock::new()),
             };
             tokio::spawn(log.run_committer(receiver));
             sender
@@ -488,14 +524,8 @@ impl Log {
             // rows. The upsert's WHERE skips a lower epoch, RETURNING says
             // which were raised; sorted by shard, so two nodes' groups lock
             // the rows in the same order.
-            let mut upsert = QueryBuilder::new("INSERT INTO shard_epochs (shard, epoch) ");
-            upsert.push_values(&fence_rows, |mut row, (shard, epoch)| {
-                row.push_bind(*shard).push_bind(*epoch);
-            });
-            upsert.push(" ON CONFLICT (shard) DO UPDATE SET epoch = excluded.epoch WHERE shard_epochs.epoch <= excluded.epoch RETURNING CAST(shard AS BIGINT)");
-            let raised: HashSet<i64> = upsert
-                .build_query_scalar::<i64>()
-                .fetch_all(&mut *transaction)
+            let raised: HashSet<i64> = transaction
+                .raise_fences(&fence_rows)
                 .await?
                 .into_iter()
                 .collect();
@@ -529,41 +559,14 @@ impl Log {
                 .iter()
                 .flat_map(|(shard, _, batch)| batch.new_auctions.iter().map(move |auction| (*shard, auction)))
                 .collect();
-            for chunk in new_auctions.chunks(ROWS_PER_INSERT) {
-                let mut insert = QueryBuilder::new(
-                    "INSERT INTO auctions (auction_id, shard, spec, metadata, status, finished, created_at_ms) ",
-                );
-                insert.push_values(chunk, |mut row, (shard, auction)| {
-                    row.push_bind(auction.auction_id)
-                        .push_bind(*shard)
-                        .push_bind(&auction.spec)
-                        .push_bind(&auction.metadata)
-                        .push_bind(auction.status)
-                        .push_bind(auction.finished)
-                        .push_bind(auction.created_at_ms);
-                });
-                insert.build().execute(&mut *transaction).await?;
-            }
+            transaction.insert_auctions(&new_auctions).await?;
             let mut events: Vec<(i64, i64, i64, &EventRow)> = Vec::new();
             for (shard, epoch, batch) in &accepted {
                 for event in &batch.events {
                     events.push((*shard, *epoch, to_i64(event.seq, "seq")?, event));
                 }
             }
-            for chunk in events.chunks(ROWS_PER_INSERT) {
-                let mut insert = QueryBuilder::new(
-                    "INSERT INTO auction_events (auction_id, seq, shard, epoch, at_ms, event) ",
-                );
-                insert.push_values(chunk, |mut row, (shard, epoch, seq, event)| {
-                    row.push_bind(event.auction_id)
-                        .push_bind(*seq)
-                        .push_bind(*shard)
-                        .push_bind(*epoch)
-                        .push_bind(event.at_ms)
-                        .push_bind(&event.event);
-                });
-                insert.build().execute(&mut *transaction).await?;
-            }
+            transaction.insert_events(&events).await?;
             for change in accepted.iter().flat_map(|(_, _, batch)| &batch.status_changes) {
                 QueryBuilder::new("UPDATE auctions SET status = ")
                     .push_bind(change.status)
@@ -597,16 +600,7 @@ impl Log {
                 .into_iter()
                 .map(|snapshot| Ok((to_i64(snapshot.seq, "seq")?, snapshot)))
                 .collect::<Result<Vec<_>, LogError>>()?;
-            for chunk in snapshots.chunks(ROWS_PER_INSERT) {
-                let mut upsert = QueryBuilder::new("INSERT INTO auction_snapshots (auction_id, seq, state) ");
-                upsert.push_values(chunk, |mut row, (seq, snapshot)| {
-                    row.push_bind(snapshot.auction_id)
-                        .push_bind(*seq)
-                        .push_bind(&snapshot.state);
-                });
-                upsert.push(" ON CONFLICT (auction_id) DO UPDATE SET seq = excluded.seq, state = excluded.state");
-                upsert.build().execute(&mut *transaction).await?;
-            }
+            transaction.upsert_snapshots(&snapshots).await?;
             // Sorted by key: two nodes' groups take the index locks in the
             // same order, so they cannot deadlock on them.
             let mut outcomes: Vec<&OutcomeRow> = accepted
@@ -616,21 +610,7 @@ impl Log {
             outcomes.sort_by(|a, b| {
                 (a.caller, &a.method, &a.request_id).cmp(&(b.caller, &b.method, &b.request_id))
             });
-            for chunk in outcomes.chunks(ROWS_PER_INSERT) {
-                let mut insert = QueryBuilder::new(
-                    "INSERT INTO request_outcomes (caller, method, request_id, auction_id, fingerprint, outcome, at_ms) ",
-                );
-                insert.push_values(chunk, |mut row, outcome| {
-                    row.push_bind(outcome.caller)
-                        .push_bind(&outcome.method)
-                        .push_bind(&outcome.request_id)
-                        .push_bind(outcome.auction_id)
-                        .push_bind(&outcome.fingerprint)
-                        .push_bind(&outcome.outcome)
-                        .push_bind(outcome.at_ms);
-                });
-                insert.build().execute(&mut *transaction).await?;
-            }
+            transaction.insert_outcomes(&outcomes).await?;
             // In the fenced transaction: a deposed leader's events never leave.
             if accepted.len() == 1 {
                 if let Some((_, _, batch)) = accepted.first() {
@@ -665,22 +645,13 @@ impl Log {
                 }
                 let counts: Vec<(Uuid, i64)> = counts.into_iter().collect();
                 let mut next_seq: std::collections::HashMap<Uuid, i64> = std::collections::HashMap::new();
-                for chunk in counts.chunks(ROWS_PER_INSERT) {
-                    let mut upsert = QueryBuilder::new("INSERT INTO user_activity_heads (user_id, last_seq) ");
-                    upsert.push_values(chunk, |mut row, (user_id, count)| {
-                        row.push_bind(*user_id).push_bind(*count);
-                    });
-                    upsert.push(" ON CONFLICT (user_id) DO UPDATE SET last_seq = user_activity_heads.last_seq + excluded.last_seq RETURNING user_id, last_seq");
-                    let heads = upsert.build().fetch_all(&mut *transaction).await?;
-                    for head in heads {
-                        let user_id: Uuid = head.try_get("user_id")?;
-                        let last: i64 = head.try_get("last_seq")?;
-                        let count = chunk
-                            .iter()
-                            .find(|(user, _)| *user == user_id)
-                            .map_or(0, |(_, count)| *count);
-                        next_seq.insert(user_id, last - count + 1);
-                    }
+                for (user_id, last) in transaction.reserve_activity(&counts).await? {
+                    let count = counts
+                        .binary_search_by_key(&user_id, |(user, _)| *user)
+                        .ok()
+                        .and_then(|index| counts.get(index))
+                        .map_or(0, |(_, count)| *count);
+                    next_seq.insert(user_id, last - count + 1);
                 }
                 let mut numbered = Vec::with_capacity(activity.len());
                 let mut sequenced = Vec::with_capacity(activity.len());
@@ -696,47 +667,8 @@ impl Log {
                     sequenced.push((Some(*seq), row));
                     *seq += 1;
                 }
-                for chunk in numbered.chunks(ROWS_PER_INSERT) {
-                    let mut insert = QueryBuilder::new(
-                        "INSERT INTO user_activity (user_id, seq, auction_id, activity_type, bid_id, at_ms, state, viewer) ",
-                    );
-                    insert.push_values(chunk, |mut values, (seq, activity_type, row)| {
-                        values
-                            .push_bind(row.user_id)
-                            .push_bind(*seq)
-                            .push_bind(row.auction_id)
-                            .push_bind(*activity_type)
-                            .push_bind(row.bid_id)
-                            .push_bind(row.at_ms)
-                            .push_bind(row.state.as_slice())
-                            .push_bind(row.viewer.as_slice());
-                    });
-                    insert.build().execute(&mut *transaction).await?;
-                }
-                let positions = position_changes(&sequenced);
-                for chunk in positions.chunks(ROWS_PER_INSERT) {
-                    let mut upsert = QueryBuilder::new(
-                        "INSERT INTO user_positions (user_id, auction_id, last_bid_seq, removed_status, ended, updated_at_ms) ",
-                    );
-                    upsert.push_values(chunk, |mut values, change| {
-                        values
-                            .push_bind(change.user_id)
-                            .push_bind(change.auction_id)
-                            .push_bind(change.last_bid_seq)
-                            .push_bind(change.removed_status)
-                            .push_bind(change.ended)
-                            .push_bind(change.updated_at_ms);
-                    });
-                    upsert.push(
-                        " ON CONFLICT (user_id, auction_id) DO UPDATE SET \
-                         last_bid_seq = COALESCE(excluded.last_bid_seq, user_positions.last_bid_seq), \
-                         removed_status = CASE WHEN excluded.last_bid_seq IS NOT NULL THEN excluded.removed_status \
-                           ELSE COALESCE(excluded.removed_status, user_positions.removed_status) END, \
-                         ended = (user_positions.ended OR excluded.ended), \
-                         updated_at_ms = excluded.updated_at_ms",
-                    );
-                    upsert.build().execute(&mut *transaction).await?;
-                }
+                transaction.insert_activity(&numbered).await?;
+                transaction.upsert_positions(&position_changes(&sequenced)).await?;
             }
             transaction.commit().await?;
             Ok(results)
@@ -751,40 +683,52 @@ impl Log {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
+        const COLUMNS: &str = "SELECT caller, method, request_id, auction_id, fingerprint, outcome, at_ms FROM request_outcomes WHERE ";
         let mut found = Vec::new();
         for chunk in keys.chunks(ROWS_PER_INSERT) {
-            let rows = on_pool!(&self.database, pool => {
-                let mut query = QueryBuilder::new(
-                    "SELECT caller, method, request_id, auction_id, fingerprint, outcome, at_ms FROM request_outcomes WHERE ",
-                );
-                for (index, (caller, method, request_id)) in chunk.iter().enumerate() {
-                    if index > 0 {
-                        query.push(" OR ");
+            let rows = match &self.database {
+                // One statement text for any number of keys: prepared once.
+                Database::Postgres(pool) => {
+                    let callers: Vec<Uuid> = chunk.iter().map(|(caller, _, _)| *caller).collect();
+                    let methods: Vec<&str> = chunk.iter().map(|(_, method, _)| *method).collect();
+                    let request_ids: Vec<&str> = chunk.iter().map(|(_, _, id)| *id).collect();
+                    sqlx::query(&format!(
+                        "{COLUMNS}(caller, method, request_id) IN \
+                         (SELECT * FROM UNNEST($1::UUID[], $2::TEXT[], $3::TEXT[]))"
+                    ))
+                    .bind(callers)
+                    .bind(methods)
+                    .bind(request_ids)
+                    .fetch_all(pool)
+                    .await?
+                    .iter()
+                    .map(outcome_row)
+                    .collect::<Result<Vec<_>, sqlx::Error>>()?
+                }
+                Database::Sqlite(pool) => {
+                    let mut query = QueryBuilder::new(COLUMNS);
+                    for (index, (caller, method, request_id)) in chunk.iter().enumerate() {
+                        if index > 0 {
+                            query.push(" OR ");
+                        }
+                        query
+                            .push("(caller = ")
+                            .push_bind(*caller)
+                            .push(" AND method = ")
+                            .push_bind(*method)
+                            .push(" AND request_id = ")
+                            .push_bind(*request_id)
+                            .push(")");
                     }
                     query
-                        .push("(caller = ")
-                        .push_bind(*caller)
-                        .push(" AND method = ")
-                        .push_bind(*method)
-                        .push(" AND request_id = ")
-                        .push_bind(*request_id)
-                        .push(")");
+                        .build()
+                        .fetch_all(pool)
+                        .await?
+                        .iter()
+                        .map(outcome_row)
+                        .collect::<Result<Vec<_>, sqlx::Error>>()?
                 }
-                let rows = query.build().fetch_all(pool).await?;
-                rows.iter()
-                    .map(|row| {
-                        Ok(OutcomeRow {
-                            caller: row.try_get("caller")?,
-                            method: row.try_get("method")?,
-                            request_id: row.try_get("request_id")?,
-                            auction_id: row.try_get("auction_id")?,
-                            fingerprint: row.try_get("fingerprint")?,
-                            outcome: row.try_get("outcome")?,
-                            at_ms: row.try_get("at_ms")?,
-                        })
-                    })
-                    .collect::<Result<Vec<_>, sqlx::Error>>()?
-            });
+            };
             found.extend(rows);
         }
         Ok(found)

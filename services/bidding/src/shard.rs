@@ -588,6 +588,13 @@ impl Worker {
                 let room = next.as_ref().map_or(MAX_BATCH, |pending: &Pending| {
                     MAX_BATCH.saturating_sub(pending.replies.len())
                 });
+                // A deadline passing meanwhile is applied into the next
+                // batch at once, not when the next command happens to come.
+                let timer_ms = self.timers.first().map(|(deadline, _)| {
+                    deadline
+                        .unix_ms()
+                        .saturating_sub(self.clock.now().unix_ms())
+                });
                 tokio::select! {
                     biased;
                     landed = answer => {
@@ -623,6 +630,10 @@ impl Worker {
                             }
                             None => queue_closed = true,
                         }
+                    }
+                    () = sleep_for(timer_ms), if !stopping && timer_ms.is_some() => {
+                        let prepared = next.get_or_insert_with(Pending::default);
+                        self.prepare(Vec::new(), prepared).await;
                     }
                 }
                 continue;
@@ -1231,6 +1242,7 @@ impl Worker {
             }
             if !events.is_empty() {
                 pending.touched.insert(auction_id);
+                pending.batch.timed = true;
             }
             self.stage(auction_id, &mut live, &events, status_before, pending);
             rearm(&mut self.timers, auction_id, &mut live);

@@ -56,39 +56,43 @@ CREATE TABLE event_outbox (
 CREATE INDEX event_outbox_unpublished ON event_outbox (position) WHERE published_at_ms IS NULL;
 ";
 
-/// Rows per multi-row INSERT (four parameters each).
+/// Rows per multi-row INSERT on SQLite (four parameters each).
 const ROWS_PER_INSERT: usize = 500;
 
 use crate::now_ms;
 
-macro_rules! stage_body {
-    ($transaction:expr, $envelopes:expr) => {{
-        let created_at_ms = now_ms();
-        for chunk in $envelopes.chunks(ROWS_PER_INSERT) {
-            let mut insert = QueryBuilder::new(
-                "INSERT INTO event_outbox (event_id, topic, envelope, created_at_ms) ",
-            );
-            insert.push_values(chunk, |mut row, envelope| {
-                row.push_bind(envelope.event_id.to_string())
-                    .push_bind(envelope.topic.clone())
-                    .push_bind(envelope.to_bytes())
-                    .push_bind(created_at_ms);
-            });
-            // Staging the same event twice (a retried batch) is a no-op.
-            insert.push(" ON CONFLICT (event_id) DO NOTHING");
-            insert.build().execute(&mut **$transaction).await?;
-        }
-        Ok(())
-    }};
-}
-
 /// Stages `envelopes` in a PostgreSQL transaction of the producing service;
 /// they are published after the transaction commits.
+///
+/// One statement whose text never changes, the rows as arrays: prepared
+/// once per connection, one round trip per batch whatever its size (a
+/// multi-row `VALUES` list is a new statement for every row count).
 pub async fn stage_postgres(
     transaction: &mut sqlx::Transaction<'_, Postgres>,
     envelopes: &[Envelope],
 ) -> Result<(), sqlx::Error> {
-    stage_body!(transaction, envelopes)
+    let event_ids: Vec<String> = envelopes
+        .iter()
+        .map(|envelope| envelope.event_id.to_string())
+        .collect();
+    let topics: Vec<&str> = envelopes
+        .iter()
+        .map(|envelope| envelope.topic.as_str())
+        .collect();
+    let bodies: Vec<Vec<u8>> = envelopes.iter().map(Envelope::to_bytes).collect();
+    sqlx::query(
+        "INSERT INTO event_outbox (event_id, topic, envelope, created_at_ms) \
+         SELECT event_id, topic, envelope, $4 FROM UNNEST($1::TEXT[], $2::TEXT[], $3::BYTEA[]) \
+         AS staged (event_id, topic, envelope) \
+         ON CONFLICT (event_id) DO NOTHING",
+    )
+    .bind(event_ids)
+    .bind(topics)
+    .bind(bodies)
+    .bind(now_ms())
+    .execute(&mut **transaction)
+    .await?;
+    Ok(())
 }
 
 /// Stages `envelopes` in a SQLite transaction of the producing service.
@@ -96,7 +100,22 @@ pub async fn stage_sqlite(
     transaction: &mut sqlx::Transaction<'_, Sqlite>,
     envelopes: &[Envelope],
 ) -> Result<(), sqlx::Error> {
-    stage_body!(transaction, envelopes)
+    let created_at_ms = now_ms();
+    for chunk in envelopes.chunks(ROWS_PER_INSERT) {
+        let mut insert = QueryBuilder::new(
+            "INSERT INTO event_outbox (event_id, topic, envelope, created_at_ms) ",
+        );
+        insert.push_values(chunk, |mut row, envelope| {
+            row.push_bind(envelope.event_id.to_string())
+                .push_bind(envelope.topic.clone())
+                .push_bind(envelope.to_bytes())
+                .push_bind(created_at_ms);
+        });
+        // Staging the same event twice (a retried batch) is a no-op.
+        insert.push(" ON CONFLICT (event_id) DO NOTHING");
+        insert.build().execute(&mut **transaction).await?;
+    }
+    Ok(())
 }
 
 /// A transaction envelopes can be staged in: either backend's, so code

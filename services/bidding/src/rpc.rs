@@ -72,6 +72,9 @@ const STREAM_BUFFER: usize = 64;
 const HISTORY_PAGE: u32 = 5_000;
 /// A heartbeat at least this often on every stream.
 const HEARTBEAT: Duration = Duration::from_secs(15);
+/// ListAuctions: the contract's default and largest page.
+const LIST_AUCTIONS_DEFAULT_PAGE: i32 = 50;
+const LIST_AUCTIONS_MAX_PAGE: i32 = 200;
 
 fn refused(refusal: crate::error::Refusal) -> Status {
     BiddingError::Refused(refusal).into()
@@ -636,9 +639,11 @@ impl Bidding {
         request: Request<pb::ListAuctionsRequest>,
     ) -> Result<Response<pb::ListAuctionsResponse>, Status> {
         let request = request.into_inner();
+        // The contract's default and largest page; like ListBids and
+        // ListMyBids, 0 or less is the default.
         let page_size = match request.page_size {
-            size if size <= 0 => 20,
-            size => size.min(100),
+            size if size <= 0 => LIST_AUCTIONS_DEFAULT_PAGE,
+            size => size.min(LIST_AUCTIONS_MAX_PAGE),
         };
         let after = match request.page_token.as_str() {
             "" => None,
@@ -670,7 +675,7 @@ impl Bidding {
             ]
             .contains(status)
         });
-        let limit = u32::try_from(page_size).unwrap_or(20);
+        let limit = u32::try_from(page_size).unwrap_or(1);
         let mut auctions = Vec::new();
         let mut cursor = after;
         let mut last_seen = None;

@@ -1,11 +1,12 @@
-//! ListAuctions over gRPC, on SQLite and on PostgreSQL: its page sizes and
-//! opaque tokens.
+//! ListAuctions over gRPC, on SQLite and on PostgreSQL: the contract's
+//! order (soonest end first; live lots by session start, then lot number),
+//! its page sizes and opaque tokens.
 
 use std::time::Duration;
 
 use auction_proto::v1 as pb;
 use auction_proto::v1::bidding_service_client::BiddingServiceClient;
-use auction_testkit::{Backend, spawn_app_with, with_token};
+use auction_testkit::{Backend, spawn_app, spawn_app_with, with_token};
 use tonic::Code;
 use tonic::transport::Channel;
 use uuid::Uuid;
@@ -47,9 +48,224 @@ fn running(parameters: pb::AuctionParameters, ends_in: Duration) -> pb::CreateAu
     }
 }
 
+/// A live lot of `session`, which starts at `session_start` (the same for
+/// every lot of the session, as the catalog gives it).
+fn lot(
+    auctioneer: Uuid,
+    session: &str,
+    lot_number: u32,
+    session_start: prost_types::Timestamp,
+) -> pb::CreateAuctionRequest {
+    pb::CreateAuctionRequest {
+        parameters: Some(pb::AuctionParameters {
+            format: pb::AuctionFormat::Live as i32,
+            format_parameters: Some(pb::auction_parameters::FormatParameters::LiveLot(
+                pb::LiveLotParameters {
+                    starting_price: Some(usd("10.00")),
+                    ..pb::LiveLotParameters::default()
+                },
+            )),
+        }),
+        start_time: Some(session_start),
+        live_session_id: session.to_owned(),
+        lot_number,
+        auctioneer_id: auctioneer.to_string(),
+        ..pb::CreateAuctionRequest::default()
+    }
+}
+
+/// Every page of a listing, following the tokens (bounded): the ids in
+/// order and the size of each page.
+async fn all_pages(
+    bidding: &mut BiddingServiceClient<Channel>,
+    request: pb::ListAuctionsRequest,
+) -> (Vec<String>, Vec<usize>) {
+    let mut ids = Vec::new();
+    let mut sizes = Vec::new();
+    let mut token = String::new();
+    for _ in 0..50 {
+        let page = bidding
+            .list_auctions(pb::ListAuctionsRequest {
+                page_token: token.clone(),
+                ..request.clone()
+            })
+            .await
+            .expect("list a page")
+            .into_inner();
+        sizes.push(page.auctions.len());
+        ids.extend(page.auctions.into_iter().map(|state| state.auction_id));
+        if page.next_page_token.is_empty() {
+            return (ids, sizes);
+        }
+        token = page.next_page_token;
+    }
+    panic!("more than 50 pages");
+}
+
+// Proves ListAuctions orders by the contract across pages: soonest end
+// first, a live lot by its session's start and then its lot number, an
+// auction without an end (Dutch) last; and a soft-close extension moves an
+// auction to its new end.
+async fn soonest_end_first(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let actors = actors(&app);
+    let mut bidding = client(&app).await;
+    let auctioneer = Uuid::now_v7();
+    let minutes = |count: u64| Duration::from_secs(count * 60);
+    // Created in an order unrelated to their ends (ids sort by creation).
+    let late = create_from(
+        &mut bidding,
+        &actors,
+        running(english("1.00", None), minutes(180)),
+    )
+    .await;
+    let dutch = create_from(
+        &mut bidding,
+        &actors,
+        running(
+            pb::AuctionParameters {
+                format: pb::AuctionFormat::Dutch as i32,
+                format_parameters: Some(pb::auction_parameters::FormatParameters::Dutch(
+                    pb::DutchParameters {
+                        start_price: Some(usd("100.00")),
+                        price_step: Some(usd("1.00")),
+                        tick_interval: Some(prost_types::Duration {
+                            seconds: 3_600,
+                            nanos: 0,
+                        }),
+                        floor_price: Some(usd("50.00")),
+                        quantity: 1,
+                        max_units_per_buyer: 0,
+                    },
+                )),
+            },
+            minutes(10),
+        ),
+    )
+    .await;
+    // Ends in a minute; a bid within its 2-minute window moves the end to
+    // 4 hours after the bid.
+    let mut soft_close = english("1.00", None);
+    if let Some(pb::auction_parameters::FormatParameters::English(parameters)) =
+        soft_close.format_parameters.as_mut()
+    {
+        parameters.soft_close_window = Some(prost_types::Duration {
+            seconds: 120,
+            nanos: 0,
+        });
+        parameters.soft_close_extension = Some(prost_types::Duration {
+            seconds: 4 * 3_600,
+            nanos: 0,
+        });
+    }
+    let sniped = create_from(&mut bidding, &actors, running(soft_close, minutes(1))).await;
+    let sealed = create_from(
+        &mut bidding,
+        &actors,
+        running(
+            pb::AuctionParameters {
+                format: pb::AuctionFormat::SealedFirstPrice as i32,
+                format_parameters: Some(pb::auction_parameters::FormatParameters::Sealed(
+                    pb::SealedParameters {
+                        start_price: Some(usd("1.00")),
+                        ..pb::SealedParameters::default()
+                    },
+                )),
+            },
+            minutes(120),
+        ),
+    )
+    .await;
+    let evening = Uuid::now_v7().to_string();
+    let evening_start = at(minutes(90), true);
+    let evening_2 = create_from(
+        &mut bidding,
+        &actors,
+        lot(auctioneer, &evening, 2, evening_start),
+    )
+    .await;
+    let evening_1 = create_from(
+        &mut bidding,
+        &actors,
+        lot(auctioneer, &evening, 1, evening_start),
+    )
+    .await;
+    let hour = create_from(
+        &mut bidding,
+        &actors,
+        running(english("1.00", None), minutes(60)),
+    )
+    .await;
+    let morning = Uuid::now_v7().to_string();
+    let morning_1 = create_from(
+        &mut bidding,
+        &actors,
+        lot(auctioneer, &morning, 1, at(minutes(30), true)),
+    )
+    .await;
+
+    let everything = pb::ListAuctionsRequest {
+        statuses: vec![
+            pb::AuctionStatus::Scheduled as i32,
+            pb::AuctionStatus::Open as i32,
+            pb::AuctionStatus::Extended as i32,
+        ],
+        page_size: 3,
+        ..pb::ListAuctionsRequest::default()
+    };
+    let (listed, sizes) = all_pages(&mut bidding, everything.clone()).await;
+    assert_eq!(
+        listed.iter().collect::<Vec<_>>(),
+        [
+            &sniped, &morning_1, &hour, &evening_1, &evening_2, &sealed, &late, &dutch
+        ],
+        "soonest end first, live lots by session start then lot number, no end last"
+    );
+    assert_eq!(sizes, [3, 3, 2]);
+
+    // Alice bids within the soft-close window: the auction now ends in 4
+    // hours, after every other end.
+    let bid = bidding
+        .place_bid(with_token(
+            pb::PlaceBidRequest {
+                request_id: "snipe".to_owned(),
+                auction_id: sniped.clone(),
+                amount: Some(usd("1.00")),
+            },
+            &actors.alice_token,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        bid.state.unwrap().status,
+        pb::AuctionStatus::Extended as i32
+    );
+    let (listed, _) = all_pages(&mut bidding, everything).await;
+    assert_eq!(
+        listed.iter().collect::<Vec<_>>(),
+        [
+            &morning_1, &hour, &evening_1, &evening_2, &sealed, &late, &sniped, &dutch
+        ],
+        "the extended auction sorts at its new end"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn soonest_end_first_sqlite() {
+    soonest_end_first(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn soonest_end_first_postgres() {
+    soonest_end_first(Backend::Postgres).await;
+}
+
 // Proves the contract's page sizes (default 50, a negative size like 0 as
 // ListBids and ListMyBids treat it, larger ones clamped to 200) and that a
-// token we did not issue is INVALID_ARGUMENT PAGE_TOKEN_INVALID.
+// token we did not issue, or one issued for other filters, is
+// INVALID_ARGUMENT PAGE_TOKEN_INVALID.
 async fn page_sizes_and_tokens(backend: Backend) {
     // 201 creates in a row: beyond the gateway's default burst per user.
     let app = spawn_app_with(backend, |config| {
@@ -109,13 +325,17 @@ async fn page_sizes_and_tokens(backend: Backend) {
     assert_eq!(listed, created.iter().collect::<Vec<_>>());
     assert!(rest.next_page_token.is_empty(), "the last page");
 
-    // Not ours.
-    let refused = bidding
-        .list_auctions(list(10, "nonsense"))
-        .await
-        .unwrap_err();
-    assert_eq!(refused.code(), Code::InvalidArgument);
-    assert_eq!(reason(&refused), "PAGE_TOKEN_INVALID");
+    // Not ours: garbage, an auction id (this RPC's tokens before), and a
+    // token of ours for other filters.
+    let for_a_category = pb::ListAuctionsRequest {
+        category_id: "coins".to_owned(),
+        ..list(1_000, &first.next_page_token)
+    };
+    for request in [list(10, "nonsense"), list(10, &created[0]), for_a_category] {
+        let refused = bidding.list_auctions(request).await.unwrap_err();
+        assert_eq!(refused.code(), Code::InvalidArgument);
+        assert_eq!(reason(&refused), "PAGE_TOKEN_INVALID");
+    }
     app.stop().await;
 }
 

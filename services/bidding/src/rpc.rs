@@ -680,8 +680,13 @@ impl Bidding {
             ]
             .contains(status)
         });
+        // The market feed's filter: the category anywhere in the auction's
+        // path (so its descendants match), the formats, the live session.
         let filter = crate::market::Filter {
-            category_ids: Vec::new(),
+            category_ids: match request.category_id.trim() {
+                "" => Vec::new(),
+                category => vec![category.to_owned()],
+            },
             formats: request.formats.clone(),
             event_types: Vec::new(),
             live_session_id: request.live_session_id.trim().to_owned(),
@@ -702,10 +707,15 @@ impl Bidding {
             more = rows.len() == read as usize;
             for row in rows {
                 cursor = Some((row.order, row.auction_id));
+                let metadata: Metadata = serde_json::from_str(&row.metadata).map_err(|error| {
+                    Status::from(BiddingError::Internal(format!(
+                        "metadata of auction {}: {error}",
+                        row.auction_id
+                    )))
+                })?;
                 let state = self.public_state(row.auction_id).await?;
                 if wanted.contains(&state.status)
-                    && filter.matches_auction(&state, &[])
-                    && (request.category_id.is_empty() || state.category_id == request.category_id)
+                    && filter.matches_auction(&state, &metadata.category_path_ids)
                     && (seller.is_empty() || state.seller_id == seller)
                 {
                     auctions.push(state);

@@ -1,6 +1,7 @@
 //! ListAuctions over gRPC, on SQLite and on PostgreSQL: the contract's
 //! order (soonest end first; live lots by session start, then lot number),
-//! its page sizes and opaque tokens.
+//! its page sizes and opaque tokens, and its category filter (descendants
+//! included).
 
 use std::time::Duration;
 
@@ -347,4 +348,80 @@ async fn page_sizes_and_tokens_sqlite() {
 #[tokio::test]
 async fn page_sizes_and_tokens_postgres() {
     page_sizes_and_tokens(Backend::Postgres).await;
+}
+
+// Proves the category filter takes the category's descendants too (the
+// category anywhere in an auction's path), like WatchMarket's.
+async fn category_with_descendants(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let actors = actors(&app);
+    let mut bidding = client(&app).await;
+    let in_category = |category: &str, path: &[&str], ends_in: Duration| pb::CreateAuctionRequest {
+        category_id: category.to_owned(),
+        category_path_ids: path.iter().map(|id| (*id).to_owned()).collect(),
+        ..running(english("1.00", None), ends_in)
+    };
+    let coins = create_from(
+        &mut bidding,
+        &actors,
+        in_category(
+            "coins",
+            &["collectibles", "coins"],
+            Duration::from_secs(3_600),
+        ),
+    )
+    .await;
+    let stamps = create_from(
+        &mut bidding,
+        &actors,
+        in_category(
+            "stamps",
+            &["collectibles", "stamps"],
+            Duration::from_secs(7_200),
+        ),
+    )
+    .await;
+    let cars = create_from(
+        &mut bidding,
+        &actors,
+        in_category("cars", &["vehicles", "cars"], Duration::from_secs(5_400)),
+    )
+    .await;
+    for (category, expected) in [
+        ("collectibles", vec![&coins, &stamps]),
+        ("coins", vec![&coins]),
+        ("vehicles", vec![&cars]),
+        ("cars", vec![&cars]),
+        ("", vec![&coins, &cars, &stamps]),
+        ("furniture", Vec::new()),
+    ] {
+        let listed: Vec<String> = bidding
+            .list_auctions(pb::ListAuctionsRequest {
+                category_id: category.to_owned(),
+                ..pb::ListAuctionsRequest::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .auctions
+            .into_iter()
+            .map(|state| state.auction_id)
+            .collect();
+        assert_eq!(
+            listed.iter().collect::<Vec<_>>(),
+            expected,
+            "category {category:?}"
+        );
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn category_with_descendants_sqlite() {
+    category_with_descendants(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn category_with_descendants_postgres() {
+    category_with_descendants(Backend::Postgres).await;
 }

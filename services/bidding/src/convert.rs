@@ -877,16 +877,38 @@ pub fn event(
                 absentee_bid_count: live_lot(view, lot).map_or(0, |lot| lot.absentee_bids),
             }))
         }
-        Kind::LotOpened { lot, deadline } => {
+        Kind::LotOpened {
+            lot,
+            deadline,
+            opening,
+        } => {
             let lot_view = live_lot(view, lot);
             let identity = metadata.live_lot.clone().unwrap_or_default();
+            // What the lot opened at, from the event itself: `view` may be
+            // much later (a replay). Events logged before the opening was
+            // recorded fall back to the view.
+            let (current_price, minimum_next_bid, leader) = match (opening, lot_view) {
+                (Some(opening), _) => (
+                    opening
+                        .price
+                        .or_else(|| lot_view.map(|lot| lot.starting_price))
+                        .map(money_to_proto),
+                    Some(money_to_proto(opening.minimum_bid)),
+                    opening.leader.map(bidder),
+                ),
+                (None, Some(lot)) => (
+                    Some(money_to_proto(lot.price.unwrap_or(lot.starting_price))),
+                    Some(money_to_proto(lot.minimum_bid)),
+                    lot.leader.map(bidder),
+                ),
+                (None, None) => (None, None, None),
+            };
             Some(Wire::LotOpened(pb::LotOpened {
                 session_id: identity.session_id,
                 lot_number: identity.lot_number,
-                current_price: lot_view
-                    .map(|lot| money_to_proto(lot.price.unwrap_or(lot.starting_price))),
-                minimum_next_bid: lot_view.map(|lot| money_to_proto(lot.minimum_bid)),
-                leader: lot_view.and_then(|lot| lot.leader).map(bidder),
+                current_price,
+                minimum_next_bid,
+                leader,
                 countdown_end_time: Some(timestamp(deadline)),
             }))
         }

@@ -98,6 +98,39 @@ pub struct StatusChange {
     pub finished: bool,
 }
 
+/// Where an auction sorts in ListAuctions ("soonest end first; live lots:
+/// by session start, then lot number"); the auction id breaks ties.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListOrder {
+    /// The current end (English, sealed: soft-close extensions included), a
+    /// live lot's session start, or `i64::MAX` when there is none (Dutch, a
+    /// lot without a session start): those sort last.
+    pub end_ms: i64,
+    /// A live lot's number in its session; 0 for other formats.
+    pub lot_number: i64,
+}
+
+/// An auction whose [`ListOrder`] is new (a created or reloaded auction) or
+/// moved (an extension, an update).
+#[derive(Debug, Clone)]
+pub struct ListOrderChange {
+    /// The auction.
+    pub auction_id: Uuid,
+    /// Its place now.
+    pub order: ListOrder,
+}
+
+/// One auction as ListAuctions reads it, in [`ListOrder`].
+#[derive(Debug, Clone)]
+pub struct ListedAuction {
+    /// Its id.
+    pub auction_id: Uuid,
+    /// Its place (with the id: the page cursor).
+    pub order: ListOrder,
+    /// The catalog's metadata, JSON (its category path, for filters).
+    pub metadata: String,
+}
+
 /// An engine state after `seq`.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
@@ -147,6 +180,8 @@ pub struct Batch {
     pub activity: Vec<ActivityRow>,
     /// Scheduled auctions whose spec (and metadata) an update replaced.
     pub spec_updates: Vec<SpecUpdate>,
+    /// Auctions whose place in ListAuctions is new or moved.
+    pub list_orders: Vec<ListOrderChange>,
     /// The batch carries what a timer fired (a close, an opening, a clock
     /// tick, an extension): it goes through the node's deadline lane, not
     /// behind the group of bids being written.
@@ -281,6 +316,7 @@ impl Batch {
             && self.outbox.is_empty()
             && self.activity.is_empty()
             && self.spec_updates.is_empty()
+            && self.list_orders.is_empty()
     }
 }
 
@@ -578,6 +614,12 @@ impl Log {
                     .execute(&mut *transaction)
                     .await?;
             }
+            // After the new auctions' INSERT: a created auction gets its place here.
+            let list_orders: Vec<&ListOrderChange> = accepted
+                .iter()
+                .flat_map(|(_, _, batch)| &batch.list_orders)
+                .collect();
+            transaction.update_list_orders(&list_orders).await?;
             for update in accepted.iter().flat_map(|(_, _, batch)| &batch.spec_updates) {
                 QueryBuilder::new("UPDATE auctions SET spec = ")
                     .push_bind(&update.spec)
@@ -837,6 +879,53 @@ impl Log {
                 .await?
         });
         Ok(ids)
+    }
+
+    /// Up to `limit` auctions in [`ListOrder`] (then id) after `after`,
+    /// optionally only those not finished.
+    pub async fn list_auctions(
+        &self,
+        after: Option<(ListOrder, Uuid)>,
+        only_live: bool,
+        limit: u32,
+    ) -> Result<Vec<ListedAuction>, LogError> {
+        let rows = on_pool!(&self.database, pool => {
+            let mut query = QueryBuilder::new(
+                "SELECT auction_id, list_end_ms, list_lot_number, metadata FROM auctions WHERE 1 = 1",
+            );
+            if let Some((order, auction_id)) = after {
+                query
+                    .push(" AND (list_end_ms, list_lot_number, auction_id) > (")
+                    .push_bind(order.end_ms)
+                    .push(", ")
+                    .push_bind(order.lot_number)
+                    .push(", ")
+                    .push_bind(auction_id)
+                    .push(")");
+            }
+            if only_live {
+                query.push(" AND finished = ").push_bind(false);
+            }
+            query
+                .push(" ORDER BY list_end_ms, list_lot_number, auction_id LIMIT ")
+                .push_bind(i64::from(limit))
+                .build()
+                .fetch_all(pool)
+                .await?
+                .iter()
+                .map(|row| {
+                    Ok(ListedAuction {
+                        auction_id: row.try_get("auction_id")?,
+                        order: ListOrder {
+                            end_ms: row.try_get("list_end_ms")?,
+                            lot_number: row.try_get("list_lot_number")?,
+                        },
+                        metadata: row.try_get("metadata")?,
+                    })
+                })
+                .collect::<Result<Vec<_>, sqlx::Error>>()?
+        });
+        Ok(rows)
     }
 
     /// Begins a term: raises the shard's fence to `epoch` (refused with

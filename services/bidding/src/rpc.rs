@@ -18,7 +18,7 @@ use uuid::Uuid;
 use crate::convert;
 use crate::error::BiddingError;
 use crate::hub::{Hub, Published};
-use crate::log::Log;
+use crate::log::{ListOrder, Log};
 use crate::shard::{self, Clock, IdempotencyKey, Metadata, Receipt, Shards};
 
 /// The id of the auction a `CreateAuction` names: its own, or (when empty)
@@ -72,6 +72,14 @@ const STREAM_BUFFER: usize = 64;
 const HISTORY_PAGE: u32 = 5_000;
 /// A heartbeat at least this often on every stream.
 const HEARTBEAT: Duration = Duration::from_secs(15);
+/// ListAuctions: the contract's default and largest page.
+const LIST_AUCTIONS_DEFAULT_PAGE: usize = 50;
+const LIST_AUCTIONS_MAX_PAGE: usize = 200;
+/// ListAuctions reads at most this many pages of rows per call while
+/// filtering.
+const LIST_AUCTIONS_READS: usize = 5;
+/// Page tokens expire after this long (the contract's 24 hours).
+const LIST_TOKEN_TTL_MS: i64 = 24 * 60 * 60 * 1_000;
 
 fn refused(refusal: crate::error::Refusal) -> Status {
     BiddingError::Refused(refusal).into()
@@ -630,29 +638,31 @@ impl Bidding {
         })
     }
 
-    /// `ListAuctions`: the running auctions (or all), in id order, paged.
+    /// `ListAuctions`: the running auctions (or those of the statuses asked
+    /// for), soonest end first (live lots by session start, then lot
+    /// number), keyset-paged on that order. Filtered after reading
+    /// (statuses change in memory first); bounded: a few reads per call, and
+    /// the token then resumes where the scan stopped.
     pub async fn list_auctions(
         &self,
         request: Request<pb::ListAuctionsRequest>,
     ) -> Result<Response<pb::ListAuctionsResponse>, Status> {
         let request = request.into_inner();
+        let now_ms = self.now().unix_ms();
+        // Like ListBids and ListMyBids: 0 or less is the default.
         let page_size = match request.page_size {
-            size if size <= 0 => 20,
-            size => size.min(100),
+            size if size <= 0 => LIST_AUCTIONS_DEFAULT_PAGE,
+            size => usize::try_from(size)
+                .unwrap_or(LIST_AUCTIONS_MAX_PAGE)
+                .min(LIST_AUCTIONS_MAX_PAGE),
         };
-        let after = match request.page_token.as_str() {
+        let filters = list_auctions_fingerprint(&request);
+        let mut cursor = match request.page_token.as_str() {
             "" => None,
-            token => Some(Uuid::parse_str(token).map_err(|_| {
-                let mut refusal = crate::error::Refusal::new(
-                    tonic::Code::InvalidArgument,
-                    "PAGE_TOKEN_INVALID",
-                    "page_token is not one we issued",
-                );
-                refusal
-                    .metadata
-                    .insert("field".to_owned(), "page_token".to_owned());
-                refused(refusal)
-            })?),
+            token => Some(
+                decode_list_token(token, filters, now_ms)
+                    .ok_or_else(|| refused(page_token_invalid()))?,
+            ),
         };
         let wanted: Vec<i32> = if request.statuses.is_empty() {
             vec![
@@ -670,58 +680,60 @@ impl Bidding {
             ]
             .contains(status)
         });
-        let limit = u32::try_from(page_size).unwrap_or(20);
+        // The market feed's filter: the category anywhere in the auction's
+        // path (so its descendants match), the formats, the live session.
+        let filter = crate::market::Filter {
+            category_ids: match request.category_id.trim() {
+                "" => Vec::new(),
+                category => vec![category.to_owned()],
+            },
+            formats: request.formats.clone(),
+            event_types: Vec::new(),
+            live_session_id: request.live_session_id.trim().to_owned(),
+        };
+        let seller = request.seller_id.trim();
+        let read = u32::try_from(page_size).unwrap_or(u32::MAX);
         let mut auctions = Vec::new();
-        let mut cursor = after;
-        let mut last_seen = None;
-        // Filter by status after reading (statuses change in memory first);
-        // bounded: at most a few pages of ids per call.
-        for _ in 0..5 {
-            let ids = self
+        let mut more = true;
+        for _ in 0..LIST_AUCTIONS_READS {
+            if !more || auctions.len() >= page_size {
+                break;
+            }
+            let rows = self
                 .log
-                .list_auction_ids(cursor, only_live, limit)
+                .list_auctions(cursor, only_live, read)
                 .await
                 .map_err(|error| Status::from(BiddingError::Unavailable(error)))?;
-            let exhausted = ids.len() < limit as usize;
-            for auction_id in ids {
-                last_seen = Some(auction_id);
-                cursor = Some(auction_id);
-                let state = self.public_state(auction_id).await?;
-                let formats_match =
-                    request.formats.is_empty() || request.formats.contains(&state.format);
-                let category_match =
-                    request.category_id.is_empty() || state.category_id == request.category_id;
-                let session_match =
-                    crate::market::in_live_session(&state, request.live_session_id.trim());
-                let seller_match =
-                    request.seller_id.is_empty() || state.seller_id == request.seller_id.trim();
+            more = rows.len() == read as usize;
+            for row in rows {
+                cursor = Some((row.order, row.auction_id));
+                let metadata: Metadata = serde_json::from_str(&row.metadata).map_err(|error| {
+                    Status::from(BiddingError::Internal(format!(
+                        "metadata of auction {}: {error}",
+                        row.auction_id
+                    )))
+                })?;
+                let state = self.public_state(row.auction_id).await?;
                 if wanted.contains(&state.status)
-                    && formats_match
-                    && category_match
-                    && session_match
-                    && seller_match
+                    && filter.matches_auction(&state, &metadata.category_path_ids)
+                    && (seller.is_empty() || state.seller_id == seller)
                 {
                     auctions.push(state);
+                    if auctions.len() >= page_size {
+                        break;
+                    }
                 }
-                if auctions.len() >= limit as usize {
-                    break;
-                }
-            }
-            if exhausted || auctions.len() >= limit as usize {
-                let next_page_token = if exhausted && auctions.len() < limit as usize {
-                    String::new()
-                } else {
-                    last_seen.map(|id| id.to_string()).unwrap_or_default()
-                };
-                return Ok(Response::new(pb::ListAuctionsResponse {
-                    auctions,
-                    next_page_token,
-                }));
             }
         }
+        let next_page_token = match cursor {
+            Some(cursor) if more || auctions.len() >= page_size => {
+                encode_list_token(now_ms, cursor, filters)
+            }
+            Some(_) | None => String::new(),
+        };
         Ok(Response::new(pb::ListAuctionsResponse {
             auctions,
-            next_page_token: last_seen.map(|id| id.to_string()).unwrap_or_default(),
+            next_page_token,
         }))
     }
 
@@ -1198,6 +1210,70 @@ impl Bidding {
 /// An engine user id for a caller (for tests and tools).
 pub fn engine_user(caller: &Caller) -> UserId {
     convert::user_id(caller.user_id)
+}
+
+/// A stable fingerprint (FNV-1a) of ListAuctions' filters, bound into its
+/// page tokens: the contract refuses a token with other filters.
+fn list_auctions_fingerprint(request: &pb::ListAuctionsRequest) -> u64 {
+    let sorted = |values: &[i32]| {
+        let mut values = values.to_vec();
+        values.sort_unstable();
+        values.dedup();
+        values
+    };
+    let mut bytes = Vec::new();
+    for value in sorted(&request.statuses) {
+        bytes.extend_from_slice(&value.to_le_bytes());
+    }
+    bytes.push(0xff);
+    for value in sorted(&request.formats) {
+        bytes.extend_from_slice(&value.to_le_bytes());
+    }
+    for text in [
+        request.category_id.trim(),
+        request.live_session_id.trim(),
+        request.seller_id.trim(),
+    ] {
+        // 0xff never occurs in UTF-8: the fields cannot run into each other.
+        bytes.push(0xff);
+        bytes.extend_from_slice(text.as_bytes());
+    }
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash: u64, byte| {
+        (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// `v1.<issued ms>.<end ms>.<lot number>.<auction id>.<filters>`: the last
+/// auction read, in ListAuctions' order.
+fn encode_list_token(
+    issued_ms: i64,
+    (order, auction_id): (ListOrder, Uuid),
+    filters: u64,
+) -> String {
+    format!(
+        "v1.{issued_ms}.{}.{}.{}.{filters:x}",
+        order.end_ms,
+        order.lot_number,
+        auction_id.simple()
+    )
+}
+
+/// The cursor of a ListAuctions token; `None` when it is not one we issued,
+/// was issued for other filters, or expired.
+fn decode_list_token(token: &str, filters: u64, now_ms: i64) -> Option<(ListOrder, Uuid)> {
+    let parts: Vec<&str> = token.split('.').collect();
+    let ["v1", issued, end_ms, lot_number, auction_id, fingerprint] = parts.as_slice() else {
+        return None;
+    };
+    let issued: i64 = issued.parse().ok()?;
+    let order = ListOrder {
+        end_ms: end_ms.parse().ok()?,
+        lot_number: lot_number.parse().ok()?,
+    };
+    let auction_id = Uuid::try_parse(auction_id).ok()?;
+    let fingerprint = u64::from_str_radix(fingerprint, 16).ok()?;
+    (fingerprint == filters && now_ms.saturating_sub(issued) <= LIST_TOKEN_TTL_MS)
+        .then_some((order, auction_id))
 }
 
 fn page_token_invalid() -> crate::error::Refusal {

@@ -26,7 +26,10 @@ use uuid::Uuid;
 
 use crate::error::{BiddingError, Refusal};
 use crate::hub::{Hub, Published};
-use crate::log::{Batch, EventRow, Log, LogError, NewAuction, OutcomeRow, Snapshot, StatusChange};
+use crate::log::{
+    Batch, EventRow, ListOrder, ListOrderChange, Log, LogError, NewAuction, OutcomeRow, Snapshot,
+    StatusChange,
+};
 use crate::market::{self, MarketFeed};
 
 /// At most this many requests are applied and committed together.
@@ -446,6 +449,10 @@ struct Live {
     /// The English leader as of the last staged batch: who a retraction's
     /// new leader replaced (for the per-user index).
     leader: Option<UserId>,
+    /// The ListAuctions place last staged for the log; `None` when the
+    /// auction was just created or loaded (what is stored may predate the
+    /// place), so the next batch writes it.
+    list_order: Option<ListOrder>,
 }
 
 type OutcomeKey = (Uuid, &'static str, String);
@@ -528,6 +535,7 @@ impl Worker {
             armed: None,
             snapshot_seq,
             leader,
+            list_order: None,
         };
         rearm(&mut self.timers, auction_id, &mut live);
         if live.auction.status().is_finished() {
@@ -1079,7 +1087,10 @@ impl Worker {
             armed: None,
             snapshot_seq: 0,
             leader: None,
+            list_order: None,
         };
+        let view = live.auction.view();
+        stage_list_order(auction_id, &mut live, &view, pending);
         // A start time already passed opens the auction at once.
         let mut events = Vec::new();
         if let Err(error) = tick_due(&mut live.auction, now, &mut events) {
@@ -1313,10 +1324,12 @@ impl Worker {
             ));
         }
         live.leader = live.auction.leader();
+        let view = live.auction.view();
+        stage_list_order(auction_id, live, &view, pending);
         pending.batch.outbox.extend(crate::bus_events::envelopes(
             auction_id,
             events,
-            &live.auction.view(),
+            &view,
             &live.metadata,
         ));
         match pending
@@ -1560,6 +1573,52 @@ pub fn not_found(auction_id: Uuid) -> BiddingError {
         "AUCTION_NOT_FOUND",
         format!("no auction {auction_id}"),
     ))
+}
+
+/// Where an auction sorts in ListAuctions: its current end (English,
+/// sealed), a live lot's session start then its number, or last when there
+/// is neither (Dutch, a lot with no session start).
+pub fn list_order(view: &AuctionView, metadata: &Metadata) -> ListOrder {
+    use auction_engine::FormatView;
+    match &view.format {
+        FormatView::English { end_at, .. } | FormatView::Sealed { end_at, .. } => ListOrder {
+            end_ms: end_at.unix_ms(),
+            lot_number: 0,
+        },
+        FormatView::Live { .. } => ListOrder {
+            // A lot created without a session start has start_at 0.
+            end_ms: match view.start_at.unix_ms() {
+                0 => i64::MAX,
+                start_ms => start_ms,
+            },
+            lot_number: metadata
+                .live_lot
+                .as_ref()
+                .map_or(0, |lot| i64::from(lot.lot_number)),
+        },
+        FormatView::Dutch { .. } => ListOrder {
+            end_ms: i64::MAX,
+            lot_number: 0,
+        },
+    }
+}
+
+/// Stages an auction's ListAuctions place for the log when it is new or
+/// moved (a soft-close extension, an update of the schedule).
+fn stage_list_order(auction_id: Uuid, live: &mut Live, view: &AuctionView, pending: &mut Pending) {
+    let order = list_order(view, &live.metadata);
+    if live.list_order == Some(order) {
+        return;
+    }
+    live.list_order = Some(order);
+    pending
+        .batch
+        .list_orders
+        .retain(|change| change.auction_id != auction_id);
+    pending
+        .batch
+        .list_orders
+        .push(ListOrderChange { auction_id, order });
 }
 
 /// The stable name of an engine status, as stored.

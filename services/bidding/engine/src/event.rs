@@ -22,6 +22,19 @@ pub struct Event {
     pub kind: EventKind,
 }
 
+/// A live lot's public position as it opened: public, since the opening shows
+/// who leads at what price; the absentee maximums behind it stay private.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LotOpening {
+    /// The price the absentee book set; `None` without absentee bids (the lot
+    /// stands at its starting price).
+    pub price: Option<Money>,
+    /// The leading absentee bidder; `None` without absentee bids.
+    pub leader: Option<UserId>,
+    /// The smallest acceptable first floor bid.
+    pub minimum_bid: Money,
+}
+
 /// How a bid reached a proxy book.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum BidKind {
@@ -208,6 +221,12 @@ pub enum EventKind {
         lot: LotIndex,
         /// When its countdown runs out unless a bid restarts it.
         deadline: Timestamp,
+        /// The lot's public price, leader and minimum next bid right after the
+        /// opening (the absentee book applied), so a replayed opening shows
+        /// what it opened at rather than where the lot stands later. Derived:
+        /// replaying ignores it. `None` in logs written before it was recorded.
+        #[serde(default)]
+        opening: Option<LotOpening>,
     },
     /// Live: the auctioneer gave fair warning.
     FairWarning {
@@ -327,6 +346,7 @@ pub enum PublicEventKind {
     LotOpened {
         lot: LotIndex,
         deadline: Timestamp,
+        opening: Option<LotOpening>,
     },
     FairWarning {
         lot: LotIndex,
@@ -425,7 +445,15 @@ impl Event {
             EventKind::AbsenteeBidPlaced { lot, .. } => {
                 PublicEventKind::AbsenteeBidReceived { lot }
             }
-            EventKind::LotOpened { lot, deadline } => PublicEventKind::LotOpened { lot, deadline },
+            EventKind::LotOpened {
+                lot,
+                deadline,
+                opening,
+            } => PublicEventKind::LotOpened {
+                lot,
+                deadline,
+                opening,
+            },
             EventKind::FairWarning { lot } => PublicEventKind::FairWarning { lot },
             EventKind::LotSold {
                 lot, winner, price, ..
@@ -453,5 +481,37 @@ impl Event {
             at: self.at,
             kind,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Proves a LotOpened stored before the opening position was recorded
+    // still reads (as no opening), and a new one keeps it.
+    #[test]
+    fn lot_opened_reads_with_and_without_its_opening() {
+        let old = r#"{"LotOpened":{"lot":0,"deadline":70000}}"#;
+        let kind: EventKind = serde_json::from_str(old).unwrap();
+        assert_eq!(
+            kind,
+            EventKind::LotOpened {
+                lot: LotIndex(0),
+                deadline: Timestamp::from_unix_ms(70_000),
+                opening: None,
+            }
+        );
+        let new = EventKind::LotOpened {
+            lot: LotIndex(0),
+            deadline: Timestamp::from_unix_ms(70_000),
+            opening: Some(LotOpening {
+                price: None,
+                leader: Some(UserId(7)),
+                minimum_bid: Money::new(rust_decimal::Decimal::TEN, crate::money::Currency::USD),
+            }),
+        };
+        let text = serde_json::to_string(&new).unwrap();
+        assert_eq!(serde_json::from_str::<EventKind>(&text).unwrap(), new);
     }
 }

@@ -102,7 +102,7 @@ pub mod view;
 
 pub use auction::{Auction, Outcome, ReplayError, UpdateError};
 pub use command::{Action, Actor, Command, Role};
-pub use event::{BidKind, Event, EventKind, PublicEvent, UnsoldReason};
+pub use event::{BidKind, Event, EventKind, LotOpening, PublicEvent, UnsoldReason};
 pub use id::{AuctionId, LotIndex, RequestId, UserId};
 pub use increment::{IncrementTable, IncrementTier};
 pub use money::{AmountError, Currency, CurrencyError, Money};

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::auction::Common;
 use crate::command::{Action, Command, Role};
 use crate::english::retraction_event;
-use crate::event::{BidKind, Event, EventKind, UnsoldReason};
+use crate::event::{BidKind, Event, EventKind, LotOpening, UnsoldReason};
 use crate::id::{LotIndex, UserId};
 use crate::limits::{MAX_BIDDERS_PER_BOOK, MAX_BIDS_PER_LOT};
 use crate::money::Money;
@@ -95,6 +95,32 @@ fn emit(
 ) {
     let event = common.stamp(at, kind);
     live.evolve(common, &event);
+    events.push(event);
+}
+
+/// Opens `lot`. The event records the lot's public position after the
+/// opening applied its absentee book, which is known only once the event has
+/// evolved the lot.
+fn emit_lot_opened(
+    common: &mut Common,
+    live: &mut Live,
+    at: Timestamp,
+    lot: LotIndex,
+    deadline: Timestamp,
+    events: &mut Vec<Event>,
+) {
+    let mut event = common.stamp(
+        at,
+        EventKind::LotOpened {
+            lot,
+            deadline,
+            opening: None,
+        },
+    );
+    live.evolve(common, &event);
+    if let EventKind::LotOpened { opening, .. } = &mut event.kind {
+        *opening = live.opening(common, lot);
+    }
     events.push(event);
 }
 
@@ -189,13 +215,7 @@ pub(crate) fn apply(
                 emit(common, live, now, EventKind::Opened, events);
             }
             let deadline = now.saturating_add_ms(live.spec.countdown_ms);
-            emit(
-                common,
-                live,
-                now,
-                EventKind::LotOpened { lot, deadline },
-                events,
-            );
+            emit_lot_opened(common, live, now, lot, deadline, events);
             Ok(())
         }
         Action::FairWarning => {
@@ -461,13 +481,7 @@ fn after_lot_closed(common: &mut Common, live: &mut Live, at: Timestamp, events:
     match live.next_pending() {
         Some(lot) if live.spec.auto_advance => {
             let deadline = at.saturating_add_ms(live.spec.countdown_ms);
-            emit(
-                common,
-                live,
-                at,
-                EventKind::LotOpened { lot, deadline },
-                events,
-            );
+            emit_lot_opened(common, live, at, lot, deadline, events);
         }
         Some(_) => {}
         None => emit(
@@ -527,16 +541,7 @@ pub(crate) fn fire(
                 && let Some(lot) = live.next_pending()
             {
                 let lot_deadline = deadline.saturating_add_ms(live.spec.countdown_ms);
-                emit(
-                    common,
-                    live,
-                    deadline,
-                    EventKind::LotOpened {
-                        lot,
-                        deadline: lot_deadline,
-                    },
-                    events,
-                );
+                emit_lot_opened(common, live, deadline, lot, lot_deadline, events);
             }
         }
         AuctionStatus::Open | AuctionStatus::Extended => {
@@ -649,6 +654,19 @@ impl Live {
                 reason: UnsoldReason::NoBids,
             },
         }
+    }
+
+    /// A lot's public price, leader and minimum next bid (for the opening
+    /// event; the lot has been offered, so nothing here is private).
+    fn opening(&self, common: &Common, lot: LotIndex) -> Option<LotOpening> {
+        let index = lot.as_usize();
+        let (lot_state, lot_spec) = (self.lots.get(index)?, self.spec.lots.get(index)?);
+        let lot_pricing = pricing(lot_spec, common);
+        Some(LotOpening {
+            price: lot_state.book.price().map(|price| common.money(price)),
+            leader: lot_state.book.leader(),
+            minimum_bid: common.money(lot_state.book.minimum_bid(&lot_pricing)),
+        })
     }
 
     /// Whether a replayed event fits this session (right kind, existing lot).
@@ -765,7 +783,7 @@ impl Live {
                     lot_state.absentee_bidders = lot_state.absentee_bidders.saturating_add(1);
                 }
             }
-            EventKind::LotOpened { lot, deadline } => {
+            EventKind::LotOpened { lot, deadline, .. } => {
                 let index = lot.as_usize();
                 let (Some(lot_state), Some(lot_spec)) =
                     (self.lots.get_mut(index), self.spec.lots.get(index))

@@ -11,7 +11,9 @@
 use sqlx::{PgConnection, QueryBuilder, Row, SqliteConnection};
 use uuid::Uuid;
 
-use super::{ActivityRow, EventRow, NewAuction, OutcomeRow, PositionChange, Snapshot};
+use super::{
+    ActivityRow, EventRow, ListOrderChange, NewAuction, OutcomeRow, PositionChange, Snapshot,
+};
 
 /// At most this many rows per multi-row INSERT on SQLite (it allows 32,766
 /// bound parameters per statement).
@@ -30,6 +32,9 @@ pub(super) trait GroupRows {
         &mut self,
         rows: &[(i64, i64, i64, &EventRow)],
     ) -> Result<(), sqlx::Error>;
+    /// Moves auctions in ListAuctions' order (in batch order: a later change
+    /// of the same auction wins).
+    async fn update_list_orders(&mut self, rows: &[&ListOrderChange]) -> Result<(), sqlx::Error>;
     /// `(seq, snapshot)`, one per auction.
     async fn upsert_snapshots(&mut self, rows: &[(i64, &Snapshot)]) -> Result<(), sqlx::Error>;
     /// Outcomes, sorted by key.
@@ -125,6 +130,32 @@ impl GroupRows for PgConnection {
         .bind(epochs)
         .bind(at)
         .bind(events)
+        .execute(self)
+        .await?;
+        Ok(())
+    }
+
+    async fn update_list_orders(&mut self, rows: &[&ListOrderChange]) -> Result<(), sqlx::Error> {
+        // One row per auction in an UPDATE ... FROM: the latest change wins.
+        let mut latest: Vec<&ListOrderChange> = Vec::with_capacity(rows.len());
+        for row in rows {
+            latest.retain(|kept| kept.auction_id != row.auction_id);
+            latest.push(row);
+        }
+        if latest.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<Uuid> = latest.iter().map(|row| row.auction_id).collect();
+        let ends: Vec<i64> = latest.iter().map(|row| row.order.end_ms).collect();
+        let lots: Vec<i64> = latest.iter().map(|row| row.order.lot_number).collect();
+        sqlx::query(
+            "UPDATE auctions SET list_end_ms = moved.end_ms, list_lot_number = moved.lot_number \
+             FROM UNNEST($1::UUID[], $2::BIGINT[], $3::BIGINT[]) AS moved (auction_id, end_ms, lot_number) \
+             WHERE auctions.auction_id = moved.auction_id",
+        )
+        .bind(ids)
+        .bind(ends)
+        .bind(lots)
         .execute(self)
         .await?;
         Ok(())
@@ -313,6 +344,20 @@ impl GroupRows for SqliteConnection {
                     .push_bind(&event.event);
             });
             insert.build().execute(&mut *self).await?;
+        }
+        Ok(())
+    }
+
+    async fn update_list_orders(&mut self, rows: &[&ListOrderChange]) -> Result<(), sqlx::Error> {
+        for change in rows {
+            sqlx::query(
+                "UPDATE auctions SET list_end_ms = ?, list_lot_number = ? WHERE auction_id = ?",
+            )
+            .bind(change.order.end_ms)
+            .bind(change.order.lot_number)
+            .bind(change.auction_id)
+            .execute(&mut *self)
+            .await?;
         }
         Ok(())
     }

@@ -625,6 +625,77 @@ async fn a_session_of_lots_postgres() {
     a_session_of_lots(Backend::Postgres).await;
 }
 
+// Proves a LotOpened replayed from the log (WatchAuction resuming from
+// before the opening) carries the price, leader and minimum next bid the lot
+// opened at, not where floor bids have taken the lot since.
+async fn a_replayed_opening_shows_the_opening_price(backend: Backend) {
+    let app = spawn_app_with(backend, |_| {}).await;
+    let actors = actors(&app);
+    let floor = floor(&app);
+    let mut bidding = client(&app).await;
+    let session = Uuid::now_v7().to_string();
+    let lot_id = create_lot(&mut bidding, &actors, &floor, &session, 1).await;
+    bidding
+        .place_absentee_bid(absentee(&lot_id, "abs-a", "40.00", &actors.alice_token))
+        .await
+        .unwrap();
+    bidding
+        .place_absentee_bid(absentee(&lot_id, "abs-b", "30.00", &actors.bob_token))
+        .await
+        .unwrap();
+    let pending = state(&mut bidding, &lot_id).await;
+    // Alice's 40 against Bob's 30: the lot opens at 31 with Alice leading.
+    let opened = bidding
+        .open_lot(open(&lot_id, "open-1", &floor.auctioneer_token))
+        .await
+        .unwrap()
+        .into_inner()
+        .state
+        .unwrap();
+    assert_eq!(amount(&opened.current_price), "31.00");
+    assert_eq!(amount(&opened.minimum_next_bid), "32.00");
+    let alice_handle = handle(&opened.leader);
+    // Carol outbids the book on the floor: the lot has moved on.
+    bidding
+        .place_bid(bid(&lot_id, "bid-c", "50.00", &floor.carol_token))
+        .await
+        .unwrap();
+    let later = state(&mut bidding, &lot_id).await;
+    assert_ne!(amount(&later.current_price), "31.00");
+    assert_ne!(handle(&later.leader), alice_handle);
+
+    let mut watch = bidding
+        .watch_auction(pb::WatchAuctionRequest {
+            auction_id: lot_id.clone(),
+            resume_after_sequence: pending.sequence,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let lot_opened = loop {
+        match next_auction_event(&mut watch).await {
+            pb::auction_event::Kind::LotOpened(lot_opened) => break lot_opened,
+            pb::auction_event::Kind::Opened(_) => {}
+            other => panic!("the opening first, got {other:?}"),
+        }
+    };
+    assert_eq!(amount(&lot_opened.current_price), "31.00");
+    assert_eq!(amount(&lot_opened.minimum_next_bid), "32.00");
+    assert_eq!(handle(&lot_opened.leader), alice_handle);
+    assert_eq!(lot_opened.lot_number, 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_replayed_opening_shows_the_opening_price_sqlite() {
+    a_replayed_opening_shows_the_opening_price(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn a_replayed_opening_shows_the_opening_price_postgres() {
+    a_replayed_opening_shows_the_opening_price(Backend::Postgres).await;
+}
+
 /// Waits (bounded) for the auction's terminal event on its watch stream.
 async fn terminal_event(
     bidding: &mut BiddingServiceClient<Channel>,

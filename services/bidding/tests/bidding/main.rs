@@ -4,6 +4,7 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+mod list_auctions;
 mod live;
 mod log;
 mod my_activity;

@@ -74,7 +74,12 @@ fn the_session_opens_the_first_lot_and_the_countdown_restarts_on_each_bid() {
             EventKind::Opened,
             EventKind::LotOpened {
                 lot: LotIndex(0),
-                deadline: at(11_000)
+                deadline: at(11_000),
+                opening: Some(LotOpening {
+                    price: None,
+                    leader: None,
+                    minimum_bid: usd(dec!(10)),
+                }),
             }
         ]
     );
@@ -97,7 +102,12 @@ fn the_session_opens_the_first_lot_and_the_countdown_restarts_on_each_bid() {
         events[1],
         EventKind::LotOpened {
             lot: LotIndex(1),
-            deadline: at(34_999)
+            deadline: at(34_999),
+            opening: Some(LotOpening {
+                price: None,
+                leader: None,
+                minimum_bid: usd(dec!(20)),
+            }),
         }
     );
     assert_eq!(
@@ -490,7 +500,12 @@ fn reopen_a_disputed_hammer() {
         events[1],
         EventKind::LotOpened {
             lot: LotIndex(1),
-            deadline: at(11_500)
+            deadline: at(11_500),
+            opening: Some(LotOpening {
+                price: None,
+                leader: None,
+                minimum_bid: usd(dec!(20)),
+            }),
         }
     );
     bid(&mut harness, CAROL, dec!(20), 1, 1_600).unwrap();
@@ -604,9 +619,15 @@ fn a_single_lot_waits_for_its_auctioneer_and_opens_with_its_absentee_bids() {
         events,
         vec![
             EventKind::Opened,
+            // The event records the opening position the absentee book set.
             EventKind::LotOpened {
                 lot: LotIndex(0),
-                deadline: at(70_000)
+                deadline: at(70_000),
+                opening: Some(LotOpening {
+                    price: Some(usd(dec!(31))),
+                    leader: Some(ALICE),
+                    minimum_bid: usd(dec!(32)),
+                }),
             }
         ]
     );

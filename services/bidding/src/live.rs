@@ -172,6 +172,7 @@ impl LiveLots {
     pub async fn register(&self, auction_id: Uuid, lot: &LiveLotMetadata) -> Result<(), LogError> {
         let auctioneer = Uuid::parse_str(&lot.auctioneer_id)
             .map_err(|_| LogError::Corrupt("auctioneer id".to_owned()))?;
+        let _turn = self.database.write_turn().await;
         on_pool!(&self.database, pool => {
             QueryBuilder::new("INSERT INTO live_lots (auction_id, session_id, lot_number, auctioneer_id) VALUES (")
                 .push_bind(auction_id)

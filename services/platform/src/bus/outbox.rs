@@ -238,7 +238,7 @@ impl Relay {
 /// Reads up to `$batch_size` unpublished rows through `$executor`,
 /// publishes them and marks them published; evaluates to the count.
 macro_rules! publish_rows {
-    ($executor:expr, $bus:expr, $batch_size:expr) => {{
+    ($database:expr, $executor:expr, $bus:expr, $batch_size:expr) => {{
         let rows = QueryBuilder::new(
             "SELECT position, envelope FROM event_outbox WHERE published_at_ms IS NULL ORDER BY position LIMIT ",
         )
@@ -263,6 +263,8 @@ macro_rules! publish_rows {
                 }
             }
             $bus.publish(&envelopes).await?;
+            // SQLite: in turn with the service's other writers.
+            let _turn = $database.write_turn().await;
             let mut update = QueryBuilder::new("UPDATE event_outbox SET published_at_ms = ");
             update.push_bind(now_ms()).push(" WHERE position IN (");
             let mut separated = update.separated(", ");
@@ -335,19 +337,20 @@ async fn relay_batch(
                 transaction.rollback().await?;
                 return Ok(0);
             }
-            let published = publish_rows!(&mut *transaction, bus, batch_size);
+            let published = publish_rows!(database, &mut *transaction, bus, batch_size);
             transaction.commit().await?;
             Ok(published)
         }
         // SQLite: one process owns the file and its writers are serialised,
         // so no lock is needed; and no transaction is held while publishing
         // (it would block the producer's writers during a bus outage).
-        Database::Sqlite(pool) => Ok(publish_rows!(pool, bus, batch_size)),
+        Database::Sqlite(pool) => Ok(publish_rows!(database, pool, bus, batch_size)),
     }
 }
 
 async fn cleanup(database: &Database, retention: Duration) -> Result<(), sqlx::Error> {
     let before = now_ms() - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+    let _turn = database.write_turn().await;
     on_pool!(database, pool => {
         QueryBuilder::new("DELETE FROM event_outbox WHERE published_at_ms IS NOT NULL AND published_at_ms < ")
             .push_bind(before)

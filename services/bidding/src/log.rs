@@ -182,10 +182,6 @@ pub struct Batch {
     pub spec_updates: Vec<SpecUpdate>,
     /// Auctions whose place in ListAuctions is new or moved.
     pub list_orders: Vec<ListOrderChange>,
-    /// The batch carries what a timer fired (a close, an opening, a clock
-    /// tick, an extension): it goes through the node's deadline lane, not
-    /// behind the group of bids being written.
-    pub timed: bool,
 }
 
 /// A new spec for an auction (UpdateAuction): the log replays from it.
@@ -372,12 +368,6 @@ pub struct Log {
     database: Database,
     /// The node's group committer, started by the first [`Log::submit`].
     committer: Arc<std::sync::OnceLock<mpsc::UnboundedSender<Submission>>>,
-    /// The deadline lane: a second committer for timed batches only, so a
-    /// close waits for no group of bids. On PostgreSQL its transaction runs
-    /// beside the bids' group (different shards, so different fence rows);
-    /// on SQLite, which has one writer, it is next in line for the write
-    /// turn (the turn is a fair lock) instead of joining the next group.
-    deadlines: Arc<std::sync::OnceLock<mpsc::UnboundedSender<Submission>>>,
 }
 
 /// A shard's batch waiting for the group committer.
@@ -432,7 +422,6 @@ impl Log {
         Self {
             database,
             committer: Arc::new(std::sync::OnceLock::new()),
-            deadlines: Arc::new(std::sync::OnceLock::new()),
         }
     }
 
@@ -451,17 +440,11 @@ impl Log {
     /// learns its own result (a fenced shard is refused alone) from the
     /// returned [`Committed`]; meanwhile the shard may prepare its next batch.
     pub fn submit(&self, shard: u32, epoch: u64, batch: Batch) -> Committed {
-        let lane = if batch.timed {
-            &self.deadlines
-        } else {
-            &self.committer
-        };
-        let sender = lane.get_or_init(|| {
+        let sender = self.committer.get_or_init(|| {
             let (sender, receiver) = mpsc::unbounded_channel();
             let log = Self {
                 database: self.database.clone(),
                 committer: Arc::new(std::sync::OnceLock::new()),
-                deadlines: Arc::new(std::sync::OnceLock::new()),
             };
             tokio::spawn(log.run_committer(receiver));
             sender
@@ -674,7 +657,11 @@ impl Log {
                 // deadlock), then append the rows, then move the positions.
                 // (Tried: four committers side by side on PostgreSQL. They
                 // queued on these head rows, every group sharing some
-                // bidders, and were no faster than one.)
+                // bidders, and were no faster than one. Tried again as a
+                // second committer for timer batches only, so closes would
+                // not wait behind bids: a close's WON/LOST rows belong to
+                // the same bidders, the two transactions queued on these
+                // rows, and bids and closes both got slower.)
                 let mut counts: std::collections::BTreeMap<Uuid, i64> = std::collections::BTreeMap::new();
                 for row in activity.iter().filter(|row| row.activity_type.is_some()) {
                     *counts.entry(row.user_id).or_insert(0) += 1;

@@ -1253,7 +1253,6 @@ impl Worker {
             }
             if !events.is_empty() {
                 pending.touched.insert(auction_id);
-                pending.batch.timed = true;
             }
             self.stage(auction_id, &mut live, &events, status_before, pending);
             rearm(&mut self.timers, auction_id, &mut live);

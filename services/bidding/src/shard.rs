@@ -1248,14 +1248,29 @@ impl Worker {
             live.armed = None;
             let status_before = live.auction.status();
             let mut events = Vec::new();
-            if let Err(rejection) = tick_due(&mut live.auction, now, &mut events) {
-                tracing::error!(%auction_id, %rejection, "timer tick refused");
-            }
+            let refused = match tick_due(&mut live.auction, now, &mut events) {
+                Ok(()) => false,
+                Err(rejection) => {
+                    tracing::error!(%auction_id, %rejection, "timer tick refused; retrying in 1 s");
+                    true
+                }
+            };
             if !events.is_empty() {
                 pending.touched.insert(auction_id);
             }
             self.stage(auction_id, &mut live, &events, status_before, pending);
             rearm(&mut self.timers, auction_id, &mut live);
+            if refused
+                && let Some(deadline) = live.armed
+                && deadline <= now
+            {
+                // The engine still owes this deadline: try again later,
+                // not at once (that would loop here forever).
+                self.timers.remove(&(deadline, auction_id));
+                let retry = now.saturating_add_ms(TICK_RETRY_MS);
+                self.timers.insert((retry, auction_id));
+                live.armed = Some(retry);
+            }
             self.auctions.insert(auction_id, live);
         }
     }
@@ -1455,6 +1470,9 @@ impl Worker {
         }
     }
 }
+
+/// A refused timer tick is retried after this long.
+const TICK_RETRY_MS: i64 = 1_000;
 
 async fn sleep_for(milliseconds: Option<i64>) {
     match milliseconds {

@@ -136,11 +136,24 @@ impl GroupRows for PgConnection {
     }
 
     async fn update_list_orders(&mut self, rows: &[&ListOrderChange]) -> Result<(), sqlx::Error> {
-        // One row per auction in an UPDATE ... FROM: the latest change wins.
+        // One row per auction in an UPDATE ... FROM: the latest change wins
+        // (a group after a restart can carry tens of thousands: no scan per
+        // row).
+        let mut slots: std::collections::HashMap<Uuid, usize> =
+            std::collections::HashMap::with_capacity(rows.len());
         let mut latest: Vec<&ListOrderChange> = Vec::with_capacity(rows.len());
         for row in rows {
-            latest.retain(|kept| kept.auction_id != row.auction_id);
-            latest.push(row);
+            match slots.get(&row.auction_id) {
+                Some(&slot) => {
+                    if let Some(kept) = latest.get_mut(slot) {
+                        *kept = row;
+                    }
+                }
+                None => {
+                    slots.insert(row.auction_id, latest.len());
+                    latest.push(row);
+                }
+            }
         }
         if latest.is_empty() {
             return Ok(());

@@ -288,27 +288,19 @@ impl BiddingService for Service {
     }
 
     type WatchAuctionStream = ResponseStream<WatchAuctionResponse>;
+    /// Served by [`crate::watch::Routes`] with shared frames; this is the
+    /// same stream as messages, for a caller of the trait itself.
     async fn watch_auction(
         &self,
         request: Request<WatchAuctionRequest>,
     ) -> Result<Response<Self::WatchAuctionStream>, Status> {
-        let auction_id = request.get_ref().auction_id.clone();
-        // With the cross-node fan-out (Redis) any node serves a watcher;
-        // without it, only the leader's hub has the live events.
-        if self.bidding.fanout.is_none()
-            && let Some(mut leader) = self.bidding.forward_target(&request, &auction_id)?
-        {
-            // A stream that breaks when leadership moves is resumed by the
-            // client after its last sequence, from the log, on any node.
-            let (metadata, stream, extensions) = leader
-                .watch_auction(self.bidding.forwarded(request))
-                .await?
-                .into_parts();
-            let stream: Self::WatchAuctionStream = Box::pin(stream);
-            return Ok(Response::from_parts(metadata, stream, extensions));
-        }
-        let stream = self.bidding.watch_auction(request).await?;
-        Ok(Response::new(Box::pin(stream)))
+        use tokio_stream::StreamExt as _;
+        let response = self.watch_frames(request).await?;
+        Ok(response.map(|frames| {
+            let messages: Self::WatchAuctionStream =
+                Box::pin(frames.map(|frame| frame.and_then(crate::watch::Frame::into_message)));
+            messages
+        }))
     }
 
     type WatchMyActivityStream = ResponseStream<WatchMyActivityResponse>;
@@ -329,5 +321,32 @@ impl BiddingService for Service {
     ) -> Result<Response<Self::WatchMarketStream>, Status> {
         let stream = self.bidding.watch_market(request).await?;
         Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+impl Service {
+    /// `WatchAuction` as frames (see [`crate::watch`]).
+    pub(crate) async fn watch_frames(
+        &self,
+        request: Request<WatchAuctionRequest>,
+    ) -> Result<Response<crate::watch::FrameStream>, Status> {
+        use tokio_stream::StreamExt as _;
+        let auction_id = request.get_ref().auction_id.clone();
+        // With the cross-node fan-out (Redis) any node serves a watcher;
+        // without it, only the leader's hub has the live events.
+        if self.bidding.fanout.is_none()
+            && let Some(mut leader) = self.bidding.forward_target(&request, &auction_id)?
+        {
+            // A stream that breaks when leadership moves is resumed by the
+            // client after its last sequence, from the log, on any node.
+            let (metadata, stream, extensions) = leader
+                .watch_auction(self.bidding.forwarded(request))
+                .await?
+                .into_parts();
+            let stream: crate::watch::FrameStream =
+                Box::pin(stream.map(|message| message.map(crate::watch::Frame::from)));
+            return Ok(Response::from_parts(metadata, stream, extensions));
+        }
+        Ok(Response::new(self.bidding.watch_auction(request).await?))
     }
 }

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use auction_engine::{AuctionView, Event};
+use prost::bytes::Bytes;
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
@@ -25,10 +26,11 @@ pub struct Published {
     pub view: AuctionView,
     /// The catalog's metadata.
     pub metadata: Arc<Metadata>,
-    /// The events as `WatchAuction` sends them, converted by the first
-    /// watcher that needs them and shared by every other: 10,000 watchers of
-    /// one auction convert each event once, not 10,000 times.
-    wire: OnceLock<Vec<auction_proto::v1::AuctionEvent>>,
+    /// The events as `WatchAuction` sends them (each an encoded
+    /// `WatchAuctionResponse`), converted and encoded by the first watcher
+    /// that needs them and shared by every other: 10,000 watchers of one
+    /// auction convert and encode each event once, not 10,000 times.
+    frames: OnceLock<Vec<Bytes>>,
 }
 
 impl Published {
@@ -44,35 +46,51 @@ impl Published {
             events,
             view,
             metadata,
-            wire: OnceLock::new(),
+            frames: OnceLock::new(),
         }
     }
 
     /// The events on the wire, in order (one per event of `events`).
-    pub fn wire_events(&self) -> &[auction_proto::v1::AuctionEvent] {
-        self.wire.get_or_init(|| {
+    pub fn watch_frames(&self) -> &[Bytes] {
+        self.frames.get_or_init(|| {
+            use auction_proto::v1 as pb;
+            use prost::Message as _;
             let later = crate::convert::later_bids(&self.events);
             self.events
                 .iter()
                 .zip(later)
                 .map(|(event, later_bids)| {
-                    crate::convert::event(
+                    let event = crate::convert::event(
                         self.auction_id,
                         event,
                         &self.view,
                         &self.metadata,
                         later_bids,
-                    )
+                    );
+                    let response = pb::WatchAuctionResponse {
+                        message: Some(pb::watch_auction_response::Message::Event(event)),
+                    };
+                    Bytes::from(response.encode_to_vec())
                 })
                 .collect()
         })
     }
 }
 
+/// What a watcher of an auction receives.
+#[derive(Debug, Clone)]
+pub enum Live {
+    /// A commit of the auction.
+    Commit(Arc<Published>),
+    /// Time for a heartbeat: one node-wide beat reaches every watcher
+    /// through its auction's channel, instead of a timer per stream.
+    Beat,
+}
+
 /// The per-auction broadcast channels.
 #[derive(Debug)]
 pub struct Hub {
-    channels: Mutex<HashMap<Uuid, broadcast::Sender<Arc<Published>>>>,
+    channels: Mutex<Channels>,
     /// How many commits a watcher may fall behind before it is resynced.
     capacity: usize,
     /// The WatchMyActivity streams of this node, woken by the commits that
@@ -81,23 +99,35 @@ pub struct Hub {
     pub activity: crate::activity::Watchers,
 }
 
+/// The channels, and whether the hub was closed (shutdown).
+#[derive(Debug, Default)]
+struct Channels {
+    by_auction: HashMap<Uuid, broadcast::Sender<Live>>,
+    closed: bool,
+}
+
 impl Hub {
     /// A hub whose watchers may fall `capacity` commits behind.
     pub fn new(capacity: usize) -> Self {
         Self {
-            channels: Mutex::new(HashMap::new()),
+            channels: Mutex::new(Channels::default()),
             capacity: capacity.max(1),
             activity: crate::activity::Watchers::default(),
         }
     }
 
     /// Subscribes to an auction's committed events.
-    pub fn subscribe(&self, auction_id: Uuid) -> broadcast::Receiver<Arc<Published>> {
+    /// After [`Self::close`] the receiver is closed at once.
+    pub fn subscribe(&self, auction_id: Uuid) -> broadcast::Receiver<Live> {
         let mut channels = self
             .channels
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if channels.closed {
+            return broadcast::channel(1).1;
+        }
         channels
+            .by_auction
             .entry(auction_id)
             .or_insert_with(|| broadcast::channel(self.capacity).0)
             .subscribe()
@@ -111,12 +141,51 @@ impl Hub {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let auction_id = published.auction_id;
-        if let Some(sender) = channels.get(&auction_id)
-            && sender.send(published).is_err()
+        if let Some(sender) = channels.by_auction.get(&auction_id)
+            && sender.send(Live::Commit(published)).is_err()
         {
             // No receiver left.
-            channels.remove(&auction_id);
+            channels.by_auction.remove(&auction_id);
         }
+    }
+
+    /// Sends a heartbeat to every watcher of this node.
+    pub fn beat(&self) {
+        let channels = self
+            .channels
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for sender in channels.by_auction.values() {
+            let _ = sender.send(Live::Beat);
+        }
+    }
+
+    /// Closes every channel (shutdown): each watcher sees the end after
+    /// what it has not read yet, and later subscriptions are closed at once.
+    pub fn close(&self) {
+        let mut channels = self
+            .channels
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        channels.closed = true;
+        channels.by_auction.clear();
+    }
+
+    /// Beats every `every` until `shutdown`, then closes the hub.
+    pub async fn run(
+        self: Arc<Self>,
+        every: std::time::Duration,
+        shutdown: auction_platform::Shutdown,
+    ) {
+        let mut beats = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        beats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = shutdown.wait() => break,
+                _ = beats.tick() => self.beat(),
+            }
+        }
+        self.close();
     }
 
     /// Drops an auction's channel when nobody holds a receiver any more (a
@@ -127,10 +196,11 @@ impl Hub {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if channels
+            .by_auction
             .get(&auction_id)
             .is_some_and(|sender| sender.receiver_count() == 0)
         {
-            channels.remove(&auction_id);
+            channels.by_auction.remove(&auction_id);
         }
     }
 
@@ -139,6 +209,7 @@ impl Hub {
         self.channels
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .by_auction
             .len()
     }
 }
@@ -160,6 +231,30 @@ mod tests {
         assert_eq!(hub.channel_count(), 1);
         drop(second);
         hub.release(auction);
+        assert_eq!(hub.channel_count(), 0);
+    }
+
+    // Proves a beat reaches every watcher and closing ends every stream,
+    // including one that subscribes afterwards.
+    #[test]
+    fn beats_reach_every_watcher_and_close_ends_them() {
+        let hub = Hub::new(4);
+        let mut first = hub.subscribe(Uuid::now_v7());
+        let mut second = hub.subscribe(Uuid::now_v7());
+        hub.beat();
+        assert!(matches!(first.try_recv(), Ok(Live::Beat)));
+        assert!(matches!(second.try_recv(), Ok(Live::Beat)));
+        hub.close();
+        assert_eq!(hub.channel_count(), 0);
+        assert!(matches!(
+            first.try_recv(),
+            Err(broadcast::error::TryRecvError::Closed)
+        ));
+        let mut late = hub.subscribe(Uuid::now_v7());
+        assert!(matches!(
+            late.try_recv(),
+            Err(broadcast::error::TryRecvError::Closed)
+        ));
         assert_eq!(hub.channel_count(), 0);
     }
 }

@@ -30,9 +30,9 @@ pub mod routing;
 pub mod rpc;
 pub mod shard;
 pub mod update;
+pub mod watch;
 
 use auction_platform::{MeshService, Migrations, ServiceContext, StartError};
-use auction_proto::v1::bidding_service_server::BiddingServiceServer;
 use sqlx::migrate::Migrator;
 use tonic::service::RoutesBuilder;
 
@@ -63,6 +63,8 @@ impl MeshService for Service {
         let hub = std::sync::Arc::new(hub::Hub::new(
             context.config.bidding.watcher_buffer_batches as usize,
         ));
+        // Heartbeats for every WatchAuction stream, and their end at shutdown.
+        tokio::spawn(std::sync::Arc::clone(&hub).run(rpc::HEARTBEAT, context.shutdown.clone()));
         let clock: std::sync::Arc<dyn shard::Clock> = std::sync::Arc::new(shard::SystemClock);
         let market = std::sync::Arc::new(market::MarketFeed::new(clock.now()));
         let bus = auction_platform::bus::for_process(&context.config).map_err(|error| {
@@ -158,6 +160,6 @@ impl MeshService for Service {
     }
 
     fn add_routes(self, routes: &mut RoutesBuilder) {
-        routes.add_service(BiddingServiceServer::new(self));
+        routes.add_service(watch::Routes::new(self));
     }
 }

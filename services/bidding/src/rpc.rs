@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use crate::convert;
 use crate::error::BiddingError;
-use crate::hub::{Hub, Published};
+use crate::hub::Hub;
 use crate::log::{ListOrder, Log};
 use crate::shard::{self, Clock, IdempotencyKey, Metadata, Receipt, Shards};
 
@@ -64,14 +64,12 @@ pub struct Bidding {
     pub live: crate::live::LiveLots,
 }
 
-/// Events replayed from the log per query when a stream resumes.
-const RESUME_PAGE: u32 = 500;
 /// Messages buffered per watcher before the stream's writer waits.
 const STREAM_BUFFER: usize = 64;
 /// Events read per query when assembling a bid history.
 const HISTORY_PAGE: u32 = 5_000;
 /// A heartbeat at least this often on every stream.
-const HEARTBEAT: Duration = Duration::from_secs(15);
+pub(crate) const HEARTBEAT: Duration = Duration::from_secs(15);
 /// ListAuctions: the contract's default and largest page.
 const LIST_AUCTIONS_DEFAULT_PAGE: usize = 50;
 const LIST_AUCTIONS_MAX_PAGE: usize = 200;
@@ -81,7 +79,7 @@ const LIST_AUCTIONS_READS: usize = 5;
 /// Page tokens expire after this long (the contract's 24 hours).
 const LIST_TOKEN_TTL_MS: i64 = 24 * 60 * 60 * 1_000;
 
-fn refused(refusal: crate::error::Refusal) -> Status {
+pub(crate) fn refused(refusal: crate::error::Refusal) -> Status {
     BiddingError::Refused(refusal).into()
 }
 
@@ -737,58 +735,10 @@ impl Bidding {
         }))
     }
 
-    /// `WatchAuction`: a snapshot (fresh start) or the events after the
-    /// client's sequence from the log (resume), then every committed event,
-    /// gap-free; a watcher that falls behind is resynced with a snapshot.
-    pub async fn watch_auction(
-        &self,
-        request: Request<pb::WatchAuctionRequest>,
-    ) -> Result<ReceiverStream<Result<pb::WatchAuctionResponse, Status>>, Status> {
-        let request = request.into_inner();
-        let auction_id = convert::uuid("auction_id", &request.auction_id).map_err(refused)?;
-        // Subscribe before reading, so nothing committed in between is missed;
-        // duplicates are dropped by sequence below.
-        let live = self.hub.subscribe(auction_id);
-        if let Some(fanout) = &self.fanout {
-            fanout.follow(auction_id).await;
-        }
-        let (view, metadata) = match self.committed(auction_id).await {
-            Ok(committed) => committed,
-            Err(status) => {
-                // No channel left behind for an auction nobody can watch.
-                drop(live);
-                self.hub.release(auction_id);
-                if let Some(fanout) = &self.fanout {
-                    fanout.unfollow(auction_id);
-                }
-                return Err(status);
-            }
-        };
-        let (sender, receiver) = tokio::sync::mpsc::channel(STREAM_BUFFER);
-        let bidding = self.clone();
-        tokio::spawn(async move {
-            bidding
-                .pump(
-                    auction_id,
-                    request.resume_after_sequence,
-                    (view, metadata),
-                    live,
-                    sender,
-                )
-                .await;
-            // The pump owned the receiver; the channel goes with the last one.
-            bidding.hub.release(auction_id);
-            if let Some(fanout) = &bidding.fanout {
-                fanout.unfollow(auction_id);
-            }
-        });
-        Ok(ReceiverStream::new(receiver))
-    }
-
     /// An auction's committed state: from its shard on this node, or (with
     /// the cross-node fan-out, when another node leads it) rebuilt from the
     /// log, which holds exactly what was committed.
-    async fn committed(
+    pub(crate) async fn committed(
         &self,
         auction_id: Uuid,
     ) -> Result<(auction_engine::AuctionView, Arc<Metadata>), Status> {
@@ -807,185 +757,6 @@ impl Bidding {
             })
             .await?;
         Ok((receipt.view, Arc::new(receipt.metadata)))
-    }
-
-    /// Sends the log's events of `auction_id` after wire sequence `after` up
-    /// to `until` (inclusive); returns the last sequence sent, or `None` when
-    /// the stream is gone or failed.
-    async fn replay(
-        &self,
-        auction_id: Uuid,
-        after: u64,
-        until: u64,
-        (view, metadata): (&auction_engine::AuctionView, &Metadata),
-        sender: &tokio::sync::mpsc::Sender<Result<pb::WatchAuctionResponse, Status>>,
-    ) -> Option<u64> {
-        use pb::watch_auction_response::Message;
-        // Read the whole range first: a bid event's count is the view's
-        // minus the bids after it.
-        let mut missed: Vec<Event> = Vec::new();
-        let mut position = after;
-        // Wire sequence N is engine sequence N - 1, so "after N" starts at
-        // engine sequence N.
-        'pages: while position < until {
-            let page = match self
-                .log
-                .events_from(auction_id, position, RESUME_PAGE)
-                .await
-            {
-                Ok(page) => page,
-                Err(error) => {
-                    let _ = sender
-                        .send(Err(BiddingError::Unavailable(error).into()))
-                        .await;
-                    return None;
-                }
-            };
-            if page.is_empty() {
-                break;
-            }
-            for (engine_seq, text) in page {
-                let seq = convert::wire_sequence(engine_seq);
-                if seq > until {
-                    break 'pages;
-                }
-                let Ok(event) = serde_json::from_str::<Event>(&text) else {
-                    let _ = sender
-                        .send(Err(BiddingError::Internal(format!(
-                            "event {seq} unreadable"
-                        ))
-                        .into()))
-                        .await;
-                    return None;
-                };
-                missed.push(event);
-                position = seq;
-            }
-        }
-        let later = convert::later_bids(&missed);
-        let mut sent = after;
-        for (event, later_bids) in missed.iter().zip(later) {
-            let message = Message::Event(convert::event(
-                auction_id, event, view, metadata, later_bids,
-            ));
-            if sender
-                .send(Ok(pb::WatchAuctionResponse {
-                    message: Some(message),
-                }))
-                .await
-                .is_err()
-            {
-                return None;
-            }
-            sent = convert::wire_sequence(event.seq);
-        }
-        Some(sent)
-    }
-
-    async fn pump(
-        &self,
-        auction_id: Uuid,
-        resume_after: u64,
-        (view, metadata): (auction_engine::AuctionView, Arc<Metadata>),
-        mut live: broadcast::Receiver<Arc<Published>>,
-        sender: tokio::sync::mpsc::Sender<Result<pb::WatchAuctionResponse, Status>>,
-    ) {
-        use pb::watch_auction_response::Message;
-        // Wire sequences: the last event is `next_seq` (see convert::wire_sequence).
-        let current = view.next_seq;
-        let mut sent = if resume_after == 0 || resume_after > current {
-            let reason = if resume_after == 0 {
-                pb::SnapshotReason::Initial
-            } else {
-                pb::SnapshotReason::ResumeUnknown
-            };
-            let snapshot = self.snapshot(auction_id, &view, &metadata, reason);
-            if sender
-                .send(Ok(pb::WatchAuctionResponse {
-                    message: Some(Message::Snapshot(snapshot)),
-                }))
-                .await
-                .is_err()
-            {
-                return;
-            }
-            current
-        } else {
-            if sender.send(Ok(self.heartbeat(current))).await.is_err() {
-                return;
-            }
-            // Replay what the client missed from the log.
-            if self
-                .replay(
-                    auction_id,
-                    resume_after,
-                    current,
-                    (&view, &metadata),
-                    &sender,
-                )
-                .await
-                .is_none()
-            {
-                return;
-            }
-            current
-        };
-        loop {
-            tokio::select! {
-                () = self.shutdown.wait() => {
-                    let _ = sender.send(Err(BiddingError::ShuttingDown.into())).await;
-                    return;
-                }
-                received = live.recv() => match received {
-                    Ok(published) => {
-                        // A commit that did not reach this node (Redis
-                        // pub/sub is at most once) shows as a gap: the log
-                        // fills it first.
-                        if let Some(first) = published.events.first() {
-                            let first = convert::wire_sequence(first.seq);
-                            if first > sent + 1 {
-                                match self.replay(auction_id, sent, first - 1, (&published.view, &metadata), &sender).await {
-                                    Some(last) => sent = last,
-                                    None => return,
-                                }
-                            }
-                        }
-                        for (event, wire) in published.events.iter().zip(published.wire_events()) {
-                            let seq = convert::wire_sequence(event.seq);
-                            if seq <= sent {
-                                continue;
-                            }
-                            let message = Message::Event(wire.clone());
-                            if sender.send(Ok(pb::WatchAuctionResponse { message: Some(message) })).await.is_err() {
-                                return;
-                            }
-                            sent = seq;
-                        }
-                    }
-                    Err(broadcast::error::RecvError::Lagged(_)) => {
-                        // Too slow: a fresh snapshot replaces what was missed.
-                        let (fresh, _) = match self.committed(auction_id).await {
-                            Ok(committed) => committed,
-                            Err(status) => {
-                                let _ = sender.send(Err(status)).await;
-                                return;
-                            }
-                        };
-                        sent = fresh.next_seq;
-                        let snapshot = self.snapshot(auction_id, &fresh, &metadata, pb::SnapshotReason::SlowConsumer);
-                        if sender.send(Ok(pb::WatchAuctionResponse { message: Some(Message::Snapshot(snapshot)) })).await.is_err() {
-                            return;
-                        }
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return,
-                },
-                () = tokio::time::sleep(HEARTBEAT) => {
-                    if sender.send(Ok(self.heartbeat(sent))).await.is_err() {
-                        return;
-                    }
-                }
-            }
-        }
     }
 
     /// `WatchMarket`: the partners' feed, filtered, resumable; a fresh start
@@ -1181,7 +952,7 @@ impl Bidding {
         }
     }
 
-    fn snapshot(
+    pub(crate) fn snapshot(
         &self,
         auction_id: Uuid,
         view: &auction_engine::AuctionView,
@@ -1195,7 +966,7 @@ impl Bidding {
         }
     }
 
-    fn heartbeat(&self, latest: u64) -> pb::WatchAuctionResponse {
+    pub(crate) fn heartbeat(&self, latest: u64) -> pb::WatchAuctionResponse {
         pb::WatchAuctionResponse {
             message: Some(pb::watch_auction_response::Message::Heartbeat(
                 pb::StreamHeartbeat {

@@ -317,6 +317,61 @@ async fn watch_and_resume() {
     app.stop().await;
 }
 
+// Proves a WatchAuction stream ends with UNAVAILABLE when the server shuts
+// down (the hub closes every auction's channel), after the events it had
+// not sent yet, instead of hanging the shutdown.
+#[tokio::test]
+async fn watch_ends_unavailable_at_shutdown() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let actors = actors(&app);
+    let mut bidding = client(&app).await;
+    let auction = create(
+        &mut bidding,
+        &actors,
+        english("1.00", None),
+        Duration::from_secs(3_600),
+    )
+    .await;
+    let id = auction.auction_id.clone();
+    let mut stream = bidding
+        .watch_auction(pb::WatchAuctionRequest {
+            auction_id: id.clone(),
+            resume_after_sequence: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let pb::watch_auction_response::Message::Snapshot(snapshot) = next_message(&mut stream).await
+    else {
+        panic!("a snapshot first");
+    };
+    bidding
+        .set_max_bid(max_bid(&id, "s-1", "3.00", &actors.alice_token))
+        .await
+        .unwrap();
+    let latest = state(&mut bidding, &id).await.sequence;
+    assert!(latest > snapshot.state.unwrap().sequence);
+    app.stop().await;
+    // Every committed event first, then the end.
+    let mut last = 0;
+    let status = loop {
+        match tokio::time::timeout(Duration::from_secs(10), stream.next())
+            .await
+            .expect("the stream ends within 10 s")
+        {
+            Some(Ok(response)) => {
+                if let Some(pb::watch_auction_response::Message::Event(event)) = response.message {
+                    last = event.sequence;
+                }
+            }
+            Some(Err(status)) => break status,
+            None => panic!("the stream ended without a status"),
+        }
+    };
+    assert_eq!(last, latest, "the events committed before the shutdown");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+}
+
 /// Runs one 100 ms second-price sealed auction: it opens 300 ms from now,
 /// both bids go in as soon as the stream shows it open; `None` when the
 /// machine was too slow to bid inside the 100 ms window.

@@ -62,6 +62,64 @@ impl AckBook {
     }
 }
 
+/// What `watch` reads of a `WatchAuctionResponse`: the kind, an event's
+/// sequence and a snapshot's reason. prost skips every other field without
+/// decoding it, so 10,000 streams cost the load generator (which shares the
+/// machine with the server it measures) as little as possible.
+#[derive(Clone, PartialEq, prost::Message)]
+struct WatchHead {
+    #[prost(oneof = "HeadKind", tags = "1, 2, 3")]
+    kind: Option<HeadKind>,
+}
+
+/// The kinds of `WatchAuctionResponse`, same tags.
+#[derive(Clone, PartialEq, prost::Oneof)]
+enum HeadKind {
+    #[prost(message, tag = "1")]
+    Snapshot(SnapshotHead),
+    #[prost(message, tag = "2")]
+    Event(EventHead),
+    #[prost(message, tag = "3")]
+    Heartbeat(HeartbeatHead),
+}
+
+/// `AuctionSnapshot.reason`.
+#[derive(Clone, Copy, PartialEq, prost::Message)]
+struct SnapshotHead {
+    #[prost(int32, tag = "1")]
+    reason: i32,
+}
+
+/// `AuctionEvent.sequence`.
+#[derive(Clone, Copy, PartialEq, prost::Message)]
+struct EventHead {
+    #[prost(uint64, tag = "1")]
+    sequence: u64,
+}
+
+/// Nothing of `StreamHeartbeat`.
+#[derive(Clone, Copy, PartialEq, prost::Message)]
+struct HeartbeatHead {}
+
+/// Opens `WatchAuction` decoding only [`WatchHead`].
+async fn watch_heads(
+    channel: tonic::transport::Channel,
+    request: pb::WatchAuctionRequest,
+) -> Result<tonic::codec::Streaming<WatchHead>, tonic::Status> {
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready()
+        .await
+        .map_err(|error| tonic::Status::unavailable(error.to_string()))?;
+    let codec = tonic_prost::ProstCodec::<pb::WatchAuctionRequest, WatchHead>::default();
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+        "/auction.v1.BiddingService/WatchAuction",
+    );
+    Ok(grpc
+        .server_streaming(tonic::Request::new(request), path, codec)
+        .await?
+        .into_inner())
+}
+
 /// Unmatched arrivals remembered at most (memory bound of the client).
 const UNMATCHED_LIMIT: usize = 5_000_000;
 
@@ -98,7 +156,11 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
 
     let book = Arc::new(AckBook::default());
     let counts = Arc::new(StreamCounts::default());
-    let delivery: SharedHistogram = Arc::new(Mutex::new(common::histogram()));
+    // One histogram per stream connection (merged at the end): 100,000
+    // deliveries a second on one lock would make the client the bottleneck.
+    let shards: Vec<SharedHistogram> = (0..stream_channels.len())
+        .map(|_| Arc::new(Mutex::new(common::histogram())))
+        .collect();
     let measuring = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let unmatched: Arc<Mutex<Vec<(usize, u64)>>> = Arc::new(Mutex::new(Vec::new()));
     let mut stream_tasks = JoinSet::new();
@@ -110,20 +172,17 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         let channel = stream_channels[index % stream_channels.len()].clone();
         let book = book.clone();
         let counts = counts.clone();
-        let delivery = delivery.clone();
+        let delivery = shards[index % shards.len()].clone();
         let measuring = measuring.clone();
         let unmatched = unmatched.clone();
         let opened_sender = opened_sender.clone();
         stream_tasks.spawn(async move {
-            let mut client = pb::bidding_service_client::BiddingServiceClient::new(channel);
-            let mut stream = match client
-                .watch_auction(pb::WatchAuctionRequest {
-                    auction_id,
-                    resume_after_sequence: 0,
-                })
-                .await
-            {
-                Ok(response) => response.into_inner(),
+            let request = pb::WatchAuctionRequest {
+                auction_id,
+                resume_after_sequence: 0,
+            };
+            let mut stream = match watch_heads(channel, request).await {
+                Ok(stream) => stream,
                 Err(status) => {
                     eprintln!("WatchAuction: {}", common::reason(&status));
                     counts.failed.fetch_add(1, Ordering::Relaxed);
@@ -142,8 +201,8 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
                     }
                 };
                 let arrived = Instant::now();
-                match message.message {
-                    Some(pb::watch_auction_response::Message::Event(event)) => {
+                match message.kind {
+                    Some(HeadKind::Event(event)) => {
                         if !measuring.load(Ordering::Relaxed) {
                             continue;
                         }
@@ -168,7 +227,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
                             }
                         }
                     }
-                    Some(pb::watch_auction_response::Message::Snapshot(snapshot)) => {
+                    Some(HeadKind::Snapshot(snapshot)) => {
                         if !announced {
                             announced = true;
                             let _ = opened_sender.send(()).await;
@@ -176,7 +235,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
                             counts.resyncs.fetch_add(1, Ordering::Relaxed);
                         }
                     }
-                    Some(pb::watch_auction_response::Message::Heartbeat(_)) | None => {}
+                    Some(HeadKind::Heartbeat(_)) | None => {}
                 }
             }
         });
@@ -217,18 +276,23 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     stream_tasks.abort_all();
     // An event that arrived before its bid's ack was delivered in no time
     // after it: count it as 0.
+    let mut delivery = common::histogram();
+    for shard in &shards {
+        delivery.add(
+            &*shard
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )?;
+    }
     {
         let unmatched = unmatched
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut histogram = delivery
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         for (auction, sequence) in unmatched.iter() {
             if book.get(*auction, *sequence).is_some() {
                 counts.matched.fetch_add(1, Ordering::Relaxed);
                 counts.before_ack.fetch_add(1, Ordering::Relaxed);
-                common::record(&mut histogram, Duration::ZERO);
+                common::record(&mut delivery, Duration::ZERO);
             }
         }
     }
@@ -241,9 +305,6 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
             .map_or_else(|| "full speed".to_owned(), |rate| format!("{rate}/s"))
     );
     common::print_tally("bids acknowledged", &tally, budget.measured());
-    let delivery = delivery
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let window = budget.measured();
     println!(
         "delivery: {} events received ({}/s), {} matched to an acknowledged bid, {} arrived before the ack (counted as 0), {} slow-consumer resyncs, {} streams failed",

@@ -5,10 +5,7 @@
 //! the arrival of the terminal event (closed or unsold) on the stream minus
 //! the scheduled end, on the server's clock (the offset measured with
 //! GetServerTime): an upper bound of the shard's lateness, since it
-//! includes commit and delivery. The terminal event's own time is when the
-//! shard applied the deadline (its clock, read when the timer fired), so
-//! "applied lateness" = that time minus the scheduled end needs no clock
-//! offset: it is the timer's precision alone.
+//! includes commit and delivery.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -48,7 +45,6 @@ pub struct Options {
 struct Measured {
     open_late_us: i64,
     close_late_us: i64,
-    applied_late_us: i64,
     closed: bool,
 }
 
@@ -122,7 +118,6 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         });
     }
     let mut close_late = common::histogram();
-    let mut applied_late = common::histogram();
     let mut open_late = common::histogram();
     let (mut early, mut closed, mut unsold) = (0_u64, 0_u64, 0_u64);
     while let Some(done) = tasks.join_next().await {
@@ -134,7 +129,6 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         }
         for (histogram, late_us) in [
             (&mut close_late, measured.close_late_us),
-            (&mut applied_late, measured.applied_late_us),
             (&mut open_late, measured.open_late_us),
         ] {
             if late_us < 0 {
@@ -155,10 +149,6 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     println!(
         "  close lateness (terminal event on the stream - deadline): {}",
         common::percentiles(&close_late)
-    );
-    println!(
-        "  close applied (terminal event's time, stamped by the shard - deadline): {}",
-        common::percentiles(&applied_late)
     );
     println!(
         "  open lateness (AuctionOpened on the stream - start): {}",
@@ -235,10 +225,6 @@ async fn one_auction(
                     return Ok(Measured {
                         open_late_us: open_late_us.unwrap_or(0),
                         close_late_us: arrived_us - end_ms * 1_000,
-                        applied_late_us: event
-                            .event_time
-                            .map_or(0, |at| at.seconds * 1_000_000 + i64::from(at.nanos / 1_000))
-                            - end_ms * 1_000,
                         closed: matches!(event.kind, Some(Kind::Closed(_))),
                     });
                 }

@@ -815,7 +815,7 @@ impl Worker {
     }
 
     async fn prefetch_outcomes(&mut self, requests: &[Request]) -> Result<(), LogError> {
-        let keys: Vec<(Uuid, &str, &str)> = requests
+        let keys: Vec<(Uuid, &'static str, String)> = requests
             .iter()
             .filter_map(|request| match request {
                 Request::Create { key, .. }
@@ -828,12 +828,12 @@ impl Worker {
                     .outcomes
                     .contains_key(&(key.caller, key.method, key.request_id.clone()))
             })
-            .map(|key| (key.caller, key.method, key.request_id.as_str()))
+            .map(|key| (key.caller, key.method, key.request_id.clone()))
             .collect();
         if keys.is_empty() {
             return Ok(());
         }
-        for row in self.log.find_outcomes(&keys).await? {
+        for row in self.log.find_outcomes_together(keys).await? {
             let outcome: Outcome = serde_json::from_str(&row.outcome)
                 .map_err(|error| LogError::Corrupt(format!("outcome: {error}")))?;
             // Only methods of this version are stored; another is skipped.

@@ -1077,17 +1077,27 @@ pub fn later_bids(events: &[Event]) -> Vec<u32> {
     let mut count = 0_u32;
     for (index, event) in events.iter().enumerate().rev() {
         later[index] = count;
-        if matches!(
-            event.kind,
-            auction_engine::EventKind::BidAccepted {
-                bid_kind: auction_engine::BidKind::Plain | auction_engine::BidKind::Maximum,
-                ..
-            }
-        ) {
+        if is_visible_bid(event) {
             count = count.saturating_add(1);
         }
     }
     later
+}
+
+/// How many visible bids `events` holds.
+pub fn visible_bids(events: &[Event]) -> u32 {
+    let count = events.iter().filter(|event| is_visible_bid(event)).count();
+    u32::try_from(count).unwrap_or(u32::MAX)
+}
+
+fn is_visible_bid(event: &Event) -> bool {
+    matches!(
+        event.kind,
+        auction_engine::EventKind::BidAccepted {
+            bid_kind: auction_engine::BidKind::Plain | auction_engine::BidKind::Maximum,
+            ..
+        }
+    )
 }
 
 fn unsold(reason: auction_engine::UnsoldReason) -> pb::UnsoldReason {

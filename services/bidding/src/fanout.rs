@@ -6,7 +6,7 @@
 //! [`Hub`], whose broadcast channel fans it out to the node's watchers.
 //!
 //! Pub/sub delivers at most once: a message lost while a connection was
-//! down shows up as a gap in sequence, and the watcher's pump fills it from
+//! down shows up as a gap in sequence, and the watcher's stream fills it from
 //! the log before going on (no gap, no duplicate). A watcher follows its
 //! auction through Redis whichever node leads it, so a leader change does
 //! not break the stream; echoes of this node's own commits are dropped by
@@ -111,7 +111,7 @@ impl Fanout {
 
     /// A local stream wants `auction_id`'s commits: subscribes (once per
     /// node) and returns when Redis confirmed the subscription, or after a
-    /// second (the pump's gap filling covers a late subscription).
+    /// second (the stream's gap filling covers a late subscription).
     pub async fn follow(&self, auction_id: Uuid) {
         let first = {
             let mut followed = self

@@ -91,7 +91,8 @@ pub enum Live {
 #[derive(Debug)]
 pub struct Hub {
     channels: Mutex<Channels>,
-    /// How many commits a watcher may fall behind before it is resynced.
+    /// How many commits a watcher may fall behind before it is resynced
+    /// (each channel holds one more item: room for a heartbeat).
     capacity: usize,
     /// The WatchMyActivity streams of this node, woken by the commits that
     /// touch their user's index (kept here because every shard writer and
@@ -129,7 +130,7 @@ impl Hub {
         channels
             .by_auction
             .entry(auction_id)
-            .or_insert_with(|| broadcast::channel(self.capacity).0)
+            .or_insert_with(|| broadcast::channel(self.capacity + 1).0)
             .subscribe()
     }
 

@@ -63,8 +63,6 @@ impl MeshService for Service {
         let hub = std::sync::Arc::new(hub::Hub::new(
             context.config.bidding.watcher_buffer_batches as usize,
         ));
-        // Heartbeats for every WatchAuction stream, and their end at shutdown.
-        tokio::spawn(std::sync::Arc::clone(&hub).run(rpc::HEARTBEAT, context.shutdown.clone()));
         let clock: std::sync::Arc<dyn shard::Clock> = std::sync::Arc::new(shard::SystemClock);
         let market = std::sync::Arc::new(market::MarketFeed::new(clock.now()));
         let bus = auction_platform::bus::for_process(&context.config).map_err(|error| {
@@ -141,6 +139,8 @@ impl MeshService for Service {
                     message: auction_platform::error::DisplayChain(&error).to_string(),
                 })?;
         }
+        // Heartbeats for every WatchAuction stream, and their end at shutdown.
+        tokio::spawn(std::sync::Arc::clone(&hub).run(rpc::HEARTBEAT, context.shutdown.clone()));
         Ok(Self {
             bidding: rpc::Bidding {
                 cluster,

@@ -497,6 +497,7 @@ impl Log {
                 }
                 Err(error) => {
                     let message = auction_platform::error::DisplayChain(&error).to_string();
+                    tracing::error!(error = %message, lookups = lookups.len(), "outcome lookup failed; the waiting batches are refused");
                     for lookup in lookups {
                         let _ = lookup
                             .reply

@@ -23,7 +23,7 @@ use auction_proto::v1::bidding_service_server::BiddingServiceServer;
 use prost::Message as _;
 use prost::bytes::{BufMut as _, Bytes};
 use tokio::sync::broadcast;
-use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::{BoxFuture, Context, Poll, Service, http};
 use tonic::server::NamedService;
 use tonic::{Request, Response, Status};
@@ -117,10 +117,6 @@ impl Encoder for FrameEncoder {
             }
         }
     }
-
-    fn buffer_settings(&self) -> BufferSettings {
-        BufferSettings::default()
-    }
 }
 
 /// Decodes a `WatchAuctionRequest`.
@@ -136,14 +132,12 @@ impl Decoder for RequestDecoder {
             .map(Some)
             .map_err(|error| Status::internal(error.to_string()))
     }
-
-    fn buffer_settings(&self) -> BufferSettings {
-        BufferSettings::default()
-    }
 }
 
 /// The service's routes: `WatchAuction` with [`FrameCodec`], every other
-/// method through tonic's generated server.
+/// method through tonic's generated server. Both run with tonic's default
+/// limits and no compression; a setting added to one must be added to the
+/// other.
 #[derive(Debug, Clone)]
 pub struct Routes {
     service: crate::Service,
@@ -215,12 +209,15 @@ impl Bidding {
         let auction_id = convert::uuid("auction_id", &request.auction_id).map_err(refused)?;
         // Subscribe before reading, so nothing committed in between is missed;
         // duplicates are dropped by sequence below.
-        let live = self.hub.subscribe(auction_id);
+        // `release` before `live`: locals drop in reverse order, so if the
+        // client goes while this call awaits, the receiver is gone when the
+        // guard releases the channel.
         let release = Release {
             hub: Arc::clone(&self.hub),
             fanout: self.fanout.clone(),
             auction_id,
         };
+        let live = self.hub.subscribe(auction_id);
         if let Some(fanout) = &self.fanout {
             fanout.follow(auction_id).await;
         }
@@ -419,10 +416,17 @@ impl Watcher {
                     if let Some(first) = published.events.first() {
                         let first = convert::wire_sequence(first.seq);
                         if first > self.sent + 1 {
-                            self.replay = self
+                            let mut missed = self
                                 .bidding
                                 .missed(self.auction_id, self.sent, first - 1)
                                 .await?;
+                            // Converted against the view after `published`:
+                            // its bids come after every missed event too.
+                            let after = convert::visible_bids(&published.events);
+                            for (_, later_bids) in &mut missed {
+                                *later_bids = later_bids.saturating_add(after);
+                            }
+                            self.replay = missed;
                             self.replay_view = Some(published.view.clone());
                         }
                     }

@@ -242,11 +242,16 @@ async fn next_event(stream: &mut tonic::Streaming<pb::WatchAuctionResponse>) -> 
     }
 }
 
-// Proves WatchAuction sends a snapshot then every event with consecutive
-// sequence numbers, and that resuming after S gives exactly the events
-// after S.
-#[tokio::test]
-async fn watch_and_resume() {
+/// A running English auction on a fresh SQLite app, watched from the start:
+/// (app, actors, client, auction id, stream, its first snapshot).
+async fn watched_english_auction() -> (
+    auction_testkit::TestApp,
+    Actors,
+    pb::bidding_service_client::BiddingServiceClient<tonic::transport::Channel>,
+    String,
+    tonic::Streaming<pb::WatchAuctionResponse>,
+    pb::AuctionSnapshot,
+) {
     let app = spawn_app(Backend::Sqlite).await;
     let actors = actors(&app);
     let mut bidding = client(&app).await;
@@ -270,6 +275,15 @@ async fn watch_and_resume() {
     else {
         panic!("a snapshot first");
     };
+    (app, actors, bidding, id, stream, snapshot)
+}
+
+// Proves WatchAuction sends a snapshot then every event with consecutive
+// sequence numbers, and that resuming after S gives exactly the events
+// after S.
+#[tokio::test]
+async fn watch_and_resume() {
+    let (app, actors, mut bidding, id, mut stream, snapshot) = watched_english_auction().await;
     let start = snapshot.state.unwrap().sequence;
     for (index, (amount, token)) in [
         ("3.00", &actors.alice_token),
@@ -322,29 +336,7 @@ async fn watch_and_resume() {
 // not sent yet, instead of hanging the shutdown.
 #[tokio::test]
 async fn watch_ends_unavailable_at_shutdown() {
-    let app = spawn_app(Backend::Sqlite).await;
-    let actors = actors(&app);
-    let mut bidding = client(&app).await;
-    let auction = create(
-        &mut bidding,
-        &actors,
-        english("1.00", None),
-        Duration::from_secs(3_600),
-    )
-    .await;
-    let id = auction.auction_id.clone();
-    let mut stream = bidding
-        .watch_auction(pb::WatchAuctionRequest {
-            auction_id: id.clone(),
-            resume_after_sequence: 0,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let pb::watch_auction_response::Message::Snapshot(snapshot) = next_message(&mut stream).await
-    else {
-        panic!("a snapshot first");
-    };
+    let (app, actors, mut bidding, id, mut stream, snapshot) = watched_english_auction().await;
     bidding
         .set_max_bid(max_bid(&id, "s-1", "3.00", &actors.alice_token))
         .await

@@ -32,6 +32,13 @@ pub mod service;
 pub mod shutdown;
 pub mod telemetry;
 
+/// Every binary of the mesh (and its tests) allocates with mimalloc: a
+/// stream, a bid and a commit allocate small short-lived buffers by the
+/// hundred (HTTP/2 frames, protobuf messages, SQL rows), where glibc's
+/// malloc took 15-20 % of the server's CPU under load (perf).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 pub use config::Config;
 pub use database::{Database, Migrations};
 pub use error::{ServiceError, to_status, unimplemented};

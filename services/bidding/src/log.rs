@@ -463,44 +463,45 @@ impl Log {
     async fn run_lookups(self, mut receiver: mpsc::UnboundedReceiver<Lookup>) {
         let mut waiting = Vec::new();
         while receiver.recv_many(&mut waiting, 256).await > 0 {
-            let lookups = std::mem::take(&mut waiting);
-            let keys: Vec<(Uuid, &str, &str)> = lookups
+            let (asked, replies): (Vec<_>, Vec<_>) = waiting
+                .drain(..)
+                .map(|lookup| (lookup.keys, lookup.reply))
+                .unzip();
+            let keys: Vec<(Uuid, &str, &str)> = asked
                 .iter()
-                .flat_map(|lookup| lookup.keys.iter())
+                .flatten()
                 .map(|(caller, method, request_id)| (*caller, *method, request_id.as_str()))
                 .collect();
             match self.find_outcomes(&keys).await {
                 Ok(rows) => {
-                    // Two shards may ask for the same key (one caller's
-                    // request id on two auctions): each gets the row.
-                    let by_key: HashMap<(Uuid, String, String), OutcomeRow> = rows
-                        .into_iter()
+                    let by_key: HashMap<(Uuid, &str, &str), &OutcomeRow> = rows
+                        .iter()
                         .map(|row| {
                             (
-                                (row.caller, row.method.clone(), row.request_id.clone()),
+                                (row.caller, row.method.as_str(), row.request_id.as_str()),
                                 row,
                             )
                         })
                         .collect();
-                    for lookup in lookups {
-                        let found = lookup
-                            .keys
-                            .into_iter()
+                    // Two shards may ask for the same key (one caller's
+                    // request id on two auctions): each gets the row.
+                    for (keys, reply) in asked.iter().zip(replies) {
+                        let found = keys
+                            .iter()
                             .filter_map(|(caller, method, request_id)| {
                                 by_key
-                                    .get(&(caller, method.to_owned(), request_id))
-                                    .cloned()
+                                    .get(&(*caller, *method, request_id.as_str()))
+                                    .map(|row| (*row).clone())
                             })
                             .collect();
-                        let _ = lookup.reply.send(Ok(found));
+                        let _ = reply.send(Ok(found));
                     }
                 }
                 Err(error) => {
                     let message = auction_platform::error::DisplayChain(&error).to_string();
-                    tracing::error!(error = %message, lookups = lookups.len(), "outcome lookup failed; the waiting batches are refused");
-                    for lookup in lookups {
-                        let _ = lookup
-                            .reply
+                    tracing::error!(error = %message, lookups = replies.len(), "outcome lookup failed; the waiting batches are refused");
+                    for reply in replies {
+                        let _ = reply
                             .send(Err(LogError::Corrupt(format!("outcome lookup: {message}"))));
                     }
                 }

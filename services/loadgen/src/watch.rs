@@ -330,3 +330,51 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use prost::Message as _;
+
+    use super::*;
+
+    // Proves the partial decode reads the same kind, sequence and reason as
+    // the contract's own message (the tags are written by hand).
+    #[test]
+    fn heads_decode_what_the_contract_encodes() {
+        use pb::watch_auction_response::Message;
+        let decode = |message: Message| {
+            let bytes = pb::WatchAuctionResponse {
+                message: Some(message),
+            }
+            .encode_to_vec();
+            WatchHead::decode(bytes.as_slice()).unwrap().kind
+        };
+        let event = decode(Message::Event(pb::AuctionEvent {
+            sequence: 7,
+            auction_id: "an auction".to_owned(),
+            ..Default::default()
+        }));
+        assert_eq!(event, Some(HeadKind::Event(EventHead { sequence: 7 })));
+        let snapshot = decode(Message::Snapshot(pb::AuctionSnapshot {
+            reason: pb::SnapshotReason::SlowConsumer as i32,
+            state: Some(pb::AuctionState {
+                sequence: 9,
+                ..Default::default()
+            }),
+            recent_bids: Vec::new(),
+        }));
+        assert_eq!(
+            snapshot,
+            Some(HeadKind::Snapshot(SnapshotHead {
+                reason: pb::SnapshotReason::SlowConsumer as i32
+            }))
+        );
+        let heartbeat = decode(Message::Heartbeat(pb::StreamHeartbeat {
+            server_time: None,
+            latest_sequence: 3,
+        }));
+        assert_eq!(heartbeat, Some(HeadKind::Heartbeat(HeartbeatHead {})));
+    }
+}

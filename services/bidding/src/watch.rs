@@ -236,8 +236,7 @@ impl Bidding {
             metadata,
             start: Some((request.resume_after_sequence, view)),
             sent: 0,
-            replay: VecDeque::new(),
-            replay_view: None,
+            replay: None,
             current: None,
             finished: false,
             live,
@@ -315,10 +314,8 @@ struct Watcher {
     start: Option<(u64, auction_engine::AuctionView)>,
     /// The last wire sequence sent or covered by a snapshot.
     sent: u64,
-    /// Events read back from the log, waiting to be sent, and the auction
-    /// they are converted against.
-    replay: VecDeque<(Event, u32)>,
-    replay_view: Option<auction_engine::AuctionView>,
+    /// Events read back from the log, waiting to be sent.
+    replay: Option<Replay>,
     /// The commit being sent and the index of its next event.
     current: Option<(Arc<Published>, usize)>,
     /// An error was sent: the stream ends.
@@ -326,6 +323,14 @@ struct Watcher {
     /// The live events; dropped before `_release` (field order).
     live: broadcast::Receiver<Live>,
     _release: Release,
+}
+
+/// Events read back from the log (a resume, or a gap in the live events),
+/// each with its count of later bids, and the auction they are converted
+/// against.
+struct Replay {
+    view: auction_engine::AuctionView,
+    events: VecDeque<(Event, u32)>,
 }
 
 impl Watcher {
@@ -365,19 +370,17 @@ impl Watcher {
                 })));
             }
             // Resume: what the client missed, from the log.
-            self.replay = self
+            let events = self
                 .bidding
                 .missed(self.auction_id, resume_after, current)
                 .await?;
-            self.replay_view = Some(view);
+            self.replay = Some(Replay { view, events });
             return Ok(Some(Frame::from(self.bidding.heartbeat(current))));
         }
         loop {
-            if let Some((event, later_bids)) = self.replay.pop_front() {
-                let view = self
-                    .replay_view
-                    .as_ref()
-                    .ok_or_else(|| BiddingError::Internal("replay without a view".into()))?;
+            if let Some(replay) = &mut self.replay
+                && let Some((event, later_bids)) = replay.events.pop_front()
+            {
                 let seq = convert::wire_sequence(event.seq);
                 // A resume's replay runs up to the opening point, which
                 // `sent` already covers; a gap's replay is all new.
@@ -385,7 +388,7 @@ impl Watcher {
                 let message = Message::Event(convert::event(
                     self.auction_id,
                     &event,
-                    view,
+                    &replay.view,
                     &self.metadata,
                     later_bids,
                 ));
@@ -393,6 +396,7 @@ impl Watcher {
                     message: Some(message),
                 })));
             }
+            self.replay = None;
             if let Some((published, index)) = &mut self.current {
                 while *index < published.events.len() {
                     let at = *index;
@@ -426,8 +430,10 @@ impl Watcher {
                             for (_, later_bids) in &mut missed {
                                 *later_bids = later_bids.saturating_add(after);
                             }
-                            self.replay = missed;
-                            self.replay_view = Some(published.view.clone());
+                            self.replay = Some(Replay {
+                                view: published.view.clone(),
+                                events: missed,
+                            });
                         }
                     }
                     self.current = Some((published, 0));
@@ -439,7 +445,7 @@ impl Watcher {
                     // Too slow: a fresh snapshot replaces what was missed.
                     let (fresh, _) = self.bidding.committed(self.auction_id).await?;
                     self.sent = fresh.next_seq;
-                    self.replay.clear();
+                    self.replay = None;
                     let snapshot = self.bidding.snapshot(
                         self.auction_id,
                         &fresh,

@@ -2,9 +2,10 @@
 //!
 //! Same contract as the Redis bus: per topic an ordered log; per (topic,
 //! group) a cursor shared by the group's consumers, so each message goes to
-//! one consumer of each group; a message is passed on only after its
-//! handler succeeded, retried with a short back-off, and set aside as dead
-//! after `max_deliveries` failures. Nothing survives the process, which is
+//! one consumer of each group; messages are handed over in batches of up to
+//! [`MAX_BATCH`] (`Handler::handle_batch`), and one whose handling failed is
+//! retried alone with a short back-off before the next batch is taken, and
+//! set aside as dead after `max_deliveries` failures. Nothing survives the process, which is
 //! fine for dev: producers keep their outbox rows until published, and a
 //! restart re-publishes none of the delivered ones. Each topic keeps at
 //! most [`MAX_RETAINED`] messages; a group further behind skips the oldest
@@ -16,7 +17,10 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::{BoxFuture, BusError, Envelope, EventBus, Handler, Subscription};
+use super::{
+    BoxFuture, BusError, Envelope, EventBus, HandleError, Handler, MAX_BATCH, Subscription,
+};
+use crate::Shutdown;
 
 /// Messages kept per topic.
 pub const MAX_RETAINED: usize = 100_000;
@@ -67,8 +71,9 @@ impl InProcessBus {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Takes the next message for `group` on `topic`, advancing the cursor.
-    fn take(&self, topic: &str, group: &str) -> Option<Envelope> {
+    /// Takes the next messages (at most `max`) for `group` on `topic`,
+    /// advancing the cursor past them.
+    fn take(&self, topic: &str, group: &str, max: usize) -> Vec<Envelope> {
         let mut topics = self.lock();
         let topic = topics.entry(topic.to_owned()).or_insert_with(empty_topic);
         let base = topic.base;
@@ -81,10 +86,43 @@ impl InProcessBus {
             );
             *cursor = base;
         }
-        let index = usize::try_from(*cursor - base).ok()?;
-        let envelope = topic.log.get(index)?.clone();
-        *cursor += 1;
-        Some(envelope)
+        let Ok(index) = usize::try_from(*cursor - base) else {
+            return Vec::new();
+        };
+        let taken: Vec<Envelope> = topic.log.iter().skip(index).take(max).cloned().collect();
+        *cursor += taken.len() as u64;
+        taken
+    }
+
+    /// Delivers `envelope` again after its first delivery failed with
+    /// `error`, until it succeeds or has failed `max_deliveries` times (then
+    /// it is dead-lettered). False when shutdown interrupted it.
+    async fn retry(
+        &self,
+        handler: &dyn Handler,
+        envelope: Envelope,
+        mut error: HandleError,
+        shutdown: &Shutdown,
+    ) -> bool {
+        let mut attempt = 1;
+        loop {
+            if attempt >= self.max_deliveries {
+                tracing::warn!(%error, attempt, "in-process bus: handler failed for good");
+                self.bury(envelope);
+                return true;
+            }
+            tracing::warn!(%error, attempt, "in-process bus: handler failed; retrying");
+            let delay = Duration::from_millis(10 << attempt.min(8));
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = shutdown.wait() => return false,
+            }
+            attempt += 1;
+            match handler.handle(&envelope).await {
+                Ok(()) => return true,
+                Err(failed) => error = failed,
+            }
+        }
     }
 
     fn bury(&self, envelope: Envelope) {
@@ -147,25 +185,19 @@ impl EventBus for InProcessBus {
                         // Mark the current count seen before draining, so a
                         // publish during the drain wakes the next wait.
                         published.borrow_and_update();
-                        while let Some(envelope) = bus.take(&topic, &group) {
-                            let mut attempt = 0;
-                            loop {
-                                attempt += 1;
-                                match handler.handle(&envelope).await {
-                                    Ok(()) => break,
-                                    Err(error) if attempt >= bus.max_deliveries => {
-                                        tracing::warn!(%error, attempt, "in-process bus: handler failed for good");
-                                        bus.bury(envelope);
-                                        break;
-                                    }
-                                    Err(error) => {
-                                        tracing::warn!(%error, attempt, "in-process bus: handler failed; retrying");
-                                        let delay = Duration::from_millis(10 << attempt.min(8));
-                                        tokio::select! {
-                                            () = tokio::time::sleep(delay) => {}
-                                            () = shutdown.wait() => return,
-                                        }
-                                    }
+                        loop {
+                            let batch = bus.take(&topic, &group, MAX_BATCH);
+                            if batch.is_empty() {
+                                break;
+                            }
+                            let results = handler.handle_batch(&batch).await;
+                            // A failed message is retried alone (with
+                            // back-off) before the next batch is taken.
+                            for (envelope, result) in batch.into_iter().zip(results) {
+                                if let Err(error) = result
+                                    && !bus.retry(&*handler, envelope, error, &shutdown).await
+                                {
+                                    return;
                                 }
                             }
                             if shutdown.is_triggered() {
@@ -188,7 +220,6 @@ mod tests {
     use std::sync::atomic::{AtomicU32, Ordering};
 
     use super::*;
-    use crate::Shutdown;
 
     struct Recorder {
         seen: Mutex<Vec<String>>,
@@ -226,14 +257,16 @@ mod tests {
     }
 
     // Proves messages reach a group in order, a failing handler is retried
-    // until it succeeds, and one that always fails ends in the dead letters.
+    // until it succeeds, and one that always fails ends in the dead letters
+    // (a message that failed is retried after the rest of its batch: order
+    // holds while handlers succeed, as with Redis).
     #[tokio::test]
     async fn delivers_in_order_retries_and_dead_letters() {
         let bus = InProcessBus::new(3);
         let (sender, mut received) = tokio::sync::mpsc::unbounded_channel();
         let recorder = Arc::new(Recorder {
             seen: Mutex::new(Vec::new()),
-            failures_left: AtomicU32::new(2),
+            failures_left: AtomicU32::new(0),
             sender,
         });
         let shutdown = Shutdown::new();
@@ -255,6 +288,15 @@ mod tests {
                 .unwrap();
             assert_eq!(key, expected);
         }
+        // Two failures, then success on the third delivery.
+        recorder.failures_left.store(2, Ordering::SeqCst);
+        bus.publish(&[envelope("retried")]).await.unwrap();
+        let key = tokio::time::timeout(Duration::from_secs(5), received.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(key, "retried");
+        assert_eq!(recorder.failures_left.load(Ordering::SeqCst), 0);
         // Now every delivery fails: three tries, then the dead letters.
         recorder.failures_left.store(u32::MAX, Ordering::SeqCst);
         bus.publish(&[envelope("4")]).await.unwrap();

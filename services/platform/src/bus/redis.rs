@@ -10,8 +10,9 @@
 //!   (delivered to this consumer name before a restart, never acknowledged),
 //!   then loops: `XAUTOCLAIM` entries idle longer than `claim_idle_ms` (a
 //!   dead consumer's, or ones whose handler failed), then `XREADGROUP ...
-//!   BLOCK` for new ones. An entry is `XACK`ed only after its handler
-//!   returned `Ok`. An entry delivered `max_deliveries` times or more is
+//!   BLOCK` for new ones, handed to the handler together
+//!   (`Handler::handle_batch`). An entry is `XACK`ed only after its handler
+//!   returned `Ok` for it. An entry delivered `max_deliveries` times or more is
 //!   copied to `<prefix>:<topic>:dead` (with its id, group and delivery
 //!   count) and acknowledged instead of handled again.
 //! - Redis errors (a restart, a network cut) are logged once per outage and
@@ -27,7 +28,7 @@ use super::{BoxFuture, BusError, Envelope, EventBus, Handler, Subscription};
 use crate::config::RedisConfig;
 
 /// Entries read per call.
-const READ_COUNT: usize = 100;
+const READ_COUNT: usize = super::MAX_BATCH;
 /// How long one blocking read waits for new entries.
 const BLOCK_MS: u64 = 1_000;
 /// The field of an entry that holds the envelope.
@@ -346,11 +347,56 @@ impl TopicConsumer {
             .arg(">")
             .query_async(connection)
             .await?;
-        for entry in stream_entries(&reply) {
-            // First delivery: no need to ask for the count.
-            self.deliver(connection, entry).await?;
+        // First delivery: no need to ask for the count.
+        self.deliver_batch(connection, stream_entries(&reply))
+            .await
+    }
+
+    /// Hands new entries to the handler together and acknowledges the
+    /// handled ones in one `XACK`.
+    async fn deliver_batch(
+        &self,
+        connection: &mut ConnectionManager,
+        entries: Vec<Entry>,
+    ) -> Result<(), RedisError> {
+        let mut ids = Vec::with_capacity(entries.len());
+        let mut envelopes = Vec::with_capacity(entries.len());
+        for entry in entries {
+            match Envelope::from_bytes(&entry.envelope) {
+                Ok(envelope) => {
+                    ids.push(entry.id);
+                    envelopes.push(envelope);
+                }
+                // Never decodable: leave it pending; it dead-letters after
+                // `max_deliveries` claims.
+                Err(error) => {
+                    tracing::error!(%error, id = %entry.id, topic = %self.topic, "bus: undecodable entry");
+                }
+            }
         }
-        Ok(())
+        if envelopes.is_empty() {
+            return Ok(());
+        }
+        let results = self.handler.handle_batch(&envelopes).await;
+        let mut handled = Vec::with_capacity(ids.len());
+        for ((id, envelope), result) in ids.into_iter().zip(&envelopes).zip(results) {
+            match result {
+                Ok(()) => handled.push(id),
+                // Not acknowledged: reclaimed after `claim_idle_ms`.
+                Err(error) => {
+                    tracing::warn!(%error, event_id = %envelope.event_id, topic = %self.topic, group = %self.group, "bus: handler failed; the message will be delivered again");
+                }
+            }
+        }
+        if handled.is_empty() {
+            return Ok(());
+        }
+        redis::cmd("XACK")
+            .arg(&self.stream)
+            .arg(&self.group)
+            .arg(handled)
+            .query_async::<()>(connection)
+            .await
     }
 
     /// Delivers a redelivered entry unless it has been delivered too often,

@@ -30,16 +30,21 @@ pub struct Consumer {
     pub inner: Arc<Inner>,
 }
 
+/// The event an envelope carries.
+fn incoming(envelope: &Envelope) -> Result<Incoming, HandleError> {
+    Ok(match envelope.topic.as_str() {
+        TOPIC_AUCTION => Incoming::Auction(envelope.decode()?),
+        TOPIC_ORDER => Incoming::Order(envelope.decode()?),
+        TOPIC_CATALOG => Incoming::Catalog(envelope.decode()?),
+        TOPIC_USER => Incoming::User(envelope.decode()?),
+        other => return Err(format!("unexpected topic {other}").into()),
+    })
+}
+
 impl Handler for Consumer {
     fn handle<'a>(&'a self, envelope: &'a Envelope) -> BoxFuture<'a, Result<(), HandleError>> {
         Box::pin(async move {
-            let incoming = match envelope.topic.as_str() {
-                TOPIC_AUCTION => Incoming::Auction(envelope.decode()?),
-                TOPIC_ORDER => Incoming::Order(envelope.decode()?),
-                TOPIC_CATALOG => Incoming::Catalog(envelope.decode()?),
-                TOPIC_USER => Incoming::User(envelope.decode()?),
-                other => return Err(format!("unexpected topic {other}").into()),
-            };
+            let incoming = incoming(envelope)?;
             let produced = self
                 .inner
                 .store
@@ -54,6 +59,61 @@ impl Handler for Consumer {
                 self.inner.after_commit(&produced);
             }
             Ok(())
+        })
+    }
+
+    /// The decodable events of a batch in one transaction; if that fails,
+    /// each event alone, so one bad event cannot hold back the others.
+    fn handle_batch<'a>(
+        &'a self,
+        envelopes: &'a [Envelope],
+    ) -> BoxFuture<'a, Vec<Result<(), HandleError>>> {
+        Box::pin(async move {
+            let decoded: Vec<Result<Incoming, HandleError>> =
+                envelopes.iter().map(incoming).collect();
+            let event_ids: Vec<String> = envelopes
+                .iter()
+                .map(|envelope| envelope.event_id.to_string())
+                .collect();
+            let batch: Vec<(&str, &str, &Incoming)> = envelopes
+                .iter()
+                .zip(&event_ids)
+                .zip(&decoded)
+                .filter_map(|((envelope, event_id), incoming)| {
+                    Some((
+                        event_id.as_str(),
+                        envelope.topic.as_str(),
+                        incoming.as_ref().ok()?,
+                    ))
+                })
+                .collect();
+            let committed = batch.is_empty()
+                || match self
+                    .inner
+                    .store
+                    .consume_batch(&batch, crate::now_ms())
+                    .await
+                {
+                    Ok(produced) => {
+                        for produced in produced.iter().flatten() {
+                            self.inner.after_commit(produced);
+                        }
+                        true
+                    }
+                    Err(error) => {
+                        tracing::warn!(error = %auction_platform::error::DisplayChain(&error), events = batch.len(), "notification batch failed; consuming its events one by one");
+                        false
+                    }
+                };
+            let mut results = Vec::with_capacity(envelopes.len());
+            for (envelope, incoming) in envelopes.iter().zip(decoded) {
+                results.push(match incoming {
+                    Err(error) => Err(error),
+                    Ok(_) if committed => Ok(()),
+                    Ok(_) => self.handle(envelope).await,
+                });
+            }
+            results
         })
     }
 }

@@ -1,11 +1,13 @@
 //! The bus consumer: bidding's auction events keep the listings' browsing
 //! copies current (status, price, bid count, end, reserve state) and feed the
 //! activity behind trending; the user service's interest changes feed
-//! recommendations. Each event is applied in ONE transaction together with
-//! its id in `processed_events`, so a redelivery changes nothing.
+//! recommendations. Each event is applied together with its id in
+//! `processed_events`, in the transaction of its batch (`Batched`: the
+//! events the bus hands over together commit at once), so a redelivery
+//! changes nothing.
 
 use auction_platform::bus::{
-    BoxFuture, Envelope, HandleError, Handler, TOPIC_AUCTION, TOPIC_USER, ms_from_timestamp,
+    ApplyEvents, BoxFuture, Envelope, HandleError, TOPIC_AUCTION, TOPIC_USER, ms_from_timestamp,
 };
 use auction_proto::v1::{BusAuctionEvent, BusUserEvent, bus_auction_event, bus_user_event};
 use std::sync::Arc;
@@ -30,25 +32,77 @@ pub struct Consumer {
     pub inner: Arc<Inner>,
 }
 
-impl Handler for Consumer {
-    fn handle<'a>(&'a self, envelope: &'a Envelope) -> BoxFuture<'a, Result<(), HandleError>> {
-        Box::pin(async move {
-            match envelope.topic.as_str() {
-                TOPIC_AUCTION => {
-                    let event: BusAuctionEvent = envelope.decode()?;
+/// A decoded bus event.
+pub enum Incoming {
+    /// From bidding.
+    Auction(BusAuctionEvent),
+    /// From the user service.
+    User(BusUserEvent),
+    /// A topic we did not subscribe to: not ours to judge.
+    Other,
+}
+
+impl Consumer {
+    /// Applies `events` in order in one write transaction.
+    async fn apply<'a>(
+        &self,
+        events: impl Iterator<Item = (&'a Envelope, &'a Incoming)>,
+    ) -> Result<(), CatalogError> {
+        let mut transaction = Transaction::begin_write(&self.inner.database).await?;
+        for (envelope, incoming) in events {
+            let event_id = envelope.event_id.to_string();
+            match incoming {
+                Incoming::Auction(event) => {
                     self.inner
-                        .apply_auction_event(&envelope.event_id.to_string(), &event)
+                        .apply_auction_event(&mut transaction, &event_id, event)
                         .await?;
                 }
-                TOPIC_USER => {
-                    let event: BusUserEvent = envelope.decode()?;
+                Incoming::User(event) => {
                     self.inner
-                        .apply_user_event(&envelope.event_id.to_string(), &event)
+                        .apply_user_event(&mut transaction, &event_id, event)
                         .await?;
                 }
-                // Topics we did not subscribe to are not ours to judge.
-                _ => {}
+                Incoming::Other => {}
             }
+        }
+        transaction.commit().await?;
+        Ok(())
+    }
+}
+
+impl ApplyEvents for Consumer {
+    type Event = Incoming;
+
+    fn decode(&self, envelope: &Envelope) -> Result<Incoming, HandleError> {
+        Ok(match envelope.topic.as_str() {
+            TOPIC_AUCTION => Incoming::Auction(envelope.decode()?),
+            TOPIC_USER => Incoming::User(envelope.decode()?),
+            _ => Incoming::Other,
+        })
+    }
+
+    fn apply_together<'a>(
+        &'a self,
+        events: &'a [(&'a Envelope, Incoming)],
+    ) -> BoxFuture<'a, Result<(), HandleError>> {
+        Box::pin(async move {
+            self.apply(
+                events
+                    .iter()
+                    .map(|(envelope, incoming)| (*envelope, incoming)),
+            )
+            .await?;
+            Ok(())
+        })
+    }
+
+    fn apply_alone<'a>(
+        &'a self,
+        envelope: &'a Envelope,
+        incoming: &'a Incoming,
+    ) -> BoxFuture<'a, Result<(), HandleError>> {
+        Box::pin(async move {
+            self.apply(std::iter::once((envelope, incoming))).await?;
             Ok(())
         })
     }
@@ -70,10 +124,12 @@ async fn first_time(
 }
 
 impl Inner {
-    /// Applies one auction event to its listing (a listing the catalog does
-    /// not know, e.g. a demo auction made by bidding itself, is skipped).
+    /// Applies one auction event to its listing inside `transaction` (a
+    /// listing the catalog does not know, e.g. a demo auction made by
+    /// bidding itself, is skipped).
     pub async fn apply_auction_event(
         &self,
+        transaction: &mut Transaction,
         event_id: &str,
         event: &BusAuctionEvent,
     ) -> Result<(), CatalogError> {
@@ -84,8 +140,7 @@ impl Inner {
         let now_ms = auction_platform::now_ms();
         let sequence = i64::try_from(event.sequence).unwrap_or(i64::MAX);
         let event_ms = event.event_time.as_ref().map_or(now_ms, ms_from_timestamp);
-        let mut transaction = Transaction::begin_write(&self.database).await?;
-        if !first_time(&mut transaction, event_id, now_ms).await? {
+        if !first_time(transaction, event_id, now_ms).await? {
             return Ok(());
         }
         // Live lots: the session's status follows its lots, and a lot that
@@ -249,15 +304,15 @@ impl Inner {
             None => {}
         }
         if let Some(session_id) = live_session_id {
-            crate::sessions::refresh_status(&mut transaction, session_id, now_ms).await?;
+            crate::sessions::refresh_status(transaction, session_id, now_ms).await?;
         }
-        transaction.commit().await?;
         Ok(())
     }
 
-    /// Applies one user event (interest categories).
+    /// Applies one user event (interest categories) inside `transaction`.
     pub async fn apply_user_event(
         &self,
+        transaction: &mut Transaction,
         event_id: &str,
         event: &BusUserEvent,
     ) -> Result<(), CatalogError> {
@@ -268,8 +323,7 @@ impl Inner {
             return Ok(());
         };
         let now_ms = auction_platform::now_ms();
-        let mut transaction = Transaction::begin_write(&self.database).await?;
-        if !first_time(&mut transaction, event_id, now_ms).await? {
+        if !first_time(transaction, event_id, now_ms).await? {
             return Ok(());
         }
         transaction
@@ -289,7 +343,6 @@ impl Inner {
                     .await?;
             }
         }
-        transaction.commit().await?;
         Ok(())
     }
 }

@@ -178,9 +178,9 @@ impl MeshService for Service {
                 topics: consumer::topics(),
                 shutdown: context.shutdown.clone(),
             },
-            Arc::new(consumer::Consumer {
+            Arc::new(auction_platform::bus::Batched(consumer::Consumer {
                 inner: Arc::clone(&inner),
-            }),
+            })),
         );
         tokio::spawn(run_pending_listings(
             Arc::clone(&inner),

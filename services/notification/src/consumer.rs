@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use auction_platform::Shutdown;
 use auction_platform::bus::{
-    BoxFuture, Envelope, HandleError, Handler, TOPIC_AUCTION, TOPIC_CATALOG, TOPIC_ORDER,
+    ApplyEvents, BoxFuture, Envelope, HandleError, TOPIC_AUCTION, TOPIC_CATALOG, TOPIC_ORDER,
     TOPIC_USER,
 };
 
@@ -24,34 +24,67 @@ pub fn topics() -> Vec<String> {
         .to_vec()
 }
 
-/// Consumes bus events into notifications.
+/// Consumes bus events into notifications (subscribed as
+/// `Batched(Consumer)`: a batch of events in one transaction).
 pub struct Consumer {
     /// The service.
     pub inner: Arc<Inner>,
 }
 
-/// The event an envelope carries.
-fn incoming(envelope: &Envelope) -> Result<Incoming, HandleError> {
-    Ok(match envelope.topic.as_str() {
-        TOPIC_AUCTION => Incoming::Auction(envelope.decode()?),
-        TOPIC_ORDER => Incoming::Order(envelope.decode()?),
-        TOPIC_CATALOG => Incoming::Catalog(envelope.decode()?),
-        TOPIC_USER => Incoming::User(envelope.decode()?),
-        other => return Err(format!("unexpected topic {other}").into()),
-    })
-}
+impl ApplyEvents for Consumer {
+    type Event = Incoming;
 
-impl Handler for Consumer {
-    fn handle<'a>(&'a self, envelope: &'a Envelope) -> BoxFuture<'a, Result<(), HandleError>> {
+    fn decode(&self, envelope: &Envelope) -> Result<Incoming, HandleError> {
+        Ok(match envelope.topic.as_str() {
+            TOPIC_AUCTION => Incoming::Auction(envelope.decode()?),
+            TOPIC_ORDER => Incoming::Order(envelope.decode()?),
+            TOPIC_CATALOG => Incoming::Catalog(envelope.decode()?),
+            TOPIC_USER => Incoming::User(envelope.decode()?),
+            other => return Err(format!("unexpected topic {other}").into()),
+        })
+    }
+
+    fn apply_together<'a>(
+        &'a self,
+        events: &'a [(&'a Envelope, Incoming)],
+    ) -> BoxFuture<'a, Result<(), HandleError>> {
         Box::pin(async move {
-            let incoming = incoming(envelope)?;
+            let event_ids: Vec<String> = events
+                .iter()
+                .map(|(envelope, _)| envelope.event_id.to_string())
+                .collect();
+            let events: Vec<(&str, &str, &Incoming)> = events
+                .iter()
+                .zip(&event_ids)
+                .map(|((envelope, incoming), event_id)| {
+                    (event_id.as_str(), envelope.topic.as_str(), incoming)
+                })
+                .collect();
+            let produced = self
+                .inner
+                .store
+                .consume_batch(&events, crate::now_ms())
+                .await?;
+            for produced in produced.iter().flatten() {
+                self.inner.after_commit(produced);
+            }
+            Ok(())
+        })
+    }
+
+    fn apply_alone<'a>(
+        &'a self,
+        envelope: &'a Envelope,
+        incoming: &'a Incoming,
+    ) -> BoxFuture<'a, Result<(), HandleError>> {
+        Box::pin(async move {
             let produced = self
                 .inner
                 .store
                 .consume(
                     &envelope.event_id.to_string(),
                     &envelope.topic,
-                    &incoming,
+                    incoming,
                     crate::now_ms(),
                 )
                 .await?;
@@ -59,61 +92,6 @@ impl Handler for Consumer {
                 self.inner.after_commit(&produced);
             }
             Ok(())
-        })
-    }
-
-    /// The decodable events of a batch in one transaction; if that fails,
-    /// each event alone, so one bad event cannot hold back the others.
-    fn handle_batch<'a>(
-        &'a self,
-        envelopes: &'a [Envelope],
-    ) -> BoxFuture<'a, Vec<Result<(), HandleError>>> {
-        Box::pin(async move {
-            let decoded: Vec<Result<Incoming, HandleError>> =
-                envelopes.iter().map(incoming).collect();
-            let event_ids: Vec<String> = envelopes
-                .iter()
-                .map(|envelope| envelope.event_id.to_string())
-                .collect();
-            let batch: Vec<(&str, &str, &Incoming)> = envelopes
-                .iter()
-                .zip(&event_ids)
-                .zip(&decoded)
-                .filter_map(|((envelope, event_id), incoming)| {
-                    Some((
-                        event_id.as_str(),
-                        envelope.topic.as_str(),
-                        incoming.as_ref().ok()?,
-                    ))
-                })
-                .collect();
-            let committed = batch.is_empty()
-                || match self
-                    .inner
-                    .store
-                    .consume_batch(&batch, crate::now_ms())
-                    .await
-                {
-                    Ok(produced) => {
-                        for produced in produced.iter().flatten() {
-                            self.inner.after_commit(produced);
-                        }
-                        true
-                    }
-                    Err(error) => {
-                        tracing::warn!(error = %auction_platform::error::DisplayChain(&error), events = batch.len(), "notification batch failed; consuming its events one by one");
-                        false
-                    }
-                };
-            let mut results = Vec::with_capacity(envelopes.len());
-            for (envelope, incoming) in envelopes.iter().zip(decoded) {
-                results.push(match incoming {
-                    Err(error) => Err(error),
-                    Ok(_) if committed => Ok(()),
-                    Ok(_) => self.handle(envelope).await,
-                });
-            }
-            results
         })
     }
 }

@@ -31,7 +31,7 @@ pub mod webhook;
 
 use std::sync::Arc;
 
-use auction_platform::bus::{self, EventBus, Subscription};
+use auction_platform::bus::{self, Batched, EventBus, Subscription};
 use auction_platform::config::Config;
 use auction_platform::{MeshService, Migrations, ServiceContext, Shutdown, StartError};
 use auction_proto::v1::notification_service_server::NotificationServiceServer;
@@ -117,9 +117,9 @@ impl MeshService for Service {
                 topics: consumer::topics(),
                 shutdown: context.shutdown.clone(),
             },
-            Arc::new(consumer::Consumer {
+            Arc::new(Batched(consumer::Consumer {
                 inner: Arc::clone(&inner),
-            }),
+            })),
         );
         tokio::spawn(consumer::run_ending_soon(
             Arc::clone(&inner),

@@ -1,14 +1,15 @@
 //! The bus consumer (group `payment`, topic `auction`): every award of a
 //! sold auction becomes an order, and every bid's private amount is kept as
-//! that bidder's last bid for second-chance offers. One transaction per
-//! event, marked processed by event id first; the order id is derived from
+//! that bidder's last bid for second-chance offers. Each event is marked
+//! processed by event id first, in the transaction of its batch (`Batched`:
+//! the events the bus hands over together commit at once); the order id is derived from
 //! the award (auction, engine sequence, award index) and its origin key is
 //! unique, so a close delivered twice — even re-staged under a new event id —
 //! creates one order.
 
 use std::sync::Arc;
 
-use auction_platform::bus::{BoxFuture, Envelope, HandleError, Handler, TOPIC_AUCTION};
+use auction_platform::bus::{ApplyEvents, BoxFuture, Envelope, HandleError, TOPIC_AUCTION};
 use auction_proto::v1 as pb;
 use sha2::Digest as _;
 use uuid::Uuid;
@@ -97,44 +98,88 @@ pub struct Consumer {
     pub inner: Arc<Inner>,
 }
 
-impl Handler for Consumer {
-    fn handle<'a>(&'a self, envelope: &'a Envelope) -> BoxFuture<'a, Result<(), HandleError>> {
-        Box::pin(async move {
-            if envelope.topic != TOPIC_AUCTION {
-                return Ok(());
-            }
-            let event: pb::BusAuctionEvent = envelope.decode()?;
-            let created = consume(
+impl Consumer {
+    /// Applies the relevant ones of `events` in order in one transaction
+    /// (none when no event is relevant); wakes the relay when orders were
+    /// made.
+    async fn apply(
+        &self,
+        events: Vec<(&Envelope, &pb::BusAuctionEvent)>,
+    ) -> Result<(), HandleError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut tx = Transaction::begin(&self.inner.database).await?;
+        let mut created = 0;
+        for (envelope, event) in events {
+            created += consume(
                 &self.inner,
+                &mut tx,
                 &envelope.event_id.to_string(),
-                &event,
+                event,
                 envelope.occurred_at_ms,
             )
             .await?;
-            if created > 0 {
-                self.inner.relay.wake();
-            }
-            Ok(())
-        })
+        }
+        tx.commit().await?;
+        if created > 0 {
+            self.inner.relay.wake();
+        }
+        Ok(())
     }
 }
 
-/// Handles one auction event in one transaction; returns the orders made.
-pub async fn consume(
+/// The events of a batch the payment service acts on: bids and sales.
+fn relevant<'a>(
+    events: impl Iterator<Item = (&'a Envelope, &'a Option<pb::BusAuctionEvent>)>,
+) -> Vec<(&'a Envelope, &'a pb::BusAuctionEvent)> {
+    use pb::bus_auction_event::Kind;
+    events
+        .filter_map(|(envelope, event)| Some((envelope, event.as_ref()?)))
+        .filter(|(_, event)| matches!(event.kind, Some(Kind::Sold(_) | Kind::BidPlaced(_))))
+        .collect()
+}
+
+impl ApplyEvents for Consumer {
+    /// `None`: another topic's message, not ours to judge.
+    type Event = Option<pb::BusAuctionEvent>;
+
+    fn decode(&self, envelope: &Envelope) -> Result<Self::Event, HandleError> {
+        if envelope.topic != TOPIC_AUCTION {
+            return Ok(None);
+        }
+        Ok(Some(envelope.decode()?))
+    }
+
+    fn apply_together<'a>(
+        &'a self,
+        events: &'a [(&'a Envelope, Self::Event)],
+    ) -> BoxFuture<'a, Result<(), HandleError>> {
+        Box::pin(self.apply(relevant(
+            events.iter().map(|(envelope, event)| (*envelope, event)),
+        )))
+    }
+
+    fn apply_alone<'a>(
+        &'a self,
+        envelope: &'a Envelope,
+        event: &'a Self::Event,
+    ) -> BoxFuture<'a, Result<(), HandleError>> {
+        Box::pin(self.apply(relevant(std::iter::once((envelope, event)))))
+    }
+}
+
+/// Handles one auction event inside `tx`; returns the orders made.
+async fn consume(
     inner: &Inner,
+    tx: &mut Transaction,
     event_id: &str,
     event: &pb::BusAuctionEvent,
     occurred_at_ms: i64,
 ) -> Result<usize, HandleError> {
     use pb::bus_auction_event::Kind;
-    let relevant = matches!(event.kind, Some(Kind::Sold(_) | Kind::BidPlaced(_)));
-    if !relevant {
-        return Ok(0);
-    }
     let now_ms = crate::now_ms();
-    let mut tx = Transaction::begin(&inner.database).await?;
-    if !store::mark_processed(&mut tx, event_id, now_ms).await? {
-        tx.rollback().await?;
+    if !store::mark_processed(tx, event_id, now_ms).await? {
         return Ok(0);
     }
     let mut created = 0;
@@ -144,8 +189,7 @@ pub async fn consume(
                 match Money::from_proto(amount) {
                     Ok(amount) => {
                         let sequence = i64::try_from(event.sequence).unwrap_or(i64::MAX);
-                        store::record_bid(&mut tx, &event.auction_id, bidder, amount, sequence)
-                            .await?;
+                        store::record_bid(tx, &event.auction_id, bidder, amount, sequence).await?;
                     }
                     Err(error) => {
                         tracing::warn!(auction_id = %event.auction_id, %error, "bid amount ignored")
@@ -190,7 +234,7 @@ pub async fn consume(
                     },
                     now_ms,
                 )?;
-                if store::insert_order(&mut tx, &record).await? {
+                if store::insert_order(tx, &record).await? {
                     envelopes.push(convert::created_event(&record, now_ms));
                     created += 1;
                     tracing::info!(order_id = %record.order_id, auction_id = %event.auction_id, "order created");
@@ -200,6 +244,5 @@ pub async fn consume(
         }
         _ => {}
     }
-    tx.commit().await?;
     Ok(created)
 }

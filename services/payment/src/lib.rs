@@ -164,9 +164,9 @@ impl MeshService for Service {
                 topics: vec![bus::TOPIC_AUCTION.to_owned()],
                 shutdown: context.shutdown.clone(),
             },
-            Arc::new(consumer::Consumer {
+            Arc::new(auction_platform::bus::Batched(consumer::Consumer {
                 inner: Arc::clone(&inner),
-            }),
+            })),
         );
         tokio::spawn(worker::run(Arc::clone(&inner), context.shutdown.clone()));
         Ok(Self { inner })

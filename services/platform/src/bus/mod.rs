@@ -224,6 +224,87 @@ pub trait Handler: Send + Sync + 'static {
 /// The most messages a consumer hands to [`Handler::handle_batch`] at once.
 pub const MAX_BATCH: usize = 100;
 
+/// A consumer that writes a database, as a [`Handler`] through [`Batched`]:
+/// the events the bus hands over together are applied in one transaction
+/// (one commit, one fsync, per batch instead of per event).
+pub trait ApplyEvents: Send + Sync + 'static {
+    /// A decoded message.
+    type Event: Send + Sync;
+
+    /// Decodes a message; an error fails that message alone.
+    fn decode(&self, envelope: &Envelope) -> Result<Self::Event, HandleError>;
+
+    /// Applies the decoded messages of one batch, in order, in ONE
+    /// transaction: all of them or (with an error) none.
+    fn apply_together<'a>(
+        &'a self,
+        events: &'a [(&'a Envelope, Self::Event)],
+    ) -> BoxFuture<'a, Result<(), HandleError>>;
+
+    /// Applies one message in its own transaction.
+    fn apply_alone<'a>(
+        &'a self,
+        envelope: &'a Envelope,
+        event: &'a Self::Event,
+    ) -> BoxFuture<'a, Result<(), HandleError>>;
+}
+
+/// The [`Handler`] of an [`ApplyEvents`]: a batch goes through
+/// [`ApplyEvents::apply_together`]; if that fails, each of its messages
+/// through [`ApplyEvents::apply_alone`], so one bad message cannot hold back
+/// the rest of its batch.
+pub struct Batched<A>(pub A);
+
+impl<A: ApplyEvents> Handler for Batched<A> {
+    fn handle<'a>(&'a self, envelope: &'a Envelope) -> BoxFuture<'a, Result<(), HandleError>> {
+        Box::pin(async move {
+            let event = self.0.decode(envelope)?;
+            self.0.apply_alone(envelope, &event).await
+        })
+    }
+
+    fn handle_batch<'a>(
+        &'a self,
+        envelopes: &'a [Envelope],
+    ) -> BoxFuture<'a, Vec<Result<(), HandleError>>> {
+        Box::pin(async move {
+            let mut undecodable = Vec::with_capacity(envelopes.len());
+            let mut batch = Vec::with_capacity(envelopes.len());
+            for envelope in envelopes {
+                match self.0.decode(envelope) {
+                    Ok(event) => {
+                        batch.push((envelope, event));
+                        undecodable.push(None);
+                    }
+                    Err(error) => undecodable.push(Some(error)),
+                }
+            }
+            let failed = !batch.is_empty()
+                && match self.0.apply_together(&batch).await {
+                    Ok(()) => false,
+                    Err(error) => {
+                        tracing::warn!(%error, messages = batch.len(), "bus: a batch failed; handling its messages one by one");
+                        true
+                    }
+                };
+            let mut decoded = batch.iter();
+            let mut results = Vec::with_capacity(envelopes.len());
+            for error in undecodable {
+                results.push(match error {
+                    Some(error) => Err(error),
+                    None => match decoded.next() {
+                        Some((envelope, event)) if failed => {
+                            self.0.apply_alone(envelope, event).await
+                        }
+                        _ => Ok(()),
+                    },
+                });
+            }
+            results
+        })
+    }
+}
+
 /// Who consumes what.
 #[derive(Debug, Clone)]
 pub struct Subscription {

@@ -348,8 +348,7 @@ impl TopicConsumer {
             .query_async(connection)
             .await?;
         // First delivery: no need to ask for the count.
-        self.deliver_batch(connection, stream_entries(&reply))
-            .await
+        self.deliver_batch(connection, stream_entries(&reply)).await
     }
 
     /// Hands new entries to the handler together and acknowledges the

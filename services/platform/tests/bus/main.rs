@@ -318,10 +318,12 @@ impl Handler for Batcher {
         envelopes: &'a [Envelope],
     ) -> BoxFuture<'a, Vec<Result<(), HandleError>>> {
         Box::pin(async move {
-            self.batches
-                .lock()
-                .unwrap()
-                .push(envelopes.iter().map(|envelope| envelope.key.clone()).collect());
+            self.batches.lock().unwrap().push(
+                envelopes
+                    .iter()
+                    .map(|envelope| envelope.key.clone())
+                    .collect(),
+            );
             let mut results = Vec::new();
             for envelope in envelopes {
                 results.push(self.handle(envelope).await);

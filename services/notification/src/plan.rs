@@ -211,7 +211,18 @@ pub struct AuctionAudience {
     pub interested: Vec<String>,
 }
 
-/// The notifications an auction event produces.
+/// Whether [`plan_auction`] reads the audience of `event`. A bid, the
+/// commonest event by far, notifies only the bidder it outbid, so the store
+/// does not look the audience up for it.
+pub fn needs_audience(event: &BusAuctionEvent) -> bool {
+    !matches!(
+        event.kind,
+        None | Some(bus_auction_event::Kind::BidPlaced(_))
+    )
+}
+
+/// The notifications an auction event produces (`audience` may be left
+/// empty where [`needs_audience`] says so).
 pub fn plan_auction(event: &BusAuctionEvent, audience: &AuctionAudience) -> Vec<Planned> {
     let auction_id = event.auction_id.as_str();
     let title = quoted(&event.title);
@@ -670,6 +681,15 @@ mod tests {
         assert_eq!(planned[0].notification_type, NotificationType::Outbid);
         assert_eq!(planned[0].amount, usd("12.00"));
         assert_eq!(planned[0].dedupe_key, "outbid:a1:4");
+        // The store leaves the audience of a bid empty: it must not matter.
+        let event_of_bid = event(bus_auction_event::Kind::BidPlaced(bid.clone()));
+        assert!(!needs_audience(&event_of_bid));
+        let audience = AuctionAudience {
+            bidders: vec!["alice".to_owned(), "bob".to_owned(), "carol".to_owned()],
+            watchers: vec!["dave".to_owned()],
+            interested: vec!["erin".to_owned()],
+        };
+        assert_eq!(plan_auction(&event_of_bid, &audience), planned);
         let first = BusAuctionBidPlaced {
             outbid_user_id: String::new(),
             ..bid

@@ -526,7 +526,11 @@ macro_rules! consume_in {
                             .execute(&mut *$tx)
                             .await?;
                     }
-                    let mut audience = audience_of!($tx, auction_id);
+                    let mut audience = if plan::needs_audience(event) {
+                        audience_of!($tx, auction_id)
+                    } else {
+                        AuctionAudience::default()
+                    };
                     if let Some(bus_auction_event::Kind::Opened(opened)) = &event.kind {
                         audience.interested = interested_users!($tx, opened.category_path_ids, event.title);
                     }

@@ -108,6 +108,7 @@ impl MeshService for Service {
             clock: std::sync::Arc::clone(&clock),
             shutdown: context.shutdown.clone(),
             node: cluster::node_id(&context.config),
+            claims: std::sync::Arc::default(),
         };
         let (shards, cluster) = if context.config.etcd.endpoints.is_empty() {
             let (shards, terms) =

@@ -193,6 +193,16 @@ pub enum Request {
 }
 
 impl Request {
+    /// The idempotency key of a mutating request.
+    fn key(&self) -> Option<&IdempotencyKey> {
+        match self {
+            Self::Create { key, .. } | Self::Apply { key, .. } | Self::Update { key, .. } => {
+                Some(key)
+            }
+            Self::Read { .. } => None,
+        }
+    }
+
     fn into_reply(self) -> Reply {
         match self {
             Self::Create { reply, .. }
@@ -319,6 +329,69 @@ pub struct ShardContext {
     pub node: String,
     /// Cross-node live fan-out (a cluster with Redis).
     pub fanout: Option<Arc<crate::fanout::Fanout>>,
+    /// The request keys this node's shards are deciding.
+    pub claims: Arc<Claims>,
+}
+
+/// The request keys being decided on this node, each by one shard, from
+/// before its outcome is looked up until its batch lands (or fails). A key
+/// is scoped to its caller, not to an auction, so one client may send the
+/// same request id to two auctions, which live on two shards: without the
+/// claim both would find no outcome, both would decide, and the second
+/// commit would break the unique key and fail the whole batch it is in,
+/// other bidders' bids with it. With it the second shard answers
+/// ALREADY_EXISTS at once (the content differs: another auction). Nodes do
+/// not share claims: across nodes the log's unique key still decides.
+#[derive(Debug, Default)]
+pub struct Claims(std::sync::Mutex<HashMap<OutcomeKey, (u32, usize)>>);
+
+impl Claims {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<OutcomeKey, (u32, usize)>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Claims `key` for `shard`; false when another shard holds it.
+    fn claim(&self, key: &OutcomeKey, shard: u32) -> bool {
+        let mut claims = self.lock();
+        match claims.get_mut(key) {
+            Some((holder, count)) if *holder == shard => {
+                *count += 1;
+                true
+            }
+            Some(_) => false,
+            None => {
+                claims.insert(key.clone(), (shard, 1));
+                true
+            }
+        }
+    }
+
+    fn release(&self, keys: &[OutcomeKey]) {
+        let mut claims = self.lock();
+        for key in keys {
+            if let Some((_, count)) = claims.get_mut(key) {
+                *count -= 1;
+                if *count == 0 {
+                    claims.remove(key);
+                }
+            }
+        }
+    }
+}
+
+/// The keys a batch claimed, released when the batch is dropped: after it
+/// was answered, failed, or abandoned at the end of a term.
+struct Claimed {
+    claims: Arc<Claims>,
+    keys: Vec<OutcomeKey>,
+}
+
+impl Drop for Claimed {
+    fn drop(&mut self) {
+        self.claims.release(&self.keys);
+    }
 }
 
 /// A term of a shard led by this node: its writer runs until [`Term::end`].
@@ -356,6 +429,7 @@ impl Term {
             relay: Arc::clone(&context.relay),
             clock: Arc::clone(&context.clock),
             fanout: context.fanout.clone(),
+            claims: Arc::clone(&context.claims),
             auctions: HashMap::new(),
             timers: BTreeSet::new(),
             outcomes: HashMap::new(),
@@ -467,6 +541,7 @@ struct Worker {
     relay: Arc<auction_platform::bus::outbox::Relay>,
     clock: Arc<dyn Clock>,
     fanout: Option<Arc<crate::fanout::Fanout>>,
+    claims: Arc<Claims>,
     auctions: HashMap<Uuid, Live>,
     /// (deadline, auction): the earliest is the next timer to fire.
     timers: BTreeSet<(Timestamp, Uuid)>,
@@ -498,6 +573,8 @@ struct Pending {
     new_outcomes: Vec<OutcomeKey>,
     /// Auctions created by the batch, for the market feed.
     created: Vec<Uuid>,
+    /// The request keys the batch is deciding (see [`Claims`]).
+    claimed: Vec<Claimed>,
 }
 
 impl Worker {
@@ -739,6 +816,7 @@ impl Worker {
             }
         }
         self.fire_timers(now, pending);
+        let requests = self.claim(requests, pending);
         if let Err(error) = self.prefetch_outcomes(&requests).await {
             // Without the outcomes we cannot tell a retry from a new request.
             for request in requests {
@@ -814,15 +892,41 @@ impl Worker {
         }
     }
 
+    /// Claims the keys of `requests` this shard has no outcome for yet (see
+    /// [`Claims`]) for the batch in `pending`; answers at once, and drops,
+    /// the requests whose key another shard of this node is deciding.
+    fn claim(&mut self, requests: Vec<Request>, pending: &mut Pending) -> Vec<Request> {
+        let mut claimed = Vec::new();
+        let mut kept = Vec::with_capacity(requests.len());
+        for request in requests {
+            let Some(key) = request.key() else {
+                kept.push(request);
+                continue;
+            };
+            let outcome_key = (key.caller, key.method, key.request_id.clone());
+            if self.outcomes.contains_key(&outcome_key) {
+                kept.push(request);
+            } else if self.claims.claim(&outcome_key, self.shard) {
+                claimed.push(outcome_key);
+                kept.push(request);
+            } else {
+                let reused = BiddingError::IdempotencyKeyReused(outcome_key.2);
+                let _ = request.into_reply().send(Err(reused));
+            }
+        }
+        if !claimed.is_empty() {
+            pending.claimed.push(Claimed {
+                claims: Arc::clone(&self.claims),
+                keys: claimed,
+            });
+        }
+        kept
+    }
+
     async fn prefetch_outcomes(&mut self, requests: &[Request]) -> Result<(), LogError> {
         let keys: Vec<(Uuid, &'static str, String)> = requests
             .iter()
-            .filter_map(|request| match request {
-                Request::Create { key, .. }
-                | Request::Apply { key, .. }
-                | Request::Update { key, .. } => Some(key),
-                Request::Read { .. } => None,
-            })
+            .filter_map(Request::key)
             .filter(|key| {
                 !self
                     .outcomes
@@ -1415,7 +1519,10 @@ impl Worker {
             touched: _,
             new_outcomes: _,
             created,
+            claimed,
         } = pending;
+        // Its outcomes are in the log now: other shards find them there.
+        drop(claimed);
         if !batch.outbox.is_empty() {
             self.relay.wake();
         }
@@ -1708,6 +1815,30 @@ mod tests {
         }
     }
 
+    // Proves a claimed key is refused to other shards until every batch of
+    // its shard that claimed it has been dropped.
+    #[test]
+    fn claims_hold_a_key_for_one_shard_until_released() {
+        let claims = Arc::new(Claims::default());
+        let key: OutcomeKey = (Uuid::now_v7(), "PlaceBid", "r-1".to_owned());
+        assert!(claims.claim(&key, 3));
+        assert!(claims.claim(&key, 3), "the same shard again (next batch)");
+        assert!(!claims.claim(&key, 4));
+        let first = Claimed {
+            claims: Arc::clone(&claims),
+            keys: vec![key.clone()],
+        };
+        let second = Claimed {
+            claims: Arc::clone(&claims),
+            keys: vec![key.clone()],
+        };
+        drop(first);
+        assert!(!claims.claim(&key, 4), "still held by the second batch");
+        drop(second);
+        assert!(claims.claim(&key, 4));
+        assert!(claims.lock().contains_key(&key));
+    }
+
     async fn worker(data: &tempfile::TempDir, clock: Arc<ManualClock>) -> Worker {
         let mut config = Config::embedded_default();
         config.storage.data_dir = data.path().to_owned();
@@ -1736,6 +1867,7 @@ mod tests {
             relay,
             clock,
             fanout: None,
+            claims: Arc::default(),
             auctions: HashMap::new(),
             timers: BTreeSet::new(),
             outcomes: HashMap::new(),

@@ -736,10 +736,27 @@ impl Bidding {
                 return;
             }
         };
+        // A resume point whose next event is past the retention
+        // (`crate::retention`) cannot be served from the log.
+        let too_old = if resume_after == 0 || resume_after >= head {
+            false
+        } else {
+            match self.log.activity_after(user_id, resume_after, 1).await {
+                Ok(rows) => rows.first().map(|row| row.seq) != Some(resume_after + 1),
+                Err(error) => {
+                    let _ = sender
+                        .send(Err(BiddingError::Unavailable(error).into()))
+                        .await;
+                    return;
+                }
+            }
+        };
         // Everything up to `sent` is covered (sent, or in the snapshot).
-        let mut sent = if resume_after == 0 || resume_after > head {
+        let mut sent = if resume_after == 0 || resume_after > head || too_old {
             let reason = if resume_after == 0 {
                 pb::SnapshotReason::Initial
+            } else if too_old {
+                pb::SnapshotReason::ResumeTooOld
             } else {
                 pb::SnapshotReason::ResumeUnknown
             };
@@ -761,8 +778,6 @@ impl Bidding {
             }
             resume_after
         };
-        // The log is kept whole (no retention cut yet), so any resume point
-        // at or below the head is served from it: never RESUME_TOO_OLD.
         let poll = if self.cluster.is_some() {
             CLUSTER_POLL
         } else {
@@ -781,6 +796,35 @@ impl Bidding {
                         return;
                     }
                 };
+                if rows.first().is_some_and(|row| row.seq > sent + 1) {
+                    // A stream so slow that what followed its position was
+                    // pruned meanwhile: start it over from a snapshot.
+                    let head = match self.log.activity_head(user_id).await {
+                        Ok(head) => head,
+                        Err(error) => {
+                            let _ = sender
+                                .send(Err(BiddingError::Unavailable(error).into()))
+                                .await;
+                            return;
+                        }
+                    };
+                    if let Err(status) = self
+                        .activity_snapshot(
+                            user_id,
+                            head,
+                            pb::SnapshotReason::ResumeTooOld,
+                            &credentials,
+                            &sender,
+                        )
+                        .await
+                    {
+                        let _ = sender.send(Err(status)).await;
+                        return;
+                    }
+                    sent = head;
+                    last_message = tokio::time::Instant::now();
+                    continue;
+                }
                 let full = rows.len() == ACTIVITY_PAGE as usize;
                 for row in rows {
                     let seq = row.seq;

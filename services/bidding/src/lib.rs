@@ -26,6 +26,7 @@ pub mod hub;
 pub mod live;
 pub mod log;
 pub mod market;
+pub mod retention;
 pub mod routing;
 pub mod rpc;
 pub mod shard;
@@ -142,6 +143,13 @@ impl MeshService for Service {
         }
         // Heartbeats for every WatchAuction stream, and their end at shutdown.
         tokio::spawn(std::sync::Arc::clone(&hub).run(rpc::HEARTBEAT, context.shutdown.clone()));
+        // Request outcomes and activity events past their retention.
+        tokio::spawn(retention::run(
+            log.clone(),
+            std::sync::Arc::clone(&clock),
+            context.config.bidding.clone(),
+            context.shutdown.clone(),
+        ));
         Ok(Self {
             bidding: rpc::Bidding {
                 cluster,

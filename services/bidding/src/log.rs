@@ -1036,6 +1036,48 @@ impl Log {
         Ok(())
     }
 
+    /// Deletes up to `limit` request outcomes recorded before `before_ms`
+    /// (past the retention of request ids); returns how many.
+    pub async fn prune_outcomes(&self, before_ms: i64, limit: i64) -> Result<u64, LogError> {
+        let deleted = on_pool!(&self.database, pool => {
+            QueryBuilder::new("DELETE FROM request_outcomes WHERE (caller, method, request_id) IN (SELECT caller, method, request_id FROM request_outcomes WHERE at_ms < ")
+                .push_bind(before_ms)
+                .push(" LIMIT ")
+                .push_bind(limit)
+                .push(")")
+                .build()
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        Ok(deleted)
+    }
+
+    /// Deletes up to `limit` activity events from before `before_ms`,
+    /// keeping each user's last `keep` events whatever their age; returns
+    /// how many.
+    pub async fn prune_activity(
+        &self,
+        before_ms: i64,
+        keep: i64,
+        limit: i64,
+    ) -> Result<u64, LogError> {
+        let deleted = on_pool!(&self.database, pool => {
+            QueryBuilder::new("DELETE FROM user_activity WHERE (user_id, seq) IN (SELECT a.user_id, a.seq FROM user_activity a JOIN user_activity_heads h ON h.user_id = a.user_id WHERE a.at_ms < ")
+                .push_bind(before_ms)
+                .push(" AND a.seq <= h.last_seq - ")
+                .push_bind(keep)
+                .push(" LIMIT ")
+                .push_bind(limit)
+                .push(")")
+                .build()
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        Ok(deleted)
+    }
+
     /// The last per-user sequence of `user_id`'s activity log (0 when empty).
     pub async fn activity_head(&self, user_id: Uuid) -> Result<u64, LogError> {
         let head: Option<i64> = on_pool!(&self.database, pool => {

@@ -460,10 +460,35 @@ pub struct BiddingConfig {
     /// is created.
     #[serde(default = "default_lot_finalize_ms")]
     pub lot_finalize_ms: u64,
+    /// How long a mutating request's outcome is kept for retries with the
+    /// same `request_id` (the contract promises at least 24 hours).
+    #[serde(default = "default_request_retention_ms")]
+    pub request_retention_ms: u64,
+    /// How long each user's activity log (WatchMyActivity's events) is
+    /// kept; a user's last 1,000 events are kept whatever their age, and a
+    /// stream resuming before what is kept gets a RESUME_TOO_OLD snapshot.
+    /// ListMyBids does not depend on it.
+    #[serde(default = "default_activity_retention_ms")]
+    pub activity_retention_ms: u64,
+    /// How often a node deletes what is past those retentions.
+    #[serde(default = "default_retention_interval_ms")]
+    pub retention_interval_ms: u64,
 }
 
 fn default_lot_finalize_ms() -> u64 {
     60_000
+}
+
+fn default_request_retention_ms() -> u64 {
+    2 * 86_400_000
+}
+
+fn default_activity_retention_ms() -> u64 {
+    7 * 86_400_000
+}
+
+fn default_retention_interval_ms() -> u64 {
+    600_000
 }
 
 /// Demo data.
@@ -617,6 +642,9 @@ impl Config {
                 node_id: None,
                 advertise_url: None,
                 lot_finalize_ms: default_lot_finalize_ms(),
+                request_retention_ms: default_request_retention_ms(),
+                activity_retention_ms: default_activity_retention_ms(),
+                retention_interval_ms: default_retention_interval_ms(),
             },
             demo: DemoConfig {
                 seed_on_first_start: true,
@@ -800,6 +828,24 @@ impl Config {
             return Err(invalid(
                 "bidding.lot_finalize_ms",
                 "must be between 1 and 3600000",
+            ));
+        }
+        if self.bidding.request_retention_ms < 86_400_000 {
+            return Err(invalid(
+                "bidding.request_retention_ms",
+                "must be at least 86400000 (the contract keeps request ids 24 hours)",
+            ));
+        }
+        if self.bidding.activity_retention_ms < 600_000 {
+            return Err(invalid(
+                "bidding.activity_retention_ms",
+                "must be at least 600000 (streams resume over at least 10 minutes)",
+            ));
+        }
+        if !(1_000..=86_400_000).contains(&self.bidding.retention_interval_ms) {
+            return Err(invalid(
+                "bidding.retention_interval_ms",
+                "must be between 1000 and 86400000",
             ));
         }
         if self.bidding.shard_count == 0 || self.bidding.shard_count > 4_096 {

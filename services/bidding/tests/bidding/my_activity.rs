@@ -494,3 +494,99 @@ async fn watch_my_activity_sqlite() {
 async fn watch_my_activity_postgres() {
     activity_is_streamed_and_resumed(Backend::Postgres).await;
 }
+
+async fn pruned_activity_resumes_with_a_snapshot(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let actors = actors(&app);
+    let mut bidding = client(&app).await;
+    let auction = create(
+        &mut bidding,
+        &actors,
+        english("1.00", None),
+        Duration::from_secs(3_600),
+    )
+    .await;
+    let id = auction.auction_id.clone();
+    for (request_id, amount, token) in [
+        ("p-1", "5.00", &actors.alice_token),
+        ("p-2", "9.00", &actors.bob_token),
+        ("p-3", "12.00", &actors.alice_token),
+    ] {
+        bidding
+            .set_max_bid(max_bid(&id, request_id, amount, token))
+            .await
+            .unwrap();
+    }
+    let mut fresh = watch(&mut bidding, &actors.alice_token, 0).await;
+    let pb::watch_my_activity_response::Message::Snapshot(snapshot) = next(&mut fresh).await else {
+        panic!("a snapshot first");
+    };
+    let head = snapshot.sequence;
+    assert!(head >= 3, "her log holds several events: {head}");
+
+    // Eight days later, keeping each user's last event only.
+    let database = auction_platform::Database::open(
+        &app.config.storage,
+        <auction_bidding::Service as auction_platform::MeshService>::SCHEMA,
+        <auction_bidding::Service as auction_platform::MeshService>::migrations(),
+    )
+    .await
+    .unwrap();
+    let log = auction_bidding::log::Log::new(database);
+    let now_ms = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap();
+    let (outcomes, activity) = auction_bidding::retention::prune(
+        &log,
+        now_ms + 8 * 86_400_000,
+        &app.config.bidding,
+        1,
+        &auction_platform::Shutdown::new(),
+    )
+    .await
+    .unwrap();
+    assert!(outcomes >= 4, "the create and the three bids: {outcomes}");
+    assert!(
+        activity >= head - 1,
+        "all of Alice's log but its last: {activity}"
+    );
+
+    // Resuming before what is kept: a RESUME_TOO_OLD snapshot at the head.
+    let mut old = watch(&mut bidding, &actors.alice_token, 1).await;
+    let pb::watch_my_activity_response::Message::Snapshot(resync) = next(&mut old).await else {
+        panic!("a resync snapshot");
+    };
+    assert_eq!(resync.reason(), pb::SnapshotReason::ResumeTooOld);
+    assert_eq!(resync.sequence, head);
+    assert_eq!(resync.positions.len(), 1);
+    // Resuming just before the kept event: that event.
+    let mut recent = watch(&mut bidding, &actors.alice_token, head - 1).await;
+    assert_eq!(next_activity(&mut recent).await.sequence, head);
+    // ListMyBids does not depend on the activity log.
+    let listed = bidding
+        .list_my_bids(list(&actors.alice_token, pb::ListMyBidsRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ids(&listed), vec![id]);
+    app.stop().await;
+}
+
+// Proves activity events past their retention are deleted (each user's last
+// ones kept), a stream resuming before what is kept gets a RESUME_TOO_OLD
+// snapshot at the head, one resuming after it gets the kept events, and
+// ListMyBids still lists the position, on SQLite.
+#[tokio::test]
+async fn pruned_activity_resumes_with_a_snapshot_sqlite() {
+    pruned_activity_resumes_with_a_snapshot(Backend::Sqlite).await;
+}
+
+// Proves the same on PostgreSQL.
+#[tokio::test]
+async fn pruned_activity_resumes_with_a_snapshot_postgres() {
+    pruned_activity_resumes_with_a_snapshot(Backend::Postgres).await;
+}

@@ -15,8 +15,10 @@
 //! A stream reads its events from that log, never from memory: a live
 //! stream and a resumed one send the very same rows, on any node, after any
 //! restart. Commits on this node wake the user's streams at once
-//! ([`Watchers`]); in a cluster a stream also polls the log every
-//! [`CLUSTER_POLL`], since the commit may have happened on another node.
+//! ([`Watchers`]); commits on other nodes of a cluster wake them through
+//! Redis (`crate::fanout`), and a stream also polls the log every heartbeat
+//! (every [`CLUSTER_POLL`] in a cluster without Redis) in case a wake-up
+//! was lost.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -778,7 +780,9 @@ impl Bidding {
             }
             resume_after
         };
-        let poll = if self.cluster.is_some() {
+        // Commits on other nodes wake the stream through Redis (fanout.rs)
+        // when there is Redis; without it, a cluster polls the log.
+        let poll = if self.cluster.is_some() && self.fanout.is_none() {
             CLUSTER_POLL
         } else {
             HEARTBEAT

@@ -5,6 +5,13 @@
 //! one pub/sub connection per node) and hands what arrives to its local
 //! [`Hub`], whose broadcast channel fans it out to the node's watchers.
 //!
+//! The same connections carry the per-user wake-ups of `WatchMyActivity`:
+//! after each commit the leader publishes the users whose activity log it
+//! wrote on `<redis.stream_prefix>:activity:<etcd.key_prefix>` (one channel
+//! every node subscribes to), and each other node wakes those users' local
+//! streams, which read the new rows from the log. A lost wake-up is caught
+//! by the streams' heartbeat-time poll of the log.
+//!
 //! Pub/sub delivers at most once: a message lost while a connection was
 //! down shows up as a gap in sequence, and the watcher's stream fills it from
 //! the log before going on (no gap, no duplicate). A watcher follows its
@@ -42,6 +49,20 @@ struct Wire {
     metadata: Metadata,
 }
 
+/// The users whose activity log one commit wrote, as it travels.
+#[derive(Serialize, Deserialize)]
+struct ActivityWire {
+    /// The publishing node: its own streams were woken already.
+    node: String,
+    users: Vec<Uuid>,
+}
+
+/// What the publisher sends.
+enum Outgoing {
+    Commit(Arc<Published>),
+    Activity(Vec<Uuid>),
+}
+
 enum Subscription {
     Follow(Uuid, oneshot::Sender<()>),
     Unfollow(Uuid),
@@ -51,7 +72,7 @@ enum Subscription {
 #[derive(Debug)]
 pub struct Fanout {
     channel_prefix: String,
-    outgoing: mpsc::Sender<Arc<Published>>,
+    outgoing: mpsc::Sender<Outgoing>,
     subscriptions: mpsc::UnboundedSender<Subscription>,
     /// Auctions this node follows, with how many local streams want each.
     followed: Mutex<HashMap<Uuid, usize>>,
@@ -73,25 +94,25 @@ impl Fanout {
         stream_prefix: &str,
         key_prefix: &str,
         hub: Arc<Hub>,
+        node: String,
         shutdown: Shutdown,
     ) -> Result<Arc<Self>, redis::RedisError> {
         let client = redis::Client::open(redis_url)?;
-        let channel_prefix = format!("{stream_prefix}:watch:{key_prefix}:");
+        let channels = Channels {
+            commits: format!("{stream_prefix}:watch:{key_prefix}:"),
+            activity: format!("{stream_prefix}:activity:{key_prefix}"),
+            node,
+        };
+        let channel_prefix = channels.commits.clone();
         let (outgoing, to_publish) = mpsc::channel(OUTGOING_CAPACITY);
         let (subscriptions, requests) = mpsc::unbounded_channel();
         tokio::spawn(publisher(
             client.clone(),
-            channel_prefix.clone(),
+            channels.clone(),
             to_publish,
             shutdown.clone(),
         ));
-        tokio::spawn(subscriber(
-            client,
-            channel_prefix.clone(),
-            hub,
-            requests,
-            shutdown,
-        ));
+        tokio::spawn(subscriber(client, channels, hub, requests, shutdown));
         Ok(Arc::new(Self {
             channel_prefix,
             outgoing,
@@ -104,8 +125,17 @@ impl Fanout {
     /// publisher is far behind the commit is dropped and watchers fill the
     /// gap from the log).
     pub fn publish(&self, published: Arc<Published>) {
-        if self.outgoing.try_send(published).is_err() {
+        if self.outgoing.try_send(Outgoing::Commit(published)).is_err() {
             tracing::debug!("fan-out publisher behind; a watcher will fill the gap from the log");
+        }
+    }
+
+    /// The leader: tells the other nodes which users' activity logs a
+    /// commit wrote (never waits; a dropped wake-up is caught by the
+    /// streams' poll).
+    pub fn publish_activity(&self, users: Vec<Uuid>) {
+        if !users.is_empty() && self.outgoing.try_send(Outgoing::Activity(users)).is_err() {
+            tracing::debug!("fan-out publisher behind; activity streams will poll");
         }
     }
 
@@ -164,10 +194,20 @@ impl Fanout {
     }
 }
 
+/// The pub/sub channels of one cluster, and this node's name.
+#[derive(Clone)]
+struct Channels {
+    /// Prefix of the per-auction commit channels.
+    commits: String,
+    /// The one channel of activity wake-ups.
+    activity: String,
+    node: String,
+}
+
 async fn publisher(
     client: redis::Client,
-    channel_prefix: String,
-    mut to_publish: mpsc::Receiver<Arc<Published>>,
+    channels: Channels,
+    mut to_publish: mpsc::Receiver<Outgoing>,
     shutdown: Shutdown,
 ) {
     let mut connection: Option<ConnectionManager> = None;
@@ -192,7 +232,29 @@ async fn publisher(
             continue;
         };
         let mut pipeline = redis::pipe();
-        for published in &batch {
+        for outgoing in &batch {
+            let published = match outgoing {
+                Outgoing::Commit(published) => published,
+                Outgoing::Activity(users) => {
+                    let wire = ActivityWire {
+                        node: channels.node.clone(),
+                        users: users.clone(),
+                    };
+                    match serde_json::to_vec(&wire) {
+                        Ok(payload) => {
+                            pipeline
+                                .cmd("PUBLISH")
+                                .arg(&channels.activity)
+                                .arg(payload)
+                                .ignore();
+                        }
+                        Err(error) => {
+                            tracing::error!(%error, "fan-out: a wake-up could not be encoded")
+                        }
+                    }
+                    continue;
+                }
+            };
             let wire = Wire {
                 auction_id: published.auction_id,
                 events: published.events.clone(),
@@ -203,7 +265,7 @@ async fn publisher(
                 Ok(payload) => {
                     pipeline
                         .cmd("PUBLISH")
-                        .arg(format!("{channel_prefix}{}", published.auction_id))
+                        .arg(format!("{}{}", channels.commits, published.auction_id))
                         .arg(payload)
                         .ignore();
                 }
@@ -218,7 +280,7 @@ async fn publisher(
 
 async fn subscriber(
     client: redis::Client,
-    channel_prefix: String,
+    channels: Channels,
     hub: Arc<Hub>,
     mut requests: mpsc::UnboundedReceiver<Subscription>,
     shutdown: Shutdown,
@@ -236,8 +298,9 @@ async fn subscriber(
                 }
             }
         };
+        let channel_prefix = &channels.commits;
         let (mut sink, mut stream) = pubsub.split();
-        let mut healthy = true;
+        let mut healthy = sink.subscribe(&channels.activity).await.is_ok();
         for auction_id in &followed {
             if sink
                 .subscribe(format!("{channel_prefix}{auction_id}"))
@@ -269,6 +332,13 @@ async fn subscriber(
                 },
                 message = stream.next() => match message {
                     None => healthy = false,
+                    Some(message) if message.get_channel_name() == channels.activity => {
+                        match serde_json::from_slice::<ActivityWire>(message.get_payload_bytes()) {
+                            Ok(wire) if wire.node != channels.node => hub.activity.notify(wire.users),
+                            Ok(_) => {}
+                            Err(error) => tracing::warn!(%error, "fan-out: unreadable wake-up"),
+                        }
+                    }
                     Some(message) => {
                         let payload: Vec<u8> = message.get_payload_bytes().to_vec();
                         match serde_json::from_slice::<Wire>(&payload) {

@@ -78,6 +78,8 @@ impl MeshService for Service {
             context.shutdown.clone(),
             auction_platform::bus::outbox::RelayOptions::default(),
         ));
+        // Named once: random when not configured.
+        let node = cluster::node_id(&context.config);
         // In a cluster with Redis, watchers on any node follow every commit
         // through Redis pub/sub (one subscription per watched auction and
         // node); alone, the in-process hub is enough.
@@ -91,6 +93,7 @@ impl MeshService for Service {
                     &context.config.redis.stream_prefix,
                     &context.config.etcd.key_prefix,
                     std::sync::Arc::clone(&hub),
+                    node.clone(),
                     context.shutdown.clone(),
                 )
                 .map_err(|error| StartError::Service {
@@ -108,7 +111,7 @@ impl MeshService for Service {
             relay,
             clock: std::sync::Arc::clone(&clock),
             shutdown: context.shutdown.clone(),
-            node: cluster::node_id(&context.config),
+            node,
             claims: std::sync::Arc::default(),
         };
         let (shards, cluster) = if context.config.etcd.endpoints.is_empty() {

@@ -1529,6 +1529,12 @@ impl Worker {
         self.hub
             .activity
             .notify(batch.activity.iter().map(|row| row.user_id));
+        if let Some(fanout) = &self.fanout
+            && !batch.activity.is_empty()
+        {
+            let users: HashSet<Uuid> = batch.activity.iter().map(|row| row.user_id).collect();
+            fanout.publish_activity(users.into_iter().collect());
+        }
         for (reply, result) in replies {
             let _ = reply.send(result);
         }

@@ -520,6 +520,66 @@ async fn live_watcher_on_another_node_survives_the_leaders_death() {
     harness.restart(&leader.node);
 }
 
+// Proves a WatchMyActivity stream on a node that does not lead the
+// auction's shard gets the user's activity as it is committed on the leader,
+// woken through Redis pub/sub: with Redis the stream polls the log only
+// every heartbeat (15 s), longer than this test waits for the event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn activity_stream_on_another_node_is_woken_through_redis() {
+    let harness = Harness::start(2, 4).await;
+    harness
+        .wait_until_every_shard_is_led(Duration::from_secs(20))
+        .await;
+    let (created, _) = harness
+        .create_english_auction(Uuid::now_v7(), Duration::from_secs(600))
+        .await;
+    let auction_id = created.auction_id.clone();
+    let leader = harness
+        .leader_of(harness.shard_of(&auction_id))
+        .await
+        .unwrap();
+    let other = harness.any_other_node(&leader.node);
+    let (alice, bob) = (Uuid::now_v7(), Uuid::now_v7());
+    harness
+        .max_bid_until_answered(&auction_id, alice, "alice-1".to_owned(), 100)
+        .await
+        .expect("alice's bid");
+    let alice_token = harness.token(alice, &[auction_platform::auth::Role::Bidder]);
+    let mut stream = harness
+        .client_of(&other)
+        .watch_my_activity(harness::with_token(
+            pb::WatchMyActivityRequest {
+                resume_after_sequence: 0,
+            },
+            &alice_token,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let head = match stream.next().await.unwrap().unwrap().message {
+        Some(pb::watch_my_activity_response::Message::Snapshot(snapshot)) => snapshot.sequence,
+        other => panic!("a snapshot first, not {other:?}"),
+    };
+    harness
+        .max_bid_until_answered(&auction_id, bob, "bob-1".to_owned(), 200)
+        .await
+        .expect("bob's bid");
+    let event = loop {
+        let message = tokio::time::timeout(Duration::from_secs(10), stream.next())
+            .await
+            .expect("the outbid reaches the other node's stream before its poll")
+            .expect("the stream stays open")
+            .expect("no error on the stream");
+        match message.message {
+            Some(pb::watch_my_activity_response::Message::Event(event)) => break event,
+            Some(pb::watch_my_activity_response::Message::Heartbeat(_)) => {}
+            other => panic!("an event, not {other:?}"),
+        }
+    };
+    assert_eq!(event.sequence, head + 1);
+    assert_eq!(event.activity_type(), pb::ActivityType::Outbid);
+}
+
 /// Reads events from a watch stream until sequence `target`.
 async fn read_until(
     stream: &mut tonic::Streaming<pb::WatchAuctionResponse>,

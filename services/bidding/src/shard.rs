@@ -1195,12 +1195,13 @@ impl Worker {
         };
         let view = live.auction.view();
         stage_list_order(auction_id, &mut live, &view, pending);
-        // A start time already passed opens the auction at once.
+        // A start time already passed opens the auction at once (a status
+        // change from the one the new row is inserted with).
+        let status_before = live.auction.status();
         let mut events = Vec::new();
         if let Err(error) = tick_due(&mut live.auction, now, &mut events) {
             tracing::error!(%auction_id, %error, "first tick failed");
         }
-        let status_before = live.auction.status();
         self.stage(auction_id, &mut live, &events, status_before, pending);
         rearm(&mut self.timers, auction_id, &mut live);
         let receipt = receipt(auction_id, &live, events, None, now);

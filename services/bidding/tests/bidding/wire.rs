@@ -1393,3 +1393,38 @@ async fn the_other_formats_and_controls() {
     assert_eq!(closed[0].auction_id, clock.auction_id);
     app.stop().await;
 }
+
+// Proves an auction created after its start time is recorded as open in the
+// log's auctions table, not as the scheduled status it was created with
+// (it used to stay "scheduled" there until its next status change).
+#[tokio::test]
+async fn an_auction_created_after_its_start_is_stored_open() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let actors = actors(&app);
+    let mut bidding = client(&app).await;
+    let created = create(
+        &mut bidding,
+        &actors,
+        english("1.00", None),
+        Duration::from_secs(3_600),
+    )
+    .await;
+    assert_eq!(created.status, pb::AuctionStatus::Open as i32);
+    let database = auction_platform::Database::open(
+        &app.config.storage,
+        <auction_bidding::Service as auction_platform::MeshService>::SCHEMA,
+        <auction_bidding::Service as auction_platform::MeshService>::migrations(),
+    )
+    .await
+    .unwrap();
+    let auction_platform::Database::Sqlite(pool) = database else {
+        panic!("the embedded default is SQLite");
+    };
+    let stored: String = sqlx::query_scalar("SELECT status FROM auctions WHERE auction_id = ?")
+        .bind(Uuid::parse_str(&created.auction_id).unwrap())
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(stored, "open");
+    app.stop().await;
+}

@@ -124,6 +124,18 @@ impl Watchers {
         })
     }
 
+    /// Wakes every stream of this node (after wake-ups may have been lost:
+    /// each reads its log again).
+    pub fn notify_all(&self) {
+        let users = self
+            .users
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (sender, _) in users.values() {
+            sender.send_modify(|generation| *generation = generation.wrapping_add(1));
+        }
+    }
+
     /// Wakes the streams of every user in `users` (after a commit).
     pub fn notify(&self, users: impl IntoIterator<Item = Uuid>) {
         let users_watched = self
@@ -800,9 +812,26 @@ impl Bidding {
                         return;
                     }
                 };
-                if rows.first().is_some_and(|row| row.seq > sent + 1) {
-                    // A stream so slow that what followed its position was
-                    // pruned meanwhile: start it over from a snapshot.
+                let full = rows.len() == ACTIVITY_PAGE as usize;
+                let mut gap = false;
+                for row in rows {
+                    if row.seq != sent + 1 {
+                        // What followed `sent` was pruned (a resume point
+                        // or a stream older than the retention; rows are
+                        // stamped by the nodes' clocks, so a pruned row
+                        // may even sit between kept ones).
+                        gap = true;
+                        break;
+                    }
+                    let seq = row.seq;
+                    if sender.send(Ok(activity_event(row))).await.is_err() {
+                        return;
+                    }
+                    sent = seq;
+                    last_message = tokio::time::Instant::now();
+                }
+                if gap {
+                    // Start the stream over from a snapshot at the head.
                     let head = match self.log.activity_head(user_id).await {
                         Ok(head) => head,
                         Err(error) => {
@@ -828,15 +857,6 @@ impl Bidding {
                     sent = head;
                     last_message = tokio::time::Instant::now();
                     continue;
-                }
-                let full = rows.len() == ACTIVITY_PAGE as usize;
-                for row in rows {
-                    let seq = row.seq;
-                    if sender.send(Ok(activity_event(row))).await.is_err() {
-                        return;
-                    }
-                    sent = seq;
-                    last_message = tokio::time::Instant::now();
                 }
                 if !full {
                     break;

@@ -301,6 +301,9 @@ async fn subscriber(
         let channel_prefix = &channels.commits;
         let (mut sink, mut stream) = pubsub.split();
         let mut healthy = sink.subscribe(&channels.activity).await.is_ok();
+        // Wake-ups published while the subscription was down are lost: every
+        // local activity stream reads its log once now.
+        hub.activity.notify_all();
         for auction_id in &followed {
             if sink
                 .subscribe(format!("{channel_prefix}{auction_id}"))

@@ -1063,7 +1063,11 @@ impl Log {
         limit: i64,
     ) -> Result<u64, LogError> {
         let deleted = on_pool!(&self.database, pool => {
-            QueryBuilder::new("DELETE FROM user_activity WHERE (user_id, seq) IN (SELECT a.user_id, a.seq FROM user_activity a JOIN user_activity_heads h ON h.user_id = a.user_id WHERE a.at_ms < ")
+            // Only users with more than `keep` events have anything to
+            // delete: the others' rows are never scanned.
+            QueryBuilder::new("DELETE FROM user_activity WHERE (user_id, seq) IN (SELECT a.user_id, a.seq FROM user_activity_heads h JOIN user_activity a ON a.user_id = h.user_id WHERE h.last_seq > ")
+                .push_bind(keep)
+                .push(" AND a.at_ms < ")
                 .push_bind(before_ms)
                 .push(" AND a.seq <= h.last_seq - ")
                 .push_bind(keep)

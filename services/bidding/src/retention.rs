@@ -6,9 +6,14 @@
 //!
 //! Every node deletes what is past `bidding.request_retention_ms` and
 //! `bidding.activity_retention_ms` every `bidding.retention_interval_ms`,
-//! [`CHUNK`] rows per statement, so no shard writer waits long behind it
-//! (on SQLite a statement holds the one write lock). Deleting is
-//! idempotent, so several nodes of a cluster doing it is harmless.
+//! at most [`CHUNK`] rows per statement (on SQLite a statement holds the one
+//! write lock the shard writers need). A statement still scans the old rows
+//! it keeps (each active user's last [`ACTIVITY_KEPT`] older than the
+//! retention) to find the ones to delete; users with fewer events than that
+//! are skipped whole. Deleting is idempotent, so several nodes of a cluster
+//! doing it is harmless. Rows carry the committing node's clock: a pruned
+//! row may sit between kept ones, which a stream treats like any pruned
+//! resume point (a RESUME_TOO_OLD snapshot, `crate::activity`).
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -340,7 +340,8 @@ pub struct ShardContext {
 /// claim both would find no outcome, both would decide, and the second
 /// commit would break the unique key and fail the whole batch it is in,
 /// other bidders' bids with it. With it the second shard answers
-/// ALREADY_EXISTS at once (the content differs: another auction). Nodes do
+/// ALREADY_EXISTS at once (the content differs: another auction), even if
+/// the claiming batch then fails (the id was reused all the same). Nodes do
 /// not share claims: across nodes the log's unique key still decides.
 #[derive(Debug, Default)]
 pub struct Claims(std::sync::Mutex<HashMap<OutcomeKey, (u32, usize)>>);

@@ -525,14 +525,7 @@ async fn pruned_activity_resumes_with_a_snapshot(backend: Backend) {
     assert!(head >= 3, "her log holds several events: {head}");
 
     // Eight days later, keeping each user's last event only.
-    let database = auction_platform::Database::open(
-        &app.config.storage,
-        <auction_bidding::Service as auction_platform::MeshService>::SCHEMA,
-        <auction_bidding::Service as auction_platform::MeshService>::migrations(),
-    )
-    .await
-    .unwrap();
-    let log = auction_bidding::log::Log::new(database);
+    let log = auction_bidding::log::Log::new(log_database(&app).await);
     let now_ms = i64::try_from(
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -572,8 +565,65 @@ async fn pruned_activity_resumes_with_a_snapshot(backend: Backend) {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(ids(&listed), vec![id]);
+    assert_eq!(ids(&listed), vec![id.clone()]);
+
+    // A pruned row between kept ones (rows carry the nodes' clocks): a
+    // stream sends what precedes the hole, then a RESUME_TOO_OLD snapshot,
+    // never a skip.
+    for (request_id, amount, token) in [
+        ("p-4", "20.00", &actors.bob_token),
+        ("p-5", "30.00", &actors.alice_token),
+    ] {
+        bidding
+            .set_max_bid(max_bid(&id, request_id, amount, token))
+            .await
+            .unwrap();
+    }
+    let hole = i64::try_from(head + 1).unwrap();
+    let deleted = match log_database(&app).await {
+        auction_platform::Database::Sqlite(pool) => {
+            sqlx::query("DELETE FROM user_activity WHERE user_id = ? AND seq = ?")
+                .bind(actors.alice)
+                .bind(hole)
+                .execute(&pool)
+                .await
+                .map(|done| done.rows_affected())
+        }
+        auction_platform::Database::Postgres(pool) => {
+            sqlx::query("DELETE FROM user_activity WHERE user_id = $1 AND seq = $2")
+                .bind(actors.alice)
+                .bind(hole)
+                .execute(&pool)
+                .await
+                .map(|done| done.rows_affected())
+        }
+    };
+    assert_eq!(deleted.unwrap(), 1);
+    let mut across = watch(&mut bidding, &actors.alice_token, head - 1).await;
+    assert_eq!(next_activity(&mut across).await.sequence, head);
+    let resync = loop {
+        match next(&mut across).await {
+            pb::watch_my_activity_response::Message::Snapshot(snapshot) => break snapshot,
+            pb::watch_my_activity_response::Message::Heartbeat(_) => {}
+            pb::watch_my_activity_response::Message::Event(event) => {
+                panic!("event {} sent across the hole", event.sequence)
+            }
+        }
+    };
+    assert_eq!(resync.reason(), pb::SnapshotReason::ResumeTooOld);
+    assert!(resync.sequence >= head + 2, "{}", resync.sequence);
     app.stop().await;
+}
+
+/// The bidding database of a running test app.
+async fn log_database(app: &auction_testkit::TestApp) -> auction_platform::Database {
+    auction_platform::Database::open(
+        &app.config.storage,
+        <auction_bidding::Service as auction_platform::MeshService>::SCHEMA,
+        <auction_bidding::Service as auction_platform::MeshService>::migrations(),
+    )
+    .await
+    .unwrap()
 }
 
 // Proves activity events past their retention are deleted (each user's last

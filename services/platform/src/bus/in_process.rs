@@ -190,10 +190,14 @@ impl EventBus for InProcessBus {
                             if batch.is_empty() {
                                 break;
                             }
-                            let results = handler.handle_batch(&batch).await;
+                            let mut results = handler.handle_batch(&batch).await.into_iter();
                             // A failed message is retried alone (with
-                            // back-off) before the next batch is taken.
-                            for (envelope, result) in batch.into_iter().zip(results) {
+                            // back-off) before the next batch is taken; one
+                            // the handler gave no result for counts as failed.
+                            for envelope in batch {
+                                let result = results.next().unwrap_or_else(|| {
+                                    Err("the handler returned no result for this message".into())
+                                });
                                 if let Err(error) = result
                                     && !bus.retry(&*handler, envelope, error, &shutdown).await
                                 {

@@ -35,7 +35,7 @@ use uuid::Uuid;
 
 use crate::convert;
 use crate::error::{BiddingError, Refusal};
-use crate::log::{ActivityRow, StoredActivity, StoredPosition};
+use crate::log::{ActivityRow, LogError, StoredActivity, StoredPosition};
 use crate::rpc::Bidding;
 use crate::shard::{self, Metadata};
 
@@ -738,33 +738,41 @@ impl Bidding {
         user_id: Uuid,
         resume_after: u64,
         credentials: tonic::metadata::MetadataMap,
-        mut watching: Watching,
+        watching: Watching,
         sender: tokio::sync::mpsc::Sender<Result<pb::WatchMyActivityResponse, Status>>,
     ) {
-        let head = match self.log.activity_head(user_id).await {
-            Ok(head) => head,
-            Err(error) => {
-                let _ = sender
-                    .send(Err(BiddingError::Unavailable(error).into()))
-                    .await;
-                return;
-            }
-        };
+        if let Err(status) = self
+            .stream_activity(user_id, resume_after, &credentials, watching, &sender)
+            .await
+        {
+            let _ = sender.send(Err(status)).await;
+        }
+    }
+
+    /// Feeds one WatchMyActivity stream until its client leaves (`Ok`) or
+    /// it must end with a status (`Err`).
+    async fn stream_activity(
+        &self,
+        user_id: Uuid,
+        resume_after: u64,
+        credentials: &tonic::metadata::MetadataMap,
+        mut watching: Watching,
+        sender: &tokio::sync::mpsc::Sender<Result<pb::WatchMyActivityResponse, Status>>,
+    ) -> Result<(), Status> {
+        let unavailable = |error: LogError| Status::from(BiddingError::Unavailable(error));
+        let head = self.log.activity_head(user_id).await.map_err(unavailable)?;
         // A resume point whose next event is past the retention
         // (`crate::retention`) cannot be served from the log.
-        let too_old = if resume_after == 0 || resume_after >= head {
-            false
-        } else {
-            match self.log.activity_after(user_id, resume_after, 1).await {
-                Ok(rows) => rows.first().map(|row| row.seq) != Some(resume_after + 1),
-                Err(error) => {
-                    let _ = sender
-                        .send(Err(BiddingError::Unavailable(error).into()))
-                        .await;
-                    return;
-                }
-            }
-        };
+        let too_old = resume_after != 0
+            && resume_after < head
+            && self
+                .log
+                .activity_after(user_id, resume_after, 1)
+                .await
+                .map_err(unavailable)?
+                .first()
+                .map(|row| row.seq)
+                != Some(resume_after + 1);
         // Everything up to `sent` is covered (sent, or in the snapshot).
         let mut sent = if resume_after == 0 || resume_after > head || too_old {
             let reason = if resume_after == 0 {
@@ -774,13 +782,8 @@ impl Bidding {
             } else {
                 pb::SnapshotReason::ResumeUnknown
             };
-            if let Err(status) = self
-                .activity_snapshot(user_id, head, reason, &credentials, &sender)
-                .await
-            {
-                let _ = sender.send(Err(status)).await;
-                return;
-            }
+            self.activity_snapshot(user_id, head, reason, credentials, sender)
+                .await?;
             head
         } else {
             if sender
@@ -788,7 +791,7 @@ impl Bidding {
                 .await
                 .is_err()
             {
-                return;
+                return Ok(());
             }
             resume_after
         };
@@ -803,15 +806,11 @@ impl Bidding {
         loop {
             // Drain what the log holds after `sent`.
             loop {
-                let rows = match self.log.activity_after(user_id, sent, ACTIVITY_PAGE).await {
-                    Ok(rows) => rows,
-                    Err(error) => {
-                        let _ = sender
-                            .send(Err(BiddingError::Unavailable(error).into()))
-                            .await;
-                        return;
-                    }
-                };
+                let rows = self
+                    .log
+                    .activity_after(user_id, sent, ACTIVITY_PAGE)
+                    .await
+                    .map_err(unavailable)?;
                 let full = rows.len() == ACTIVITY_PAGE as usize;
                 let mut gap = false;
                 for row in rows {
@@ -825,35 +824,22 @@ impl Bidding {
                     }
                     let seq = row.seq;
                     if sender.send(Ok(activity_event(row))).await.is_err() {
-                        return;
+                        return Ok(());
                     }
                     sent = seq;
                     last_message = tokio::time::Instant::now();
                 }
                 if gap {
                     // Start the stream over from a snapshot at the head.
-                    let head = match self.log.activity_head(user_id).await {
-                        Ok(head) => head,
-                        Err(error) => {
-                            let _ = sender
-                                .send(Err(BiddingError::Unavailable(error).into()))
-                                .await;
-                            return;
-                        }
-                    };
-                    if let Err(status) = self
-                        .activity_snapshot(
-                            user_id,
-                            head,
-                            pb::SnapshotReason::ResumeTooOld,
-                            &credentials,
-                            &sender,
-                        )
-                        .await
-                    {
-                        let _ = sender.send(Err(status)).await;
-                        return;
-                    }
+                    let head = self.log.activity_head(user_id).await.map_err(unavailable)?;
+                    self.activity_snapshot(
+                        user_id,
+                        head,
+                        pb::SnapshotReason::ResumeTooOld,
+                        credentials,
+                        sender,
+                    )
+                    .await?;
                     sent = head;
                     last_message = tokio::time::Instant::now();
                     continue;
@@ -864,19 +850,16 @@ impl Bidding {
             }
             let heartbeat_due = last_message + HEARTBEAT;
             tokio::select! {
-                () = self.shutdown.wait() => {
-                    let _ = sender.send(Err(BiddingError::ShuttingDown.into())).await;
-                    return;
-                }
+                () = self.shutdown.wait() => return Err(BiddingError::ShuttingDown.into()),
                 changed = watching.changes.changed() => {
                     if changed.is_err() {
-                        return;
+                        return Ok(());
                     }
                 }
                 () = tokio::time::sleep(poll) => {}
                 () = tokio::time::sleep_until(heartbeat_due) => {
                     if sender.send(Ok(self.activity_heartbeat(sent))).await.is_err() {
-                        return;
+                        return Ok(());
                     }
                     last_message = tokio::time::Instant::now();
                 }

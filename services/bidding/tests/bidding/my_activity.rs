@@ -526,16 +526,9 @@ async fn pruned_activity_resumes_with_a_snapshot(backend: Backend) {
 
     // Eight days later, keeping each user's last event only.
     let log = auction_bidding::log::Log::new(log_database(&app).await);
-    let now_ms = i64::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis(),
-    )
-    .unwrap();
     let (outcomes, activity) = auction_bidding::retention::prune(
         &log,
-        now_ms + 8 * 86_400_000,
+        auction_platform::now_ms() + 8 * 86_400_000,
         &app.config.bidding,
         1,
         &auction_platform::Shutdown::new(),

@@ -134,6 +134,22 @@ fn notification_of(event: &pb::InboxEvent) -> &pb::Notification {
     }
 }
 
+/// `received` are the outbid notifications of amounts 1.00 to `count`.00,
+/// each exactly once, with the inbox sequences 1 to `count` in order.
+fn assert_each_outbid_once(received: &[pb::InboxEvent], count: u64) {
+    let sequences: Vec<u64> = received.iter().map(|event| event.sequence).collect();
+    assert_eq!(sequences, (1..=count).collect::<Vec<u64>>());
+    let mut amounts: Vec<String> = received
+        .iter()
+        .map(|event| notification_of(event).amount.clone().unwrap().amount)
+        .collect();
+    amounts.sort_by_key(|amount| amount.trim_end_matches(".00").parse::<u32>().unwrap());
+    assert_eq!(
+        amounts,
+        (1..=count).map(|n| format!("{n}.00")).collect::<Vec<_>>()
+    );
+}
+
 /// A producer service of our own: its outbox table in a SQLite file,
 /// relayed to the given bus, as the bidding service will do.
 struct Producer {
@@ -252,17 +268,7 @@ async fn redis_outage_loses_no_event(backend: Backend) {
     );
 
     // Every event exactly once, in a gap-free per-user sequence.
-    let sequences: Vec<u64> = received.iter().map(|event| event.sequence).collect();
-    assert_eq!(sequences, (1..=15).collect::<Vec<u64>>());
-    let mut amounts: Vec<String> = received
-        .iter()
-        .map(|event| notification_of(event).amount.clone().unwrap().amount)
-        .collect();
-    amounts.sort_by_key(|amount| amount.trim_end_matches(".00").parse::<u32>().unwrap());
-    assert_eq!(
-        amounts,
-        (1..=15).map(|n| format!("{n}.00")).collect::<Vec<_>>()
-    );
+    assert_each_outbid_once(&received, 15);
     assert_eq!(marker.sequence, 16);
     let listed = client(&app)
         .await
@@ -343,17 +349,7 @@ async fn burst_is_consumed_exactly_once(backend: Backend) {
     for _ in 1..=40 {
         received.push(next_event(&mut stream).await);
     }
-    let sequences: Vec<u64> = received.iter().map(|event| event.sequence).collect();
-    assert_eq!(sequences, (1..=40).collect::<Vec<u64>>());
-    let mut amounts: Vec<String> = received
-        .iter()
-        .map(|event| notification_of(event).amount.clone().unwrap().amount)
-        .collect();
-    amounts.sort_by_key(|amount| amount.trim_end_matches(".00").parse::<u32>().unwrap());
-    assert_eq!(
-        amounts,
-        (1..=40).map(|n| format!("{n}.00")).collect::<Vec<_>>()
-    );
+    assert_each_outbid_once(&received, 40);
     // The bad events end in the dead letters (after three deliveries); they
     // left nothing behind and held nothing back.
     let mut poison = vec![undecodable.event_id];

@@ -11,6 +11,16 @@
 //! loses none. A crash between publishing and marking publishes a row again:
 //! delivery is at least once and consumers deduplicate by event id.
 //!
+//! On SQLite the marks are deferred: the relay remembers in memory how far
+//! it has published and marks those rows at most once per
+//! [`RelayOptions::mark_interval`] (and whenever it goes idle, and at
+//! shutdown). Marking after every round cost the producer a second write
+//! transaction, and so a second `fsync`, for each of its own commits, and
+//! the producer's next commit waited for it on SQLite's one write lock. A
+//! crash re-publishes at most the last interval's rows. PostgreSQL marks
+//! in the round's own transaction: several processes may relay one schema
+//! there, and none of them could see another's memory.
+//!
 //! Order: rows are published in position order. On PostgreSQL a position is
 //! taken at insert time, so two transactions committing concurrently may be
 //! published in the other order; rows of one key (an auction) are ordered as
@@ -188,6 +198,9 @@ pub struct RelayOptions {
     pub retention: Duration,
     /// The longest pause between retries while the bus is down.
     pub max_backoff: Duration,
+    /// SQLite: the longest time published rows stay unmarked while rows
+    /// keep coming (see the module's documentation).
+    pub mark_interval: Duration,
 }
 
 impl Default for RelayOptions {
@@ -197,6 +210,7 @@ impl Default for RelayOptions {
             poll_interval: Duration::from_millis(200),
             retention: Duration::from_secs(3_600),
             max_backoff: Duration::from_secs(2),
+            mark_interval: Duration::from_secs(1),
         }
     }
 }
@@ -220,9 +234,15 @@ impl Relay {
             wake: Arc::clone(&wake),
         };
         tokio::spawn(async move {
+            let mut marks = Marks::default();
             tokio::select! {
-                () = run(database, bus, wake, options) => {}
+                () = run(&database, bus, wake, &options, &mut marks) => {}
                 () = shutdown.wait() => {}
+            }
+            // Rows published but not yet marked (SQLite) are marked now, so
+            // that a clean stop re-publishes nothing.
+            if let Err(error) = marks.mark(&database).await {
+                tracing::warn!(%error, "outbox relay: marking published rows at shutdown failed");
             }
         });
         relay
@@ -235,55 +255,89 @@ impl Relay {
     }
 }
 
-/// Reads up to `$batch_size` unpublished rows through `$executor`,
-/// publishes them and marks them published; evaluates to the count.
+/// Reads up to `$batch_size` unpublished rows after position `$after`
+/// through `$executor` and publishes them; evaluates to their positions.
 macro_rules! publish_rows {
-    ($database:expr, $executor:expr, $bus:expr, $batch_size:expr) => {{
+    ($executor:expr, $bus:expr, $after:expr, $batch_size:expr) => {{
         let rows = QueryBuilder::new(
-            "SELECT position, envelope FROM event_outbox WHERE published_at_ms IS NULL ORDER BY position LIMIT ",
+            "SELECT position, envelope FROM event_outbox WHERE published_at_ms IS NULL AND position > ",
         )
+        .push_bind($after)
+        .push(" ORDER BY position LIMIT ")
         .push_bind(i64::from($batch_size))
         .build()
         .fetch_all($executor)
         .await?;
-        if rows.is_empty() {
-            0
-        } else {
-            let mut positions = Vec::with_capacity(rows.len());
-            let mut envelopes = Vec::with_capacity(rows.len());
-            for row in &rows {
-                positions.push(row.try_get::<i64, _>("position")?);
-                let bytes: Vec<u8> = row.try_get("envelope")?;
-                match Envelope::from_bytes(&bytes) {
-                    Ok(envelope) => envelopes.push(envelope),
-                    // A row we wrote ourselves cannot be undecodable unless
-                    // the table was tampered with: skip it rather than
-                    // block the rest.
-                    Err(error) => tracing::error!(%error, "outbox relay: undecodable row skipped"),
-                }
+        let mut positions = Vec::with_capacity(rows.len());
+        let mut envelopes = Vec::with_capacity(rows.len());
+        for row in &rows {
+            positions.push(row.try_get::<i64, _>("position")?);
+            let bytes: Vec<u8> = row.try_get("envelope")?;
+            match Envelope::from_bytes(&bytes) {
+                Ok(envelope) => envelopes.push(envelope),
+                // A row we wrote ourselves cannot be undecodable unless
+                // the table was tampered with: skip it rather than
+                // block the rest.
+                Err(error) => tracing::error!(%error, "outbox relay: undecodable row skipped"),
             }
-            $bus.publish(&envelopes).await?;
-            // SQLite: in turn with the service's other writers.
-            let _turn = $database.write_turn().await;
-            let mut update = QueryBuilder::new("UPDATE event_outbox SET published_at_ms = ");
-            update.push_bind(now_ms()).push(" WHERE position IN (");
-            let mut separated = update.separated(", ");
-            for position in &positions {
-                separated.push_bind(*position);
-            }
-            separated.push_unseparated(")");
-            update.build().execute($executor).await?;
-            positions.len() as u64
         }
+        if !envelopes.is_empty() {
+            $bus.publish(&envelopes).await?;
+        }
+        positions
     }};
 }
 
-async fn run(database: Database, bus: Arc<dyn EventBus>, wake: Arc<Notify>, options: RelayOptions) {
+/// How far a SQLite relay has published, and what it has not marked yet.
+#[derive(Debug, Default)]
+struct Marks {
+    /// The last position published by this relay (0 before the first).
+    published: i64,
+    /// Published rows up to this position may still be unmarked.
+    unmarked_through: Option<i64>,
+    /// When rows were last marked.
+    last_mark: Option<tokio::time::Instant>,
+}
+
+impl Marks {
+    /// Whether the mark interval has passed since the last mark.
+    fn due(&self, interval: Duration) -> bool {
+        self.unmarked_through.is_some()
+            && self.last_mark.is_none_or(|last| last.elapsed() >= interval)
+    }
+
+    /// Marks every row published so far (SQLite; nothing to do otherwise).
+    async fn mark(&mut self, database: &Database) -> Result<(), sqlx::Error> {
+        let (Database::Sqlite(pool), Some(through)) = (database, self.unmarked_through) else {
+            return Ok(());
+        };
+        // In turn with the service's other writers.
+        let _turn = database.write_turn().await;
+        QueryBuilder::new("UPDATE event_outbox SET published_at_ms = ")
+            .push_bind(now_ms())
+            .push(" WHERE published_at_ms IS NULL AND position <= ")
+            .push_bind(through)
+            .build()
+            .execute(pool)
+            .await?;
+        self.unmarked_through = None;
+        self.last_mark = Some(tokio::time::Instant::now());
+        Ok(())
+    }
+}
+
+async fn run(
+    database: &Database,
+    bus: Arc<dyn EventBus>,
+    wake: Arc<Notify>,
+    options: &RelayOptions,
+    marks: &mut Marks,
+) {
     let mut backoff = Duration::from_millis(50);
     let mut failing = false;
     let mut last_cleanup = tokio::time::Instant::now();
     loop {
-        match relay_batch(&database, bus.as_ref(), options.batch_size).await {
+        match relay_batch(database, bus.as_ref(), options, marks).await {
             Ok(published) => {
                 if failing {
                     tracing::info!("outbox relay: publishing again");
@@ -295,13 +349,18 @@ async fn run(database: Database, bus: Arc<dyn EventBus>, wake: Arc<Notify>, opti
                 }
                 if last_cleanup.elapsed() > Duration::from_secs(60) {
                     last_cleanup = tokio::time::Instant::now();
-                    if let Err(error) = cleanup(&database, options.retention).await {
+                    if let Err(error) = cleanup(database, options.retention).await {
                         tracing::warn!(%error, "outbox relay: cleanup failed");
                     }
                 }
-                tokio::select! {
-                    () = wake.notified() => {}
-                    () = tokio::time::sleep(options.poll_interval) => {}
+                let idle = tokio::select! {
+                    () = wake.notified() => false,
+                    () = tokio::time::sleep(options.poll_interval) => true,
+                };
+                // A whole poll interval without new rows: the producer is
+                // quiet, so marking now delays none of its commits.
+                if idle && let Err(error) = marks.mark(database).await {
+                    tracing::warn!(%error, "outbox relay: marking published rows failed");
                 }
             }
             Err(error) => {
@@ -320,11 +379,14 @@ async fn run(database: Database, bus: Arc<dyn EventBus>, wake: Arc<Notify>, opti
 async fn relay_batch(
     database: &Database,
     bus: &dyn EventBus,
-    batch_size: u32,
+    options: &RelayOptions,
+    marks: &mut Marks,
 ) -> Result<u64, BusError> {
+    let batch_size = options.batch_size;
     match database {
         // PostgreSQL: one relay at a time per schema, across processes,
-        // through a transaction-scoped advisory lock held while publishing.
+        // through a transaction-scoped advisory lock held while publishing;
+        // the rows are marked in the same transaction.
         Database::Postgres(pool) => {
             let mut transaction = pool.begin().await?;
             let locked: bool = QueryBuilder::new(
@@ -337,14 +399,31 @@ async fn relay_batch(
                 transaction.rollback().await?;
                 return Ok(0);
             }
-            let published = publish_rows!(database, &mut *transaction, bus, batch_size);
+            let positions = publish_rows!(&mut *transaction, bus, 0_i64, batch_size);
+            if !positions.is_empty() {
+                let mut update = QueryBuilder::new("UPDATE event_outbox SET published_at_ms = ");
+                update.push_bind(now_ms()).push(" WHERE position = ANY(");
+                update.push_bind(&positions).push(")");
+                update.build().execute(&mut *transaction).await?;
+            }
             transaction.commit().await?;
-            Ok(published)
+            Ok(positions.len() as u64)
         }
         // SQLite: one process owns the file and its writers are serialised,
         // so no lock is needed; and no transaction is held while publishing
-        // (it would block the producer's writers during a bus outage).
-        Database::Sqlite(pool) => Ok(publish_rows!(database, pool, bus, batch_size)),
+        // (it would block the producer's writers during a bus outage). The
+        // rows are marked later (see the module's documentation).
+        Database::Sqlite(pool) => {
+            let positions = publish_rows!(pool, bus, marks.published, batch_size);
+            if let Some(&last) = positions.last() {
+                marks.published = last;
+                marks.unmarked_through = Some(last);
+                if marks.due(options.mark_interval) {
+                    marks.mark(database).await?;
+                }
+            }
+            Ok(positions.len() as u64)
+        }
     }
 }
 

@@ -247,18 +247,127 @@ async fn relay_publishes_in_order(database: Database) {
 #[tokio::test]
 async fn relay_publishes_committed_rows_in_order_sqlite() {
     let dir = tempfile::tempdir().unwrap();
+    let pool = sqlite_outbox(dir.path()).await;
+    relay_publishes_in_order(Database::Sqlite(pool)).await;
+}
+
+// Proves the same on PostgreSQL (in a schema of its own).
+async fn sqlite_outbox(dir: &std::path::Path) -> sqlx::SqlitePool {
     let options = sqlx::sqlite::SqliteConnectOptions::new()
-        .filename(dir.path().join("outbox.db"))
+        .filename(dir.join("outbox.db"))
         .create_if_missing(true);
     let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
     sqlx::raw_sql(outbox::SQLITE_MIGRATION)
         .execute(&pool)
         .await
         .unwrap();
-    relay_publishes_in_order(Database::Sqlite(pool)).await;
+    pool
 }
 
-// Proves the same on PostgreSQL (in a schema of its own).
+async fn stage_committed(pool: &sqlx::SqlitePool, envelopes: &[Envelope]) {
+    let mut transaction = pool.begin().await.unwrap();
+    outbox::stage(&mut transaction, envelopes).await.unwrap();
+    transaction.commit().await.unwrap();
+}
+
+// Proves the SQLite relay's deferred marks: rows are published at once but
+// marked only when the mark interval allows (here: only at shutdown), a
+// relay started after a crash before the mark publishes them again (at
+// least once, never lost), and a clean stop marks everything it published.
+#[tokio::test]
+async fn sqlite_relay_defers_marks_and_a_crash_republishes() {
+    let dir = tempfile::tempdir().unwrap();
+    let pool = sqlite_outbox(dir.path()).await;
+    let database = Database::Sqlite(pool.clone());
+    let patient = RelayOptions {
+        poll_interval: Duration::from_secs(3_600),
+        mark_interval: Duration::from_secs(3_600),
+        ..RelayOptions::default()
+    };
+    let envelopes: Vec<Envelope> = (0..30).map(|index| envelope(&index.to_string())).collect();
+
+    let first_shutdown = Shutdown::new();
+    let first_bus = Arc::new(InProcessBus::new(3));
+    let (handler, mut first_seen) = probe("first", false, false);
+    first_bus.subscribe(subscription(&first_shutdown), handler);
+    let first = Relay::spawn(
+        database.clone(),
+        first_bus,
+        first_shutdown.clone(),
+        patient.clone(),
+    );
+    // The first round marks at once (no mark yet); later rounds wait.
+    stage_committed(&pool, &envelopes[..10]).await;
+    first.wake();
+    for index in 0..10 {
+        assert_eq!(next(&mut first_seen).await.1, index.to_string());
+    }
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while outbox::unpublished_count(&database).await.unwrap() > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the first round was not marked"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stage_committed(&pool, &envelopes[10..20]).await;
+    first.wake();
+    stage_committed(&pool, &envelopes[20..]).await;
+    first.wake();
+    for index in 10..30 {
+        assert_eq!(next(&mut first_seen).await.1, index.to_string());
+    }
+    assert_eq!(
+        outbox::unpublished_count(&database).await.unwrap(),
+        20,
+        "published rows wait for the mark interval"
+    );
+
+    // A relay started now stands for the process restarted after a crash:
+    // the unmarked rows are published again, in order, and nothing else
+    // (its first round marks them).
+    let second_shutdown = Shutdown::new();
+    let second_bus = Arc::new(InProcessBus::new(3));
+    let (handler, mut second_seen) = probe("second", false, false);
+    second_bus.subscribe(subscription(&second_shutdown), handler);
+    let _second = Relay::spawn(
+        database.clone(),
+        second_bus,
+        second_shutdown.clone(),
+        patient,
+    );
+    for index in 10..30 {
+        assert_eq!(next(&mut second_seen).await.1, index.to_string());
+    }
+    second_shutdown.trigger();
+
+    // A clean stop marks what was published.
+    let more: Vec<Envelope> = (30..40).map(|index| envelope(&index.to_string())).collect();
+    stage_committed(&pool, &more).await;
+    first.wake();
+    for index in 30..40 {
+        assert_eq!(next(&mut first_seen).await.1, index.to_string());
+    }
+    assert_eq!(outbox::unpublished_count(&database).await.unwrap(), 10);
+    first_shutdown.trigger();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while outbox::unpublished_count(&database).await.unwrap() > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "shutdown did not mark the published rows"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        first_seen.try_recv().is_err(),
+        "the first relay published nothing twice"
+    );
+    assert!(
+        second_seen.try_recv().is_err(),
+        "the second relay published nothing else"
+    );
+}
+
 #[tokio::test]
 async fn relay_publishes_committed_rows_in_order_postgres() {
     let url = std::env::var("MESH_TEST_POSTGRES_URL")

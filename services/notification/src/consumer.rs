@@ -112,25 +112,26 @@ impl Inner {
 }
 
 /// Sends ENDING_SOON notifications as auctions approach their end: every
-/// `ending_soon_scan_interval_ms`, each open auction ending within a day is
-/// checked against its participants' lead times.
+/// `ending_soon_scan_interval_ms`, the participants of open auctions ending
+/// within a day whose lead time has come, and who were not told yet, are
+/// found in one query and told.
 pub async fn run_ending_soon(inner: Arc<Inner>, shutdown: Shutdown) {
     let config = &inner.config.notification;
     let interval = Duration::from_millis(config.ending_soon_scan_interval_ms);
     let default_lead_ms = i64::try_from(config.default_ending_soon_lead_ms).unwrap_or(i64::MAX);
     loop {
         let now_ms = crate::now_ms();
-        match inner.store.auctions_ending(now_ms, 86_400_000).await {
-            Ok(auctions) => {
-                for auction in &auctions {
-                    match inner
-                        .store
-                        .deliver_ending_soon(auction, default_lead_ms, now_ms)
-                        .await
-                    {
+        match inner
+            .store
+            .ending_soon_due(now_ms, 86_400_000, default_lead_ms)
+            .await
+        {
+            Ok(due) => {
+                for auction in &due {
+                    match inner.store.deliver_ending_soon(auction, now_ms).await {
                         Ok(produced) => inner.after_commit(&produced),
                         Err(error) => {
-                            tracing::warn!(error = %auction_platform::error::DisplayChain(&error), auction_id = %auction.0, "ending-soon delivery failed")
+                            tracing::warn!(error = %auction_platform::error::DisplayChain(&error), auction_id = %auction.auction_id, "ending-soon delivery failed")
                         }
                     }
                 }

@@ -402,6 +402,10 @@ pub fn everyone(audience: &AuctionAudience) -> Vec<String> {
     users
 }
 
+/// The dedupe key of ENDING_SOON is this prefix and the auction id (the
+/// ending-soon scan looks for it in SQL).
+pub const ENDING_SOON_KEY_PREFIX: &str = "ending_soon:";
+
 /// ENDING_SOON for one participant of an auction ending at `end_time`.
 pub fn plan_ending_soon(
     user_id: &str,
@@ -413,7 +417,7 @@ pub fn plan_ending_soon(
     let mut planned = Planned::new(
         user_id,
         NotificationType::EndingSoon,
-        format!("ending_soon:{auction_id}"),
+        format!("{ENDING_SOON_KEY_PREFIX}{auction_id}"),
     )
     .auction(auction_id)
     .text(

@@ -39,6 +39,22 @@ pub enum Incoming {
     User(BusUserEvent),
 }
 
+/// The participants of one auction owed ENDING_SOON (see
+/// [`Store::ending_soon_due`]).
+#[derive(Debug, Clone)]
+pub struct EndingSoon {
+    /// The auction.
+    pub auction_id: String,
+    /// Its title.
+    pub title: String,
+    /// Its end (Unix ms).
+    pub end_ms: i64,
+    /// Its current price, if any.
+    pub price: Option<auction_proto::v1::Money>,
+    /// The participants to tell now.
+    pub users: Vec<String>,
+}
+
 /// What a committed consumption produced, for wake-ups after the commit.
 #[derive(Debug, Default)]
 pub struct Produced {
@@ -674,61 +690,92 @@ impl Store {
         })
     }
 
-    /// Open auctions ending within `horizon_ms` after `now_ms`: (id, title,
-    /// end, price).
-    pub async fn auctions_ending(
+    /// The participants owed ENDING_SOON now, by auction: open auctions
+    /// ending within `horizon_ms` after `now_ms` whose end minus the user's
+    /// lead time (`default_lead_ms` when unset) has come, without the
+    /// users already notified. One query per scan: once everyone due has
+    /// been told, a scan reads nothing (it used to read every participant's
+    /// settings and look up every notification each time).
+    pub async fn ending_soon_due(
         &self,
         now_ms: i64,
         horizon_ms: i64,
-    ) -> Result<Vec<(String, String, i64, Option<auction_proto::v1::Money>)>, NotificationError>
-    {
+        default_lead_ms: i64,
+    ) -> Result<Vec<EndingSoon>, NotificationError> {
         let rows = on_pool!(&self.database, pool => {
-            QueryBuilder::new("SELECT auction_id, title, end_time_ms, price_currency, price_amount FROM auctions WHERE finished = ")
-                .push_bind(false)
-                .push(" AND end_time_ms > ")
-                .push_bind(now_ms)
-                .push(" AND end_time_ms <= ")
-                .push_bind(now_ms + horizon_ms)
-                .build()
-                .fetch_all(pool)
-                .await?
-                .iter()
-                .map(|row| {
-                    let currency: String = row.try_get("price_currency")?;
-                    let amount: String = row.try_get("price_amount")?;
-                    let price = (!amount.is_empty()).then_some(auction_proto::v1::Money { currency, amount });
-                    Ok((row.try_get("auction_id")?, row.try_get("title")?, row.try_get("end_time_ms")?, price))
-                })
-                .collect::<Result<Vec<_>, sqlx::Error>>()?
+            QueryBuilder::new(
+                "SELECT DISTINCT a.auction_id, a.title, a.end_time_ms, a.price_currency, a.price_amount, p.user_id \
+                 FROM auctions a JOIN auction_participants p ON p.auction_id = a.auction_id \
+                 LEFT JOIN user_settings s ON s.user_id = p.user_id WHERE a.finished = ",
+            )
+            .push_bind(false)
+            .push(" AND a.end_time_ms > ")
+            .push_bind(now_ms)
+            .push(" AND a.end_time_ms <= ")
+            .push_bind(now_ms.saturating_add(horizon_ms))
+            .push(" AND a.end_time_ms - COALESCE(s.ending_soon_lead_ms, ")
+            .push_bind(default_lead_ms)
+            .push(") <= ")
+            .push_bind(now_ms)
+            .push(" AND NOT EXISTS (SELECT 1 FROM notifications n WHERE n.user_id = p.user_id AND n.dedupe_key = ")
+            .push_bind(plan::ENDING_SOON_KEY_PREFIX)
+            .push(" || a.auction_id) ORDER BY a.end_time_ms, a.auction_id, p.user_id")
+            .build()
+            .fetch_all(pool)
+            .await?
+            .iter()
+            .map(|row| {
+                let currency: String = row.try_get("price_currency")?;
+                let amount: String = row.try_get("price_amount")?;
+                Ok((
+                    EndingSoon {
+                        auction_id: row.try_get("auction_id")?,
+                        title: row.try_get("title")?,
+                        end_ms: row.try_get("end_time_ms")?,
+                        price: (!amount.is_empty()).then_some(auction_proto::v1::Money { currency, amount }),
+                        users: Vec::new(),
+                    },
+                    row.try_get::<String, _>("user_id")?,
+                ))
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()?
         });
-        Ok(rows)
+        let mut due: Vec<EndingSoon> = Vec::new();
+        for (auction, user_id) in rows {
+            match due.last_mut() {
+                Some(last) if last.auction_id == auction.auction_id => last.users.push(user_id),
+                _ => due.push(EndingSoon {
+                    users: vec![user_id],
+                    ..auction
+                }),
+            }
+        }
+        Ok(due)
     }
 
-    /// Sends ENDING_SOON to the participants of one auction whose lead time
-    /// has come (each once per auction).
+    /// Sends ENDING_SOON for one auction to the users found due (each once
+    /// per auction: a user told meanwhile is skipped).
     pub async fn deliver_ending_soon(
         &self,
-        auction: &(String, String, i64, Option<auction_proto::v1::Money>),
-        default_lead_ms: i64,
+        due: &EndingSoon,
         now_ms: i64,
     ) -> Result<Produced, NotificationError> {
         let settings = &self.settings;
-        let (auction_id, title, end_ms, price) = auction;
+        let planned: Vec<Planned> = due
+            .users
+            .iter()
+            .map(|user| {
+                plan::plan_ending_soon(
+                    user,
+                    &due.auction_id,
+                    &due.title,
+                    timestamp_from_ms(due.end_ms),
+                    due.price.clone(),
+                )
+            })
+            .collect();
         on_pool!(&self.database, pool => {
             let mut tx = pool.begin().await?;
-            let audience = audience_of!(tx, auction_id.as_str());
-            let mut planned = Vec::new();
-            for user in plan::everyone(&audience) {
-                let lead: Option<i64> = QueryBuilder::new("SELECT ending_soon_lead_ms FROM user_settings WHERE user_id = ")
-                    .push_bind(user.clone())
-                    .build_query_scalar()
-                    .fetch_optional(&mut *tx)
-                    .await?
-                    .flatten();
-                if end_ms - lead.unwrap_or(default_lead_ms) <= now_ms {
-                    planned.push(plan::plan_ending_soon(&user, auction_id, title, timestamp_from_ms(*end_ms), price.clone()));
-                }
-            }
             let mut produced = Produced::default();
             deliver_planned!(tx, &planned, now_ms, settings, produced)?;
             tx.commit().await?;

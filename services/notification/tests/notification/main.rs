@@ -403,6 +403,155 @@ async fn burst_is_consumed_exactly_once_postgres() {
     burst_is_consumed_exactly_once(Backend::Postgres).await;
 }
 
+/// An auction event of `auction_id` ending at `end_ms`: opened, or a bid
+/// by `bidder` (who becomes a participant).
+fn auction_event(auction_id: &str, end_ms: i64, bidder: Option<Uuid>) -> Envelope {
+    let end_time = Some(bus::timestamp_from_ms(end_ms));
+    let kind = match bidder {
+        None => pb::bus_auction_event::Kind::Opened(pb::BusAuctionOpened {
+            starting_price: Some(usd("1.00")),
+            end_time,
+            ..pb::BusAuctionOpened::default()
+        }),
+        Some(bidder) => pb::bus_auction_event::Kind::BidPlaced(pb::BusAuctionBidPlaced {
+            bidder_id: bidder.to_string(),
+            leader_id: bidder.to_string(),
+            price: Some(usd("2.00")),
+            end_time,
+            ..pb::BusAuctionBidPlaced::default()
+        }),
+    };
+    let event = pb::BusAuctionEvent {
+        auction_id: auction_id.to_owned(),
+        sequence: if bidder.is_some() { 3 } else { 2 },
+        event_time: Some(bus::timestamp_from_ms(now_ms())),
+        seller_id: Uuid::now_v7().to_string(),
+        title: "Lamp".to_owned(),
+        kind: Some(kind),
+    };
+    Envelope::new("bidding", TOPIC_AUCTION, auction_id, now_ms(), &event)
+}
+
+/// The ENDING_SOON notifications `token`'s user has, by auction id.
+async fn ending_soon_of(app: &TestApp, token: &str) -> Vec<String> {
+    let mut auctions: Vec<String> = client(app)
+        .await
+        .list_notifications(with_token(
+            pb::ListNotificationsRequest {
+                types: vec![pb::NotificationType::EndingSoon as i32],
+                page_size: 100,
+                ..Default::default()
+            },
+            token,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .notifications
+        .into_iter()
+        .map(|notification| notification.auction_id)
+        .collect();
+    auctions.sort();
+    auctions
+}
+
+async fn set_ending_soon_lead(app: &TestApp, token: &str, request_id: &str, lead_s: i64) {
+    client(app)
+        .await
+        .update_notification_preferences(with_token(
+            pb::UpdateNotificationPreferencesRequest {
+                request_id: request_id.to_owned(),
+                ending_soon_lead: Some(prost_types::Duration {
+                    seconds: lead_s,
+                    nanos: 0,
+                }),
+                ..Default::default()
+            },
+            token,
+        ))
+        .await
+        .unwrap();
+}
+
+async fn ending_soon_goes_once_to_whom_it_is_due(backend: Backend) {
+    let app = spawn_app_with(backend, |config| {
+        config.notification.ending_soon_scan_interval_ms = 50;
+    })
+    .await;
+    let bus = bus::for_process(&app.config).unwrap();
+    // Default lead 15 min; `patient` wants 1 min.
+    let (eager, patient) = (Uuid::now_v7(), Uuid::now_v7());
+    let eager_token = app.access_token(eager, &[Role::Bidder]);
+    let patient_token = app.access_token(patient, &[Role::Bidder]);
+    set_ending_soon_lead(&app, &patient_token, "lead-1", 60).await;
+    let soon = Uuid::now_v7().to_string();
+    let in_two_days = Uuid::now_v7().to_string();
+    let finished = Uuid::now_v7().to_string();
+    let soon_end = now_ms() + 10 * 60_000;
+    let mut events = Vec::new();
+    for (auction, end_ms) in [
+        (&soon, soon_end),
+        (&in_two_days, now_ms() + 2 * 86_400_000),
+        (&finished, soon_end),
+    ] {
+        events.push(auction_event(auction, end_ms, None));
+        events.push(auction_event(auction, end_ms, Some(eager)));
+        events.push(auction_event(auction, end_ms, Some(patient)));
+    }
+    events.push(reserve_not_met(&finished, patient));
+    let mut stream = subscribe(&app, &eager_token, 0).await;
+    assert!(matches!(
+        next_message(&mut stream).await,
+        pb::subscribe_response::Message::Snapshot(_)
+    ));
+    bus.publish(&events).await.unwrap();
+    // The eager bidder is told of the auction ending in 10 minutes, and of
+    // nothing else.
+    let told = loop {
+        let event = next_event(&mut stream).await;
+        let notification = notification_of(&event);
+        if notification.notification_type == pb::NotificationType::EndingSoon as i32 {
+            break notification.clone();
+        }
+    };
+    assert_eq!(told.auction_id, soon);
+    assert_eq!(told.deadline_time, Some(bus::timestamp_from_ms(soon_end)));
+    // Many scans later: still once, and the patient bidder not yet.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(ending_soon_of(&app, &eager_token).await, vec![soon.clone()]);
+    assert!(ending_soon_of(&app, &patient_token).await.is_empty());
+    // A longer lead makes the patient bidder due at the next scan.
+    set_ending_soon_lead(&app, &patient_token, "lead-2", 20 * 60).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while ending_soon_of(&app, &patient_token).await.is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the patient bidder was never told"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        ending_soon_of(&app, &patient_token).await,
+        vec![soon.clone()]
+    );
+    assert_eq!(ending_soon_of(&app, &eager_token).await, vec![soon]);
+}
+
+// Proves ENDING_SOON reaches each participant once, when the end minus the
+// user's lead time has come, and never for an auction ending beyond the
+// day's horizon or already over (SQLite).
+#[tokio::test]
+async fn ending_soon_goes_once_to_whom_it_is_due_sqlite() {
+    ending_soon_goes_once_to_whom_it_is_due(Backend::Sqlite).await;
+}
+
+// The same on PostgreSQL.
+#[tokio::test]
+async fn ending_soon_goes_once_to_whom_it_is_due_postgres() {
+    ending_soon_goes_once_to_whom_it_is_due(Backend::Postgres).await;
+}
+
 async fn stream_resume_preferences_and_read_state(backend: Backend) {
     let app = spawn_app_with(backend, |_| {}).await;
     let bus = bus::for_process(&app.config).unwrap();

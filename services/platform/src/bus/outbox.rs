@@ -177,7 +177,8 @@ pub async fn stage<T: OutboxTransaction + ?Sized>(
     transaction.stage_envelopes(envelopes).await
 }
 
-/// Rows staged and not yet published.
+/// Rows staged and not yet marked published (on SQLite the relay marks a
+/// published row within about a second; see the module documentation).
 pub async fn unpublished_count(database: &Database) -> Result<i64, sqlx::Error> {
     on_pool!(database, pool => {
         QueryBuilder::new("SELECT COUNT(*) FROM event_outbox WHERE published_at_ms IS NULL")

@@ -18,6 +18,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use auction_platform::database::{BeginWrite as _, Writer};
 use auction_platform::{Database, on_pool};
 use sqlx::{QueryBuilder, Row};
 
@@ -398,56 +399,6 @@ pub type Committed = oneshot::Receiver<(Batch, Result<(), LogError>)>;
 /// normally; a shard submits its next batch only after its last committed).
 const MAX_GROUP: usize = 256;
 
-/// The connection the group committer writes through on SQLite, kept
-/// from one group to the next. SQLite drops a connection's whole page cache
-/// when another connection has written since its last transaction, and the
-/// pool hands its connections out in turn: a group taking any pooled
-/// connection found it stale and read every page of the indexes it touched
-/// again (profile of 300 bids/s: `sqlite3_step` a quarter of the process,
-/// much of it copying pages back in). The one writer keeps its cache.
-/// Unused on PostgreSQL.
-#[derive(Debug, Default)]
-struct Writer {
-    sqlite: Option<sqlx::pool::PoolConnection<sqlx::Sqlite>>,
-}
-
-/// Opens the group's transaction: on SQLite on the [`Writer`]'s
-/// connection, on PostgreSQL on any pooled one.
-trait BeginWrite {
-    type Db: sqlx::Database;
-
-    async fn begin_write<'c>(
-        &self,
-        writer: &'c mut Writer,
-    ) -> Result<sqlx::Transaction<'c, Self::Db>, sqlx::Error>;
-}
-
-impl BeginWrite for sqlx::PgPool {
-    type Db = sqlx::Postgres;
-
-    async fn begin_write<'c>(
-        &self,
-        _writer: &'c mut Writer,
-    ) -> Result<sqlx::Transaction<'c, sqlx::Postgres>, sqlx::Error> {
-        self.begin().await
-    }
-}
-
-impl BeginWrite for sqlx::SqlitePool {
-    type Db = sqlx::Sqlite;
-
-    async fn begin_write<'c>(
-        &self,
-        writer: &'c mut Writer,
-    ) -> Result<sqlx::Transaction<'c, sqlx::Sqlite>, sqlx::Error> {
-        let connection = match &mut writer.sqlite {
-            Some(connection) => connection,
-            empty => empty.insert(self.acquire().await?),
-        };
-        sqlx::Connection::begin(&mut **connection).await
-    }
-}
-
 /// A `request_outcomes` row as read.
 fn outcome_row<R>(row: &R) -> Result<OutcomeRow, sqlx::Error>
 where
@@ -658,7 +609,7 @@ impl Log {
         let written = self.write_group_with(items, writer).await;
         if written.is_err() {
             // The connection may be what failed: take a fresh one next time.
-            writer.sqlite = None;
+            writer.release();
         }
         written
     }

@@ -11,6 +11,7 @@
 //! e-mail and webhook jobs are queued. Either all of it commits or none.
 
 use auction_platform::bus::{ms_from_timestamp, timestamp_from_ms};
+use auction_platform::database::{BeginWrite as _, Writer};
 use auction_platform::{Database, on_pool};
 use auction_proto::v1::{
     BusAuctionEvent, BusCatalogEvent, BusOrderEvent, BusUserEvent, InboxEvent, Notification,
@@ -201,6 +202,9 @@ pub struct UserSettings {
 pub struct Store {
     database: Database,
     settings: StoreSettings,
+    /// The consumer's connection on SQLite, kept warm between batches
+    /// (see [`Writer`]).
+    consumer_writer: std::sync::Arc<tokio::sync::Mutex<Writer>>,
 }
 
 fn to_u64(value: i64) -> Result<u64, NotificationError> {
@@ -649,7 +653,11 @@ macro_rules! consume_in {
 impl Store {
     /// The store over the service's migrated database.
     pub fn new(database: Database, settings: StoreSettings) -> Self {
-        Self { database, settings }
+        Self {
+            database,
+            settings,
+            consumer_writer: std::sync::Arc::default(),
+        }
     }
 
     /// Handles one bus event exactly once (see the module comment). Returns
@@ -679,15 +687,20 @@ impl Store {
         events: &[(&str, &str, &Incoming)],
         now_ms: i64,
     ) -> Result<Vec<Option<Produced>>, NotificationError> {
-        on_pool!(&self.database, pool => {
-            let mut tx = pool.begin().await?;
+        let mut writer = self.consumer_writer.lock().await;
+        let consumed: Result<Vec<Option<Produced>>, NotificationError> = on_pool!(&self.database, pool => {
+            let mut tx = pool.begin_write(&mut writer).await?;
             let mut produced = Vec::with_capacity(events.len());
             for &(event_id, topic, incoming) in events {
                 produced.push(consume_in!(tx, &self.settings, event_id, topic, incoming, now_ms)?);
             }
             tx.commit().await?;
             Ok(produced)
-        })
+        });
+        if consumed.is_err() {
+            writer.release();
+        }
+        consumed
     }
 
     /// The participants owed ENDING_SOON now, by auction: open auctions

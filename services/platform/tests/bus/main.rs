@@ -174,6 +174,15 @@ async fn a_poison_message_is_dead_lettered() {
     shutdown.trigger();
 }
 
+/// Waits until every outbox row is marked published; `what` on timeout.
+async fn all_marked_published(database: &Database, what: &str) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while outbox::unpublished_count(database).await.unwrap() > 0 {
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn relay_publishes_in_order(database: Database) {
     let shutdown = Shutdown::new();
     let bus = Arc::new(InProcessBus::new(3));
@@ -227,14 +236,7 @@ async fn relay_publishes_in_order(database: Database) {
     for index in 0..20 {
         assert_eq!(next(&mut seen).await.1, index.to_string());
     }
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while outbox::unpublished_count(&database).await.unwrap() > 0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "rows not marked published in time"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    all_marked_published(&database, "rows not marked published in time").await;
     assert!(
         seen.try_recv().is_err(),
         "nothing else (the rolled-back row) was published"
@@ -302,14 +304,7 @@ async fn sqlite_relay_defers_marks_and_a_crash_republishes() {
     for index in 0..10 {
         assert_eq!(next(&mut first_seen).await.1, index.to_string());
     }
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while outbox::unpublished_count(&database).await.unwrap() > 0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the first round was not marked"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    all_marked_published(&database, "the first round was not marked").await;
     stage_committed(&pool, &envelopes[10..20]).await;
     first.wake();
     stage_committed(&pool, &envelopes[20..]).await;
@@ -350,14 +345,7 @@ async fn sqlite_relay_defers_marks_and_a_crash_republishes() {
     }
     assert_eq!(outbox::unpublished_count(&database).await.unwrap(), 10);
     first_shutdown.trigger();
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while outbox::unpublished_count(&database).await.unwrap() > 0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "shutdown did not mark the published rows"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    all_marked_published(&database, "shutdown did not mark the published rows").await;
     assert!(
         first_seen.try_recv().is_err(),
         "the first relay published nothing twice"

@@ -687,9 +687,19 @@ impl Store {
         events: &[(&str, &str, &Incoming)],
         now_ms: i64,
     ) -> Result<Vec<Option<Produced>>, NotificationError> {
-        let mut writer = self.consumer_writer.lock().await;
+        // Only SQLite has one writer at a time anyway; on PostgreSQL the
+        // topics' consumers keep committing side by side.
+        let mut kept = match &self.database {
+            Database::Sqlite(_) => Some(self.consumer_writer.lock().await),
+            Database::Postgres(_) => None,
+        };
+        let mut unused = Writer::default();
+        let writer: &mut Writer = match kept.as_deref_mut() {
+            Some(writer) => writer,
+            None => &mut unused,
+        };
         let consumed: Result<Vec<Option<Produced>>, NotificationError> = on_pool!(&self.database, pool => {
-            let mut tx = pool.begin_write(&mut writer).await?;
+            let mut tx = pool.begin_write(writer).await?;
             let mut produced = Vec::with_capacity(events.len());
             for &(event_id, topic, incoming) in events {
                 produced.push(consume_in!(tx, &self.settings, event_id, topic, incoming, now_ms)?);

@@ -46,22 +46,25 @@ macro_rules! on_pool {
 /// of the indexes it touched back in (the bidding log's group committer at
 /// 300 bids/s: `sqlite3_step` a quarter of the process, much of it copying
 /// pages back; +12 % durable bids over 1,000 auctions once it kept its own).
-/// Unused on PostgreSQL, whose server keeps one shared cache.
+/// The connection is opened with the pool's options but outside the pool:
+/// it takes none of the pool's `max_connections` (a small pool would starve
+/// its readers) and closing the pool does not wait for it. Unused on
+/// PostgreSQL, whose server keeps one shared cache.
 #[derive(Debug, Default)]
 pub struct Writer {
-    sqlite: Option<sqlx::pool::PoolConnection<sqlx::Sqlite>>,
+    sqlite: Option<sqlx::SqliteConnection>,
 }
 
 impl Writer {
-    /// Lets the connection go back to the pool (after a failed
-    /// transaction: the connection may be what failed).
+    /// Drops the connection (after a failed transaction: the connection
+    /// may be what failed); the next transaction opens a new one.
     pub fn release(&mut self) {
         self.sqlite = None;
     }
 }
 
 /// Opens a writing transaction: on SQLite on the [`Writer`]'s connection
-/// (taken from the pool the first time), on PostgreSQL on any pooled one.
+/// (opened the first time), on PostgreSQL on any pooled one.
 /// Use it inside `on_pool!` like `pool.begin()`.
 pub trait BeginWrite {
     /// The pool's database.
@@ -94,7 +97,9 @@ impl BeginWrite for SqlitePool {
     ) -> Result<sqlx::Transaction<'c, sqlx::Sqlite>, sqlx::Error> {
         let connection = match &mut writer.sqlite {
             Some(connection) => connection,
-            empty => empty.insert(self.acquire().await?),
+            empty => {
+                empty.insert(sqlx::SqliteConnection::connect_with(&self.connect_options()).await?)
+            }
         };
         connection.begin().await
     }

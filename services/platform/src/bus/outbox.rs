@@ -13,8 +13,10 @@
 //!
 //! On SQLite the marks are deferred: the relay remembers in memory how far
 //! it has published and marks those rows at most once per
-//! [`RelayOptions::mark_interval`] (and whenever it goes idle, and at
-//! shutdown). Marking after every round cost the producer a second write
+//! [`RelayOptions::mark_interval`] while rows keep coming, at once when it
+//! goes idle (a poll interval without new rows), and at shutdown (best
+//! effort: a stop that does not wait for it re-publishes those rows).
+//! Marking after every round cost the producer a second write
 //! transaction, and so a second `fsync`, for each of its own commits, and
 //! the producer's next commit waited for it on SQLite's one write lock. A
 //! crash re-publishes at most the last interval's rows. PostgreSQL marks
@@ -241,7 +243,7 @@ impl Relay {
                 () = shutdown.wait() => {}
             }
             // Rows published but not yet marked (SQLite) are marked now, so
-            // that a clean stop re-publishes nothing.
+            // that a stop that lets this finish re-publishes nothing.
             if let Err(error) = marks.mark(&database).await {
                 tracing::warn!(%error, "outbox relay: marking published rows at shutdown failed");
             }
@@ -419,8 +421,13 @@ async fn relay_batch(
             if let Some(&last) = positions.last() {
                 marks.published = last;
                 marks.unmarked_through = Some(last);
-                if marks.due(options.mark_interval) {
-                    marks.mark(database).await?;
+                // The rows are published whatever happens to the mark: a
+                // failed mark is tried again later, not treated as a failed
+                // publish (whose back-off would slow publishing down).
+                if marks.due(options.mark_interval)
+                    && let Err(error) = marks.mark(database).await
+                {
+                    tracing::warn!(%error, "outbox relay: marking published rows failed; trying again later");
                 }
             }
             Ok(positions.len() as u64)

@@ -23,7 +23,7 @@ use auction_platform::{Database, on_pool};
 use sqlx::{QueryBuilder, Row};
 
 mod rows;
-use rows::{GroupRows as _, ROWS_PER_INSERT};
+use rows::{GroupParts, GroupRows as _, ROWS_PER_INSERT};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
@@ -264,6 +264,73 @@ struct PositionChange {
     updated_at_ms: i64,
 }
 
+impl<'a> GroupParts<'a> {
+    /// The rows of the `accepted` batches, `(shard, epoch, batch)`.
+    fn gather(accepted: &[(i64, i64, &'a Batch)]) -> Result<Self, LogError> {
+        let auctions = accepted
+            .iter()
+            .flat_map(|(shard, _, batch)| {
+                batch
+                    .new_auctions
+                    .iter()
+                    .map(move |auction| (*shard, auction))
+            })
+            .collect();
+        let mut events = Vec::new();
+        for (shard, epoch, batch) in accepted {
+            for event in &batch.events {
+                events.push((*shard, *epoch, to_i64(event.seq, "seq")?, event));
+            }
+        }
+        // One row per auction (a multi-row upsert may not touch a row
+        // twice): the latest snapshot of each.
+        let mut latest: Vec<&Snapshot> = Vec::new();
+        for snapshot in accepted.iter().flat_map(|(_, _, batch)| &batch.snapshots) {
+            latest.retain(|kept| kept.auction_id != snapshot.auction_id);
+            latest.push(snapshot);
+        }
+        let snapshots = latest
+            .into_iter()
+            .map(|snapshot| Ok((to_i64(snapshot.seq, "seq")?, snapshot)))
+            .collect::<Result<Vec<_>, LogError>>()?;
+        // Sorted by key: two nodes' groups take the index locks in the same
+        // order, so they cannot deadlock on them.
+        let mut outcomes: Vec<&OutcomeRow> = accepted
+            .iter()
+            .flat_map(|(_, _, batch)| &batch.outcomes)
+            .collect();
+        outcomes.sort_by(|a, b| {
+            (a.caller, &a.method, &a.request_id).cmp(&(b.caller, &b.method, &b.request_id))
+        });
+        let outbox = match accepted {
+            [(_, _, batch)] => std::borrow::Cow::Borrowed(batch.outbox.as_slice()),
+            _ => std::borrow::Cow::Owned(
+                accepted
+                    .iter()
+                    .flat_map(|(_, _, batch)| batch.outbox.iter().cloned())
+                    .collect(),
+            ),
+        };
+        let activity: Vec<&ActivityRow> = accepted
+            .iter()
+            .flat_map(|(_, _, batch)| &batch.activity)
+            .collect();
+        let mut counts: std::collections::BTreeMap<Uuid, i64> = std::collections::BTreeMap::new();
+        for row in activity.iter().filter(|row| row.activity_type.is_some()) {
+            *counts.entry(row.user_id).or_insert(0) += 1;
+        }
+        Ok(Self {
+            auctions,
+            events,
+            snapshots,
+            outcomes,
+            outbox,
+            activity,
+            head_counts: counts.into_iter().collect(),
+        })
+    }
+}
+
 /// Merges a batch's rows into one change per (user, auction), in first-seen
 /// order (a multi-row upsert may not touch a row twice).
 fn position_changes(rows: &[(Option<i64>, &ActivityRow)]) -> Vec<PositionChange> {
@@ -372,6 +439,26 @@ pub struct Log {
     /// The node's outcome reader, started by the first
     /// [`Log::find_outcomes_together`].
     lookups: Arc<std::sync::OnceLock<mpsc::UnboundedSender<Lookup>>>,
+    /// How the committer's groups were written.
+    written: Arc<WrittenCounts>,
+}
+
+/// How many groups the committer wrote in one statement and how many
+/// statement by statement (see [`Log::groups_written`]).
+#[derive(Debug, Default)]
+struct WrittenCounts {
+    together: std::sync::atomic::AtomicU64,
+    stepwise: std::sync::atomic::AtomicU64,
+}
+
+/// Group commits landed since the log was opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupsWritten {
+    /// In one statement (PostgreSQL).
+    pub together: u64,
+    /// Statement by statement (SQLite; on PostgreSQL a group whose shard
+    /// had two batches, or whose one statement some fence or row refused).
+    pub stepwise: u64,
 }
 
 /// A shard's outcome lookup waiting for the node's outcome reader.
@@ -434,6 +521,16 @@ impl Log {
             database,
             committer: Arc::new(std::sync::OnceLock::new()),
             lookups: Arc::new(std::sync::OnceLock::new()),
+            written: Arc::new(WrittenCounts::default()),
+        }
+    }
+
+    /// How the group commits of this log (and its clones) were written.
+    pub fn groups_written(&self) -> GroupsWritten {
+        use std::sync::atomic::Ordering::Relaxed;
+        GroupsWritten {
+            together: self.written.together.load(Relaxed),
+            stepwise: self.written.stepwise.load(Relaxed),
         }
     }
 
@@ -529,7 +626,13 @@ impl Log {
     pub fn submit(&self, shard: u32, epoch: u64, batch: Batch) -> Committed {
         let sender = self.committer.get_or_init(|| {
             let (sender, receiver) = mpsc::unbounded_channel();
-            tokio::spawn(Self::new(self.database.clone()).run_committer(receiver));
+            // A log without this sender: the committer must not keep its
+            // own channel open.
+            let log = Self {
+                written: Arc::clone(&self.written),
+                ..Self::new(self.database.clone())
+            };
+            tokio::spawn(log.run_committer(receiver));
             sender
         });
         let (reply, answer) = oneshot::channel();
@@ -634,55 +737,91 @@ impl Log {
         // colliding on the database lock and sleeping in its busy handler
         // (measured: most of the time of a many-auction load went there).
         let _turn = self.database.write_turn().await;
-        on_pool!(&self.database, pool => {
+        // One statement for the whole group first, where the backend has one
+        // (PostgreSQL), when each shard has one batch in the group.
+        let mut together = fences.len() == items.len();
+        on_pool!(&self.database, pool => loop {
             let mut transaction = pool.begin_write(writer).await?;
-            // Fences first: they also serialise two would-be leaders on the
-            // rows. The upsert's WHERE skips a lower epoch, RETURNING says
-            // which were raised; sorted by shard, so two nodes' groups lock
-            // the rows in the same order.
-            let raised: HashSet<i64> = transaction
-                .raise_fences(&fence_rows)
-                .await?
-                .into_iter()
-                .collect();
             let mut results = Vec::with_capacity(items.len());
             let mut accepted: Vec<(i64, i64, &Batch)> = Vec::with_capacity(items.len());
-            for (shard, epoch, batch) in items {
-                let highest = fences.get(shard).copied().unwrap_or(*epoch);
-                let shard_value = i64::from(*shard);
-                if raised.contains(&shard_value) && *epoch == highest {
-                    accepted.push((shard_value, to_i64(*epoch, "epoch")?, batch));
-                    results.push(Ok(()));
-                    continue;
+            let mut heads = None;
+            let mut in_one_statement = false;
+            let written = if together {
+                let all = items
+                    .iter()
+                    .map(|(shard, epoch, batch)| Ok((i64::from(*shard), to_i64(*epoch, "epoch")?, *batch)))
+                    .collect::<Result<Vec<_>, LogError>>()?;
+                let parts = GroupParts::gather(&all)?;
+                match transaction.write_together(&fence_rows, &parts).await {
+                    Ok(Some(written)) if written.raised.len() == fence_rows.len() => {
+                        results.extend(items.iter().map(|_| Ok(())));
+                        heads = Some(written.heads);
+                        in_one_statement = true;
+                        Some((all, parts))
+                    }
+                    Ok(None) => None,
+                    // A fence a higher epoch holds, or a row the database
+                    // refused: the statements one by one say whose batch.
+                    Ok(Some(_)) | Err(sqlx::Error::Database(_)) => {
+                        transaction.rollback().await?;
+                        together = false;
+                        continue;
+                    }
+                    Err(error) => return Err(error.into()),
                 }
-                let current: i64 = QueryBuilder::new("SELECT epoch FROM shard_epochs WHERE shard = ")
-                    .push_bind(shard_value)
-                    .build_query_scalar()
-                    .fetch_one(&mut *transaction)
-                    .await?;
-                let current = if raised.contains(&shard_value) {
-                    highest
-                } else {
-                    to_u64(current, "epoch")?
-                };
-                results.push(Err(LogError::Fenced { shard: *shard, epoch: *epoch, current }));
-            }
-            if accepted.is_empty() {
-                transaction.rollback().await?;
-                return Ok(results);
-            }
-            let new_auctions: Vec<(i64, &NewAuction)> = accepted
-                .iter()
-                .flat_map(|(shard, _, batch)| batch.new_auctions.iter().map(move |auction| (*shard, auction)))
-                .collect();
-            transaction.insert_auctions(&new_auctions).await?;
-            let mut events: Vec<(i64, i64, i64, &EventRow)> = Vec::new();
-            for (shard, epoch, batch) in &accepted {
-                for event in &batch.events {
-                    events.push((*shard, *epoch, to_i64(event.seq, "seq")?, event));
+            } else {
+                None
+            };
+            let parts = match written {
+                Some((all, parts)) => {
+                    accepted = all;
+                    parts
                 }
-            }
-            transaction.insert_events(&events).await?;
+                None => {
+                    // Fences first: they also serialise two would-be leaders
+                    // on the rows. The upsert's WHERE skips a lower epoch,
+                    // RETURNING says which were raised; sorted by shard, so
+                    // two nodes' groups lock the rows in the same order.
+                    let raised: HashSet<i64> = transaction
+                        .raise_fences(&fence_rows)
+                        .await?
+                        .into_iter()
+                        .collect();
+                    for (shard, epoch, batch) in items {
+                        let highest = fences.get(shard).copied().unwrap_or(*epoch);
+                        let shard_value = i64::from(*shard);
+                        if raised.contains(&shard_value) && *epoch == highest {
+                            accepted.push((shard_value, to_i64(*epoch, "epoch")?, batch));
+                            results.push(Ok(()));
+                            continue;
+                        }
+                        let current: i64 = QueryBuilder::new("SELECT epoch FROM shard_epochs WHERE shard = ")
+                            .push_bind(shard_value)
+                            .build_query_scalar()
+                            .fetch_one(&mut *transaction)
+                            .await?;
+                        let current = if raised.contains(&shard_value) {
+                            highest
+                        } else {
+                            to_u64(current, "epoch")?
+                        };
+                        results.push(Err(LogError::Fenced { shard: *shard, epoch: *epoch, current }));
+                    }
+                    if accepted.is_empty() {
+                        transaction.rollback().await?;
+                        return Ok(results);
+                    }
+                    let parts = GroupParts::gather(&accepted)?;
+                    transaction.insert_auctions(&parts.auctions).await?;
+                    transaction.insert_events(&parts.events).await?;
+                    transaction.upsert_snapshots(&parts.snapshots).await?;
+                    transaction.insert_outcomes(&parts.outcomes).await?;
+                    // In the fenced transaction: a deposed leader's events never leave.
+                    auction_platform::bus::outbox::stage(&mut transaction, &parts.outbox).await?;
+                    parts
+                }
+            };
+            // After the new auctions' INSERT: these update their rows.
             for change in accepted.iter().flat_map(|(_, _, batch)| &batch.status_changes) {
                 QueryBuilder::new("UPDATE auctions SET status = ")
                     .push_bind(change.status)
@@ -694,7 +833,6 @@ impl Log {
                     .execute(&mut *transaction)
                     .await?;
             }
-            // After the new auctions' INSERT: a created auction gets its place here.
             let list_orders: Vec<&ListOrderChange> = accepted
                 .iter()
                 .flat_map(|(_, _, batch)| &batch.list_orders)
@@ -711,48 +849,10 @@ impl Log {
                     .execute(&mut *transaction)
                     .await?;
             }
-            // One row per auction (a multi-row upsert may not touch a row
-            // twice): the latest snapshot of each.
-            let mut snapshots: Vec<&Snapshot> = Vec::new();
-            for snapshot in accepted.iter().flat_map(|(_, _, batch)| &batch.snapshots) {
-                snapshots.retain(|kept| kept.auction_id != snapshot.auction_id);
-                snapshots.push(snapshot);
-            }
-            let snapshots = snapshots
-                .into_iter()
-                .map(|snapshot| Ok((to_i64(snapshot.seq, "seq")?, snapshot)))
-                .collect::<Result<Vec<_>, LogError>>()?;
-            transaction.upsert_snapshots(&snapshots).await?;
-            // Sorted by key: two nodes' groups take the index locks in the
-            // same order, so they cannot deadlock on them.
-            let mut outcomes: Vec<&OutcomeRow> = accepted
-                .iter()
-                .flat_map(|(_, _, batch)| &batch.outcomes)
-                .collect();
-            outcomes.sort_by(|a, b| {
-                (a.caller, &a.method, &a.request_id).cmp(&(b.caller, &b.method, &b.request_id))
-            });
-            transaction.insert_outcomes(&outcomes).await?;
-            // In the fenced transaction: a deposed leader's events never leave.
-            if accepted.len() == 1 {
-                if let Some((_, _, batch)) = accepted.first() {
-                    auction_platform::bus::outbox::stage(&mut transaction, &batch.outbox).await?;
-                }
-            } else {
-                let outbox: Vec<auction_platform::bus::Envelope> = accepted
-                    .iter()
-                    .flat_map(|(_, _, batch)| batch.outbox.iter().cloned())
-                    .collect();
-                auction_platform::bus::outbox::stage(&mut transaction, &outbox).await?;
-            }
             // Last before the commit: users' activity heads are the only rows
             // that groups of different nodes share; they stay locked from
-            // here to the commit, as briefly as possible.
-            let activity: Vec<&ActivityRow> = accepted
-                .iter()
-                .flat_map(|(_, _, batch)| &batch.activity)
-                .collect();
-            if !activity.is_empty() {
+            // their upsert to the commit, as briefly as possible.
+            if !parts.activity.is_empty() {
                 // The per-user index, in this same transaction: a few
                 // multi-row statements per group, never one per bid. First
                 // reserve each user's sequence numbers (sorted: every group
@@ -765,13 +865,13 @@ impl Log {
                 // not wait behind bids: a close's WON/LOST rows belong to
                 // the same bidders, the two transactions queued on these
                 // rows, and bids and closes both got slower.)
-                let mut counts: std::collections::BTreeMap<Uuid, i64> = std::collections::BTreeMap::new();
-                for row in activity.iter().filter(|row| row.activity_type.is_some()) {
-                    *counts.entry(row.user_id).or_insert(0) += 1;
-                }
-                let counts: Vec<(Uuid, i64)> = counts.into_iter().collect();
-                let mut next_seq: std::collections::HashMap<Uuid, i64> = std::collections::HashMap::new();
-                for (user_id, last) in transaction.reserve_activity(&counts).await? {
+                let counts = &parts.head_counts;
+                let heads = match heads.take() {
+                    Some(heads) => heads,
+                    None => transaction.reserve_activity(counts).await?,
+                };
+                let mut next_seq: HashMap<Uuid, i64> = HashMap::with_capacity(heads.len());
+                for (user_id, last) in heads {
                     let count = counts
                         .binary_search_by_key(&user_id, |(user, _)| *user)
                         .ok()
@@ -779,25 +879,28 @@ impl Log {
                         .map_or(0, |(_, count)| *count);
                     next_seq.insert(user_id, last - count + 1);
                 }
-                let mut numbered = Vec::with_capacity(activity.len());
-                let mut sequenced = Vec::with_capacity(activity.len());
-                for row in activity {
+                let mut numbered = Vec::with_capacity(parts.activity.len());
+                let mut sequenced = Vec::with_capacity(parts.activity.len());
+                for row in &parts.activity {
                     let Some(activity_type) = row.activity_type else {
-                        sequenced.push((None, row));
+                        sequenced.push((None, *row));
                         continue;
                     };
                     let Some(seq) = next_seq.get_mut(&row.user_id) else {
                         return Err(LogError::Corrupt(format!("no sequence reserved for user {}", row.user_id)));
                     };
-                    numbered.push((*seq, activity_type, row));
-                    sequenced.push((Some(*seq), row));
+                    numbered.push((*seq, activity_type, *row));
+                    sequenced.push((Some(*seq), *row));
                     *seq += 1;
                 }
-                transaction.insert_activity(&numbered).await?;
-                transaction.upsert_positions(&position_changes(&sequenced)).await?;
+                transaction
+                    .insert_activity_and_positions(&numbered, &position_changes(&sequenced))
+                    .await?;
             }
             transaction.commit().await?;
-            Ok(results)
+            let counter = if in_one_statement { &self.written.together } else { &self.written.stepwise };
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return Ok(results);
         })
     }
 

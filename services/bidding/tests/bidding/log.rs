@@ -1,8 +1,9 @@
 //! The durable log's fencing, on both backends: an append from an epoch
-//! lower than the latest is refused and changes nothing; in a group commit
+//! lower than the latest is refused and changes nothing (also when
+//! PostgreSQL first tried the group in one statement); in a group commit
 //! each shard's batch gets its own answer.
 
-use auction_bidding::log::{Batch, EventRow, Log, LogError, NewAuction};
+use auction_bidding::log::{Batch, EventRow, GroupsWritten, Log, LogError, NewAuction};
 use auction_platform::config::{Config, Secret, StorageBackend};
 use auction_platform::{Database, MeshService};
 use uuid::Uuid;
@@ -92,6 +93,14 @@ async fn fencing(backend: StorageBackend) {
         .await
         .expect("shard 4 has its own epoch");
     assert_eq!(log.events_from(auction, 0, 10).await.unwrap().len(), 3);
+    // PostgreSQL wrote each landed group in one statement; a refused one
+    // went back to the statements one by one, which found the fence, and
+    // wrote nothing.
+    let (together, stepwise) = match backend {
+        StorageBackend::Postgres => (4, 0),
+        StorageBackend::Sqlite => (0, 4),
+    };
+    assert_eq!(log.groups_written(), GroupsWritten { together, stepwise });
 }
 
 // Proves fencing on SQLite.

@@ -83,6 +83,36 @@ pub async fn stage_postgres(
     transaction: &mut sqlx::Transaction<'_, Postgres>,
     envelopes: &[Envelope],
 ) -> Result<(), sqlx::Error> {
+    static STATEMENT: std::sync::LazyLock<String> =
+        std::sync::LazyLock::new(|| postgres_stage_statement(1));
+    bind_postgres_stage(sqlx::query(&STATEMENT), envelopes)
+        .execute(&mut **transaction)
+        .await?;
+    Ok(())
+}
+
+/// The number of parameters of [`postgres_stage_statement`].
+pub const POSTGRES_STAGE_PARAMETERS: usize = 4;
+
+/// The PostgreSQL INSERT of [`stage_postgres`] with its four parameters
+/// numbered from `first`, for a producer that stages envelopes inside a
+/// larger statement of its own (the bidding log writes a whole group
+/// commit in one); bind them with [`bind_postgres_stage`].
+pub fn postgres_stage_statement(first: usize) -> String {
+    let [ids, topics, bodies, created] = [first, first + 1, first + 2, first + 3];
+    format!(
+        "INSERT INTO event_outbox (event_id, topic, envelope, created_at_ms) \
+         SELECT event_id, topic, envelope, ${created} FROM UNNEST(${ids}::TEXT[], ${topics}::TEXT[], ${bodies}::BYTEA[]) \
+         AS staged (event_id, topic, envelope) \
+         ON CONFLICT (event_id) DO NOTHING"
+    )
+}
+
+/// Binds the four parameters of [`postgres_stage_statement`].
+pub fn bind_postgres_stage<'q>(
+    query: sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>,
+    envelopes: &'q [Envelope],
+) -> sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments> {
     let event_ids: Vec<String> = envelopes
         .iter()
         .map(|envelope| envelope.event_id.to_string())
@@ -92,19 +122,11 @@ pub async fn stage_postgres(
         .map(|envelope| envelope.topic.as_str())
         .collect();
     let bodies: Vec<Vec<u8>> = envelopes.iter().map(Envelope::to_bytes).collect();
-    sqlx::query(
-        "INSERT INTO event_outbox (event_id, topic, envelope, created_at_ms) \
-         SELECT event_id, topic, envelope, $4 FROM UNNEST($1::TEXT[], $2::TEXT[], $3::BYTEA[]) \
-         AS staged (event_id, topic, envelope) \
-         ON CONFLICT (event_id) DO NOTHING",
-    )
-    .bind(event_ids)
-    .bind(topics)
-    .bind(bodies)
-    .bind(now_ms())
-    .execute(&mut **transaction)
-    .await?;
-    Ok(())
+    query
+        .bind(event_ids)
+        .bind(topics)
+        .bind(bodies)
+        .bind(now_ms())
 }
 
 /// Stages `envelopes` in a SQLite transaction of the producing service.

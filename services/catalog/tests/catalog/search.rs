@@ -546,6 +546,75 @@ async fn search_follows_bidding_events() {
     app.stop().await;
 }
 
+/// A bid event as bidding would publish it, at engine sequence `sequence`.
+fn bid_event(listing: &pb::Listing, sequence: u64, bidder: &User, price: &str) -> Envelope {
+    Envelope::new(
+        "test",
+        bus::TOPIC_AUCTION,
+        listing.listing_id.clone(),
+        auction_platform::now_ms(),
+        &pb::BusAuctionEvent {
+            auction_id: listing.listing_id.clone(),
+            sequence,
+            kind: Some(pb::bus_auction_event::Kind::BidPlaced(
+                pb::BusAuctionBidPlaced {
+                    bidder_id: bidder.id.to_string(),
+                    price: Some(usd(price)),
+                    leader_id: bidder.id.to_string(),
+                    ..Default::default()
+                },
+            )),
+            ..Default::default()
+        },
+    )
+}
+
+/// Bus events handed to the catalog in one batch: each applies once (the
+/// same event twice in the batch, or again later, counts once), and an
+/// event older than what the listing shows still counts its bid but does
+/// not move the price back.
+async fn a_batch_of_bus_events_applies_each_once(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let categories = categories(&app).await;
+    let alice = seller(&app);
+    let bob = bidder(&app);
+    let listing = listed(&app, &alice, "Batched lamp", "", &categories["home"], "10").await;
+    let process_bus = bus::for_process(&app.config).unwrap();
+    let newest = bid_event(&listing, 1_000, &bob, "30");
+    let older = bid_event(&listing, 900, &bob, "20");
+    process_bus
+        .publish(&[newest.clone(), newest.clone(), older])
+        .await
+        .unwrap();
+    // Again, after the batch: already processed.
+    process_bus.publish(&[newest]).await.unwrap();
+    // The bus keeps order: once this last one counts, everything before it
+    // has been applied.
+    process_bus
+        .publish(&[bid_event(&listing, 950, &bob, "25")])
+        .await
+        .unwrap();
+    let summary = wait_for_summary(&app, &listing.listing_id, "the last event", |summary| {
+        summary.bid_count >= 3
+    })
+    .await;
+    assert_eq!(summary.bid_count, 3, "{summary:?}");
+    assert_eq!(summary.current_price, Some(usd("30.00")));
+    app.stop().await;
+}
+
+// Proves a batch of bus events applies each event once, on SQLite.
+#[tokio::test]
+async fn a_batch_of_bus_events_applies_each_once_sqlite() {
+    a_batch_of_bus_events_applies_each_once(Backend::Sqlite).await;
+}
+
+// Proves a batch of bus events applies each event once, on PostgreSQL.
+#[tokio::test]
+async fn a_batch_of_bus_events_applies_each_once_postgres() {
+    a_batch_of_bus_events_applies_each_once(Backend::Postgres).await;
+}
+
 /// Collects the catalog's bus events.
 struct Collector(tokio::sync::mpsc::UnboundedSender<pb::BusCatalogEvent>);
 

@@ -9,6 +9,7 @@
 use auction_platform::bus::{
     ApplyEvents, BoxFuture, Envelope, HandleError, TOPIC_AUCTION, TOPIC_USER, ms_from_timestamp,
 };
+use auction_platform::database;
 use auction_proto::v1::{BusAuctionEvent, BusUserEvent, bus_auction_event, bus_user_event};
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -17,7 +18,7 @@ use uuid::Uuid;
 use crate::Inner;
 use crate::error::CatalogError;
 use crate::money;
-use crate::sql::{self, Arg, Transaction};
+use crate::sql::{Arg, Transaction};
 
 /// The consumer group of the catalog service.
 pub const GROUP: &str = "catalog";
@@ -165,7 +166,7 @@ async fn first_times(
             .filter(|id| seen.insert(*id))
             .collect()
     };
-    for chunk in sql::fixed_size_chunks(&unique) {
+    for chunk in database::fixed_size_chunks(&unique) {
         let args: Vec<Arg> = chunk
             .iter()
             .flat_map(|id| [Arg::Text((*id).to_owned()), Arg::Int(now_ms)])
@@ -175,7 +176,7 @@ async fn first_times(
                 &format!(
                     "INSERT INTO processed_events (event_id, processed_at_ms) VALUES {} \
                      ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
-                    sql::values_list(chunk.len(), 2)
+                    database::values_list(chunk.len(), 2)
                 ),
                 &args,
             )
@@ -192,7 +193,7 @@ async fn insert_activity(
     transaction: &mut Transaction,
     activity: &[Activity],
 ) -> Result<(), CatalogError> {
-    for chunk in sql::fixed_size_chunks(activity) {
+    for chunk in database::fixed_size_chunks(activity) {
         let args: Vec<Arg> = chunk
             .iter()
             .flat_map(|row| {
@@ -208,7 +209,7 @@ async fn insert_activity(
             .execute(
                 &format!(
                     "INSERT INTO listing_activity (listing_id, user_id, kind, at_ms) VALUES {}",
-                    sql::values_list(chunk.len(), 4)
+                    database::values_list(chunk.len(), 4)
                 ),
                 &args,
             )

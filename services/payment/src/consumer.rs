@@ -1,8 +1,10 @@
 //! The bus consumer (group `payment`, topic `auction`): every award of a
 //! sold auction becomes an order, and every bid's private amount is kept as
-//! that bidder's last bid for second-chance offers. Each event is marked
-//! processed by event id first, in the transaction of its batch (`Batched`:
-//! the events the bus hands over together commit at once); the order id is derived from
+//! that bidder's last bid for second-chance offers. The events the bus hands
+//! over together (`Batched`) are applied in one transaction: one statement
+//! marks them all processed by event id and says which are new, the bids
+//! go in at the end as one upsert per chunk (each bidder's latest per
+//! auction); the order id is derived from
 //! the award (auction, engine sequence, award index) and its origin key is
 //! unique, so a close delivered twice — even re-staged under a new event id —
 //! creates one order.
@@ -109,18 +111,31 @@ impl Consumer {
         if events.is_empty() {
             return Ok(());
         }
+        let now_ms = crate::now_ms();
         let mut tx = Transaction::begin(&self.inner.database).await?;
+        let ids: Vec<String> = events
+            .iter()
+            .map(|(envelope, _)| envelope.event_id.to_string())
+            .collect();
+        // One statement marks the batch; `remove`: an event twice in one
+        // batch applies once.
+        let mut fresh = store::mark_processed(&mut tx, &ids, now_ms).await?;
+        let mut bids = Vec::new();
         let mut created = 0;
-        for (envelope, event) in events {
-            created += consume(
-                &self.inner,
-                &mut tx,
-                &envelope.event_id.to_string(),
-                event,
-                envelope.occurred_at_ms,
-            )
-            .await?;
+        for ((envelope, event), event_id) in events.into_iter().zip(&ids) {
+            if fresh.remove(event_id) {
+                created += consume(
+                    &self.inner,
+                    &mut tx,
+                    event,
+                    envelope.occurred_at_ms,
+                    now_ms,
+                    &mut bids,
+                )
+                .await?;
+            }
         }
+        store::record_bids(&mut tx, &bids).await?;
         tx.commit().await?;
         if created > 0 {
             self.inner.relay.wake();
@@ -169,28 +184,28 @@ impl ApplyEvents for Consumer {
     }
 }
 
-/// Handles one auction event inside `tx`; returns the orders made.
+/// Handles one new auction event inside `tx` (a bid joins `bids`, written
+/// at the end of the batch); returns the orders made.
 async fn consume(
     inner: &Inner,
     tx: &mut Transaction,
-    event_id: &str,
     event: &pb::BusAuctionEvent,
     occurred_at_ms: i64,
+    now_ms: i64,
+    bids: &mut Vec<store::BidRecord>,
 ) -> Result<usize, HandleError> {
     use pb::bus_auction_event::Kind;
-    let now_ms = crate::now_ms();
-    if !store::mark_processed(tx, event_id, now_ms).await? {
-        return Ok(0);
-    }
     let mut created = 0;
     match &event.kind {
         Some(Kind::BidPlaced(bid)) => {
             if let (Some(amount), Ok(bidder)) = (&bid.bid_amount, bid.bidder_id.parse::<Uuid>()) {
                 match Money::from_proto(amount) {
-                    Ok(amount) => {
-                        let sequence = i64::try_from(event.sequence).unwrap_or(i64::MAX);
-                        store::record_bid(tx, &event.auction_id, bidder, amount, sequence).await?;
-                    }
+                    Ok(amount) => bids.push(store::BidRecord {
+                        auction_id: event.auction_id.clone(),
+                        bidder_id: bidder,
+                        amount,
+                        sequence: i64::try_from(event.sequence).unwrap_or(i64::MAX),
+                    }),
                     Err(error) => {
                         tracing::warn!(auction_id = %event.auction_id, %error, "bid amount ignored")
                     }

@@ -6,9 +6,10 @@
 //! index; order transitions are conditional on the order's `version`, and
 //! ledger postings on their unique movement key, so nothing is applied twice.
 
+use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 
-use auction_platform::Database;
+use auction_platform::{Database, database};
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
@@ -1572,44 +1573,96 @@ pub async fn list_offers(
 
 // ----- Bids and consumed events -----
 
-/// Marks a bus event handled as the first write of `tx`; `false` when it
-/// was handled before (a redelivery).
+/// Marks a batch's bus events handled, in one statement per chunk;
+/// returns the ids that were not handled before (a redelivery is not).
 pub async fn mark_processed(
     tx: &mut Transaction,
-    event_id: &str,
+    event_ids: &[String],
     now_ms: i64,
-) -> Result<bool, StoreError> {
-    let inserted = tx
-        .execute(
-            "INSERT INTO processed_events (event_id, processed_at_ms) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-            &[Arg::text(event_id), Arg::Int(now_ms)],
-        )
-        .await?;
-    Ok(inserted == 1)
+) -> Result<HashSet<String>, StoreError> {
+    let mut seen = HashSet::with_capacity(event_ids.len());
+    let unique: Vec<&String> = event_ids.iter().filter(|id| seen.insert(*id)).collect();
+    let mut fresh = HashSet::with_capacity(unique.len());
+    for chunk in database::fixed_size_chunks(&unique) {
+        let args: Vec<Arg> = chunk
+            .iter()
+            .flat_map(|id| [Arg::text(id.as_str()), Arg::Int(now_ms)])
+            .collect();
+        let inserted = tx
+            .fetch_all(
+                &format!(
+                    "INSERT INTO processed_events (event_id, processed_at_ms) VALUES {} \
+                     ON CONFLICT DO NOTHING RETURNING event_id",
+                    database::values_list(chunk.len(), 2)
+                ),
+                &args,
+            )
+            .await?;
+        for row in inserted {
+            fresh.insert(row.text("event_id")?);
+        }
+    }
+    Ok(fresh)
 }
 
-/// Keeps a bidder's last amount on an auction (by engine sequence).
-pub async fn record_bid(
-    tx: &mut Transaction,
-    auction_id: &str,
-    bidder_id: Uuid,
-    amount: Money,
-    sequence: i64,
-) -> Result<(), StoreError> {
-    tx.execute(
-        "INSERT INTO auction_bids (auction_id, bidder_id, amount, amount_minor, currency, sequence) VALUES ($1, $2, $3, $4, $5, $6) \
-         ON CONFLICT (auction_id, bidder_id) DO UPDATE SET amount = excluded.amount, amount_minor = excluded.amount_minor, \
-         currency = excluded.currency, sequence = excluded.sequence WHERE auction_bids.sequence < excluded.sequence",
-        &[
-            Arg::text(auction_id),
-            Arg::id(bidder_id),
-            Arg::Text(amount.text()),
-            Arg::Int(amount.minor().ok_or(StoreError::Corrupt("amount"))?),
-            Arg::text(amount.currency.code()),
-            Arg::Int(sequence),
-        ],
-    )
-    .await?;
+/// A bidder's bid on an auction, by engine sequence.
+#[derive(Debug, Clone)]
+pub struct BidRecord {
+    /// The auction.
+    pub auction_id: String,
+    /// The bidder.
+    pub bidder_id: Uuid,
+    /// The bid's private amount.
+    pub amount: Money,
+    /// The engine sequence of the bid.
+    pub sequence: i64,
+}
+
+/// Keeps each bidder's last amount on an auction (by engine sequence):
+/// the batch's latest bid per bidder and auction, one upsert per chunk.
+pub async fn record_bids(tx: &mut Transaction, bids: &[BidRecord]) -> Result<(), StoreError> {
+    // One row per (auction, bidder): an upsert may not touch a row twice.
+    // The first of equal sequences wins, as one upsert after another would.
+    let mut latest: Vec<&BidRecord> = Vec::with_capacity(bids.len());
+    let mut slots: HashMap<(&str, Uuid), usize> = HashMap::with_capacity(bids.len());
+    for bid in bids {
+        match slots.get(&(bid.auction_id.as_str(), bid.bidder_id)) {
+            Some(&slot) => {
+                if let Some(kept) = latest.get_mut(slot)
+                    && kept.sequence < bid.sequence
+                {
+                    *kept = bid;
+                }
+            }
+            None => {
+                slots.insert((bid.auction_id.as_str(), bid.bidder_id), latest.len());
+                latest.push(bid);
+            }
+        }
+    }
+    for chunk in database::fixed_size_chunks(&latest) {
+        let mut args = Vec::with_capacity(chunk.len() * 6);
+        for bid in chunk {
+            args.extend([
+                Arg::text(bid.auction_id.as_str()),
+                Arg::id(bid.bidder_id),
+                Arg::Text(bid.amount.text()),
+                Arg::Int(bid.amount.minor().ok_or(StoreError::Corrupt("amount"))?),
+                Arg::text(bid.amount.currency.code()),
+                Arg::Int(bid.sequence),
+            ]);
+        }
+        tx.execute(
+            &format!(
+                "INSERT INTO auction_bids (auction_id, bidder_id, amount, amount_minor, currency, sequence) VALUES {} \
+                 ON CONFLICT (auction_id, bidder_id) DO UPDATE SET amount = excluded.amount, amount_minor = excluded.amount_minor, \
+                 currency = excluded.currency, sequence = excluded.sequence WHERE auction_bids.sequence < excluded.sequence",
+                database::values_list(chunk.len(), 6)
+            ),
+            &args,
+        )
+        .await?;
+    }
     Ok(())
 }
 

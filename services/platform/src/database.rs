@@ -315,11 +315,72 @@ async fn create_schema(options: &PgConnectOptions, schema: &str) -> Result<(), s
     outcome
 }
 
+/// The sizes [`fixed_size_chunks`] cuts rows into, largest first.
+const CHUNK_SIZES: [usize; 4] = [64, 16, 4, 1];
+
+/// `rows` cut into chunks of 64, 16, 4 and 1 rows (largest first), so a
+/// multi-row statement has one of four texts (in the `$n` form of
+/// [`values_list`], for both backends) whatever the batch size: each
+/// stays prepared in the connection's statement cache instead of a new
+/// text (a new prepare, a new plan) for every row count.
+pub fn fixed_size_chunks<T>(rows: &[T]) -> Vec<&[T]> {
+    let mut chunks = Vec::new();
+    let mut rest = rows;
+    for size in CHUNK_SIZES {
+        while rest.len() >= size {
+            let (chunk, tail) = rest.split_at(size);
+            chunks.push(chunk);
+            rest = tail;
+        }
+    }
+    chunks
+}
+
+/// `($1, $2), ($3, $4)` for `rows` rows of `columns` values.
+pub fn values_list(rows: usize, columns: usize) -> String {
+    let rows: Vec<String> = (0..rows)
+        .map(|row| {
+            let values: Vec<String> = (1..=columns)
+                .map(|column| format!("${}", row * columns + column))
+                .collect();
+            format!("({})", values.join(", "))
+        })
+        .collect();
+    rows.join(", ")
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::expect_used, clippy::unwrap_used)]
 
     use super::*;
+
+    // Proves every row lands in exactly one chunk, in order, and chunks
+    // take only the fixed sizes.
+    #[test]
+    fn chunks_have_fixed_sizes_and_keep_every_row() {
+        for count in 0..300 {
+            let rows: Vec<usize> = (0..count).collect();
+            let chunks = fixed_size_chunks(&rows);
+            assert!(
+                chunks
+                    .iter()
+                    .all(|chunk| CHUNK_SIZES.contains(&chunk.len()))
+            );
+            assert_eq!(chunks.concat(), rows);
+        }
+        let sizes: Vec<usize> = fixed_size_chunks(&[0; 87])
+            .iter()
+            .map(|c| c.len())
+            .collect();
+        assert_eq!(sizes, [64, 16, 4, 1, 1, 1]);
+    }
+
+    #[test]
+    fn values_list_numbers_in_order() {
+        assert_eq!(values_list(2, 3), "($1, $2, $3), ($4, $5, $6)");
+        assert_eq!(values_list(1, 1), "($1)");
+    }
 
     fn sqlite(path: &std::path::Path) -> Database {
         let options = SqliteConnectOptions::new()

@@ -34,6 +34,8 @@ async fn unpaid_order_is_cancelled_and_offered_to_the_next_bidder() {
             bid(auction, world.seller, 4, world.buyer, "150.00"),
             // Carol raised her maximum; her last bid counts.
             bid(auction, world.seller, 5, carol, "110.00"),
+            // An older event delivered late (same batch) changes nothing.
+            bid(auction, world.seller, 1, carol, "200.00"),
             sold(auction, world.seller, 6, &[(world.buyer, "115.00", 1)]),
         ],
     )

@@ -66,6 +66,12 @@ pub async fn run_all(
     let mut routes = RoutesBuilder::default();
     let mut forwarded = Vec::new();
     let mut local = Vec::new();
+    // On the in-process bus a message is delivered once every subscribed
+    // group has handled it: no publishing until every service here has
+    // subscribed (an error here shows again when a service opens the bus).
+    let hold = auction_platform::bus::for_process(&config)
+        .ok()
+        .map(|bus| bus.hold_deliveries());
     // The user service first: the others refer to its demo accounts.
     let user_database = mount_or_forward::<auction_user::Service>(
         &config,
@@ -140,6 +146,7 @@ pub async fn run_all(
         )?),
     };
     databases.push(user_database);
+    drop(hold);
     let routes = edge_routes(&config, routes.routes(), &forwarded)?;
     let served = serve(
         &config.server,

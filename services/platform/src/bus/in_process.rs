@@ -3,13 +3,22 @@
 //! Same contract as the Redis bus: per topic an ordered log; per (topic,
 //! group) a cursor shared by the group's consumers, so each message goes to
 //! one consumer of each group; messages are handed over in batches of up to
-//! [`MAX_BATCH`] (`Handler::handle_batch`; an idle consumer waits
-//! [`IDLE_LINGER`] after the first new message so that a batch gathers), and one whose handling failed is
+//! [`MAX_BATCH`] (`Handler::handle_batch`), and one whose handling failed is
 //! retried alone with a short back-off before the next batch is taken, and
-//! set aside as dead after `max_deliveries` failures. Nothing survives the process, which is
-//! fine for dev: producers keep their outbox rows until published, and a
-//! restart re-publishes none of the delivered ones. Each topic keeps at
-//! most [`MAX_RETAINED`] messages; a group further behind skips the oldest
+//! set aside as dead after `max_deliveries` failures.
+//!
+//! Nothing here survives the process, so a message counts as delivered only
+//! once every group subscribed to its topic has HANDLED it: `publish`
+//! returns then, and only then does the producer's outbox relay mark the
+//! rows published. A stop or a crash before that leaves them unmarked and
+//! the restarted relay publishes them again (consumers deduplicate by event
+//! id). Before, `publish` returned once the message was in memory: a stop
+//! while a consumer had not yet taken it lost the event for good (a
+//! catalog listing never saw its absentee bid; a sale could have lost its
+//! order). While a process mounts its services, [`EventBus::hold_deliveries`]
+//! keeps publishers waiting, so no group subscribes after messages it would
+//! have had to handle were counted as delivered. Each topic keeps at most
+//! [`MAX_RETAINED`] messages; a group further behind skips the oldest
 //! (logged).
 
 use std::collections::{HashMap, VecDeque};
@@ -19,20 +28,13 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::{
-    BoxFuture, BusError, Envelope, EventBus, HandleError, Handler, MAX_BATCH, Subscription,
+    BoxFuture, BusError, DeliveryHold, Envelope, EventBus, HandleError, Handler, MAX_BATCH,
+    Subscription,
 };
 use crate::Shutdown;
 
 /// Messages kept per topic.
 pub const MAX_RETAINED: usize = 100_000;
-
-/// How long an idle consumer waits after the first new message before it
-/// takes its batch, so that what is published meanwhile joins it. A
-/// consumer commits (and fsyncs) once per batch: woken for every commit of
-/// the producer, the embedded server's consumers made as many commits as
-/// the bidding log itself, each with its fixed cost, on the same two cores.
-/// A busy consumer never waits (it takes what piled up while it worked).
-pub const IDLE_LINGER: Duration = Duration::from_millis(10);
 
 #[derive(Debug)]
 struct Topic {
@@ -42,6 +44,9 @@ struct Topic {
     base: u64,
     /// The group cursors: the next position each group takes.
     cursors: HashMap<String, u64>,
+    /// Per group, the position up to which (exclusive) it has handled
+    /// every message: a publish waits for each group to pass its messages.
+    handled: HashMap<String, u64>,
     /// Messages that failed `max_deliveries` times.
     dead: Vec<Envelope>,
 }
@@ -52,6 +57,10 @@ pub struct InProcessBus {
     topics: Arc<Mutex<HashMap<String, Topic>>>,
     /// Bumped on every publish; consumers wait on it.
     published: watch::Sender<u64>,
+    /// Bumped whenever a group has handled a batch; publishers wait on it.
+    progress: watch::Sender<u64>,
+    /// Holds while a process mounts its services ([`EventBus::hold_deliveries`]).
+    holds: watch::Sender<usize>,
     max_deliveries: u32,
 }
 
@@ -61,6 +70,8 @@ impl InProcessBus {
         Self {
             topics: Arc::new(Mutex::new(HashMap::new())),
             published: watch::channel(0).0,
+            progress: watch::channel(0).0,
+            holds: watch::channel(0).0,
             max_deliveries: max_deliveries.max(1),
         }
     }
@@ -80,9 +91,43 @@ impl InProcessBus {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Registers `group` on `topic` (from the oldest retained message, for
+    /// a group new to the topic).
+    fn register(&self, topic: &str, group: &str) {
+        let mut topics = self.lock();
+        let topic = topics.entry(topic.to_owned()).or_insert_with(empty_topic);
+        let base = topic.base;
+        let cursor = *topic.cursors.entry(group.to_owned()).or_insert(base);
+        topic.handled.entry(group.to_owned()).or_insert(cursor);
+    }
+
+    /// Records that `group` has handled every message of `topic` before
+    /// position `upto`, and wakes the publishers waiting for it.
+    fn handled(&self, topic: &str, group: &str, upto: u64) {
+        {
+            let mut topics = self.lock();
+            let topic = topics.entry(topic.to_owned()).or_insert_with(empty_topic);
+            let handled = topic.handled.entry(group.to_owned()).or_insert(upto);
+            *handled = (*handled).max(upto);
+        }
+        self.progress.send_modify(|count| *count += 1);
+    }
+
+    /// Whether every group registered on each `(topic, end)` has handled
+    /// the topic's messages before `end`.
+    fn all_handled(&self, ends: &HashMap<String, u64>) -> bool {
+        let topics = self.lock();
+        ends.iter().all(|(name, end)| {
+            topics
+                .get(name)
+                .is_none_or(|topic| topic.handled.values().all(|handled| handled >= end))
+        })
+    }
+
     /// Takes the next messages (at most `max`) for `group` on `topic`,
-    /// advancing the cursor past them.
-    fn take(&self, topic: &str, group: &str, max: usize) -> Vec<Envelope> {
+    /// advancing the cursor past them; returns them and the position after
+    /// them.
+    fn take(&self, topic: &str, group: &str, max: usize) -> (Vec<Envelope>, u64) {
         let mut topics = self.lock();
         let topic = topics.entry(topic.to_owned()).or_insert_with(empty_topic);
         let base = topic.base;
@@ -96,11 +141,11 @@ impl InProcessBus {
             *cursor = base;
         }
         let Ok(index) = usize::try_from(*cursor - base) else {
-            return Vec::new();
+            return (Vec::new(), *cursor);
         };
         let taken: Vec<Envelope> = topic.log.iter().skip(index).take(max).cloned().collect();
         *cursor += taken.len() as u64;
-        taken
+        (taken, *cursor)
     }
 
     /// Delivers `envelope` again after its first delivery failed with
@@ -149,6 +194,7 @@ fn empty_topic() -> Topic {
         log: VecDeque::new(),
         base: 0,
         cursors: HashMap::new(),
+        handled: HashMap::new(),
         dead: Vec::new(),
     }
 }
@@ -156,6 +202,14 @@ fn empty_topic() -> Topic {
 impl EventBus for InProcessBus {
     fn publish<'a>(&'a self, envelopes: &'a [Envelope]) -> BoxFuture<'a, Result<(), BusError>> {
         Box::pin(async move {
+            // Not while the process mounts its services.
+            let mut holds = self.holds.subscribe();
+            if holds.wait_for(|holds| *holds == 0).await.is_err() {
+                return Ok(());
+            }
+            // Subscribed before the messages go in, so no progress is missed.
+            let mut progress = self.progress.subscribe();
+            let mut ends: HashMap<String, u64> = HashMap::new();
             {
                 let mut topics = self.lock();
                 for envelope in envelopes {
@@ -167,11 +221,29 @@ impl EventBus for InProcessBus {
                         topic.log.pop_front();
                         topic.base += 1;
                     }
+                    ends.insert(envelope.topic.clone(), topic.base + topic.log.len() as u64);
                 }
             }
             self.published.send_modify(|count| *count += 1);
-            Ok(())
+            // Delivered = handled by every group (see the module comment).
+            // Dropped at shutdown with the relay's task: the rows stay
+            // unmarked and are published again after the restart.
+            loop {
+                progress.borrow_and_update();
+                if self.all_handled(&ends) {
+                    return Ok(());
+                }
+                if progress.changed().await.is_err() {
+                    return Ok(());
+                }
+            }
         })
+    }
+
+    fn hold_deliveries(&self) -> DeliveryHold {
+        self.holds.send_modify(|holds| *holds += 1);
+        let holds = self.holds.clone();
+        DeliveryHold::new(move || holds.send_modify(|holds| *holds = holds.saturating_sub(1)))
     }
 
     fn subscribe(
@@ -188,6 +260,9 @@ impl EventBus for InProcessBus {
                 let group = subscription.group.clone();
                 let shutdown = subscription.shutdown.clone();
                 let handler = Arc::clone(&handler);
+                // Registered now, before any task runs: a publish from here
+                // on waits for this group too.
+                bus.register(&topic, &group);
                 tokio::spawn(async move {
                     let mut published = bus.published.subscribe();
                     loop {
@@ -195,7 +270,7 @@ impl EventBus for InProcessBus {
                         // publish during the drain wakes the next wait.
                         published.borrow_and_update();
                         loop {
-                            let batch = bus.take(&topic, &group, MAX_BATCH);
+                            let (batch, upto) = bus.take(&topic, &group, MAX_BATCH);
                             if batch.is_empty() {
                                 break;
                             }
@@ -213,16 +288,14 @@ impl EventBus for InProcessBus {
                                     return;
                                 }
                             }
+                            // Handled or dead-lettered, every one of them.
+                            bus.handled(&topic, &group, upto);
                             if shutdown.is_triggered() {
                                 return;
                             }
                         }
                         tokio::select! {
                             changed = published.changed() => if changed.is_err() { return },
-                            () = shutdown.wait() => return,
-                        }
-                        tokio::select! {
-                            () = tokio::time::sleep(IDLE_LINGER) => {}
                             () = shutdown.wait() => return,
                         }
                     }
@@ -326,6 +399,75 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(bus.dead_letters("t")[0].key, "4");
+        shutdown.trigger();
+    }
+
+    /// Handles a message only once `gate` opens.
+    struct Gated {
+        gate: tokio::sync::Semaphore,
+        handled: AtomicU32,
+    }
+
+    impl Handler for Gated {
+        fn handle<'a>(
+            &'a self,
+            _envelope: &'a Envelope,
+        ) -> BoxFuture<'a, Result<(), super::super::HandleError>> {
+            Box::pin(async move {
+                self.gate.acquire().await?.forget();
+                self.handled.fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            })
+        }
+    }
+
+    fn gated(bus: &InProcessBus, group: &str, shutdown: &Shutdown) -> Arc<Gated> {
+        let handler = Arc::new(Gated {
+            gate: tokio::sync::Semaphore::new(0),
+            handled: AtomicU32::new(0),
+        });
+        bus.subscribe(
+            Subscription {
+                group: group.to_owned(),
+                topics: vec!["t".to_owned()],
+                shutdown: shutdown.clone(),
+            },
+            handler.clone(),
+        );
+        handler
+    }
+
+    // Proves a publish returns only once every subscribed group has handled
+    // the message (what the outbox relay's mark then means), and that while
+    // deliveries are held no publish goes through: a group subscribing
+    // meanwhile is waited for too.
+    #[tokio::test]
+    async fn publish_returns_once_every_group_handled() {
+        let bus = InProcessBus::new(3);
+        let shutdown = Shutdown::new();
+        let hold = bus.hold_deliveries();
+        let early = gated(&bus, "early", &shutdown);
+        let publishing = tokio::spawn({
+            let bus = bus.clone();
+            async move { bus.publish(&[envelope("1")]).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let late = gated(&bus, "late", &shutdown);
+        drop(hold);
+        early.gate.add_permits(1);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(early.handled.load(Ordering::SeqCst), 1);
+        assert!(
+            !publishing.is_finished(),
+            "returned before the late group handled it"
+        );
+        late.gate.add_permits(1);
+        tokio::time::timeout(Duration::from_secs(5), publishing)
+            .await
+            .expect("publish returns once both handled")
+            .unwrap()
+            .unwrap();
+        assert_eq!(late.handled.load(Ordering::SeqCst), 1);
         shutdown.trigger();
     }
 }

@@ -330,6 +330,44 @@ pub trait EventBus: Send + Sync + std::fmt::Debug + 'static {
         subscription: Subscription,
         handler: Arc<dyn Handler>,
     ) -> Vec<tokio::task::JoinHandle<()>>;
+
+    /// Holds publishing until the returned guard drops: a process mounting
+    /// several services takes it first, so every consumer group of the
+    /// process has subscribed before a message can count as delivered (the
+    /// in-process bus delivers a message once every subscribed group has
+    /// handled it). Redis keeps a group's messages whenever it subscribes:
+    /// nothing to hold.
+    fn hold_deliveries(&self) -> DeliveryHold {
+        DeliveryHold::new(|| {})
+    }
+}
+
+/// See [`EventBus::hold_deliveries`]; releases the hold when dropped.
+pub struct DeliveryHold {
+    release: Option<Box<dyn FnOnce() + Send>>,
+}
+
+impl DeliveryHold {
+    /// A hold that runs `release` when dropped.
+    pub fn new(release: impl FnOnce() + Send + 'static) -> Self {
+        Self {
+            release: Some(Box::new(release)),
+        }
+    }
+}
+
+impl Drop for DeliveryHold {
+    fn drop(&mut self) {
+        if let Some(release) = self.release.take() {
+            release();
+        }
+    }
+}
+
+impl std::fmt::Debug for DeliveryHold {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("DeliveryHold")
+    }
 }
 
 /// Buses already made, per configuration (the `Arc` every service of a

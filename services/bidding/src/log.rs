@@ -739,7 +739,8 @@ impl Log {
         let _turn = self.database.write_turn().await;
         // One statement for the whole group first, where the backend has one
         // (PostgreSQL), when each shard has one batch in the group.
-        let mut together = fences.len() == items.len();
+        let mut together =
+            matches!(self.database, Database::Postgres(_)) && fences.len() == items.len();
         on_pool!(&self.database, pool => loop {
             let mut transaction = pool.begin_write(writer).await?;
             let mut results = Vec::with_capacity(items.len());
@@ -849,9 +850,12 @@ impl Log {
                     .execute(&mut *transaction)
                     .await?;
             }
-            // Last before the commit: users' activity heads are the only rows
-            // that groups of different nodes share; they stay locked from
-            // their upsert to the commit, as briefly as possible.
+            // Users' activity heads are the only rows that groups of
+            // different nodes share; they stay locked from their upsert to
+            // the commit. Statement by statement they are the last rows
+            // taken; in the one statement (PostgreSQL) they are taken with
+            // the fences, before the rest, and held through the updates
+            // below: a little longer, traded for six fewer round trips.
             if !parts.activity.is_empty() {
                 // The per-user index, in this same transaction: a few
                 // multi-row statements per group, never one per bid. First

@@ -103,14 +103,42 @@ impl InProcessBus {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Registers `group` on `topic` (from the oldest retained message, for
-    /// a group new to the topic).
-    fn register(&self, topic: &str, group: &str) {
+    /// Registers `group`'s consumer on `topic` (from the oldest retained
+    /// message, for a group new to the topic). One consumer per group and
+    /// topic: with two, a publish could return when the faster one had
+    /// handled its batch while the other had not.
+    fn register(&self, topic_name: &str, group: &str) {
         let mut topics = self.lock();
-        let topic = topics.entry(topic.to_owned()).or_insert_with(empty_topic);
+        let topic = topics
+            .entry(topic_name.to_owned())
+            .or_insert_with(empty_topic);
         let base = topic.base;
         let cursor = *topic.cursors.entry(group.to_owned()).or_insert(base);
-        topic.handled.entry(group.to_owned()).or_insert(cursor);
+        if topic.handled.insert(group.to_owned(), cursor).is_some() {
+            tracing::error!(
+                topic = topic_name,
+                group,
+                "in-process bus: a second consumer for one group and topic; a publish may count a message delivered before both handled it"
+            );
+        }
+    }
+
+    /// Forgets `group`'s consumer on `topic` (its task ended other than by
+    /// shutdown: a panic), so publishes stop waiting for it; the group's
+    /// later messages are not handled by it.
+    fn unregister(&self, topic_name: &str, group: &str) {
+        {
+            let mut topics = self.lock();
+            if let Some(topic) = topics.get_mut(topic_name) {
+                topic.handled.remove(group);
+            }
+        }
+        tracing::error!(
+            topic = topic_name,
+            group,
+            "in-process bus: a consumer stopped before shutdown; its group no longer receives this topic"
+        );
+        self.progress.send_modify(|count| *count += 1);
     }
 
     /// Records that `group` has handled every message of `topic` before
@@ -201,6 +229,24 @@ impl InProcessBus {
     }
 }
 
+/// A consumer task's registration: dropped when the task ends; unless the
+/// process is shutting down (publishes are dropped with their relays then),
+/// the group stops counting for deliveries.
+struct Registered {
+    bus: InProcessBus,
+    topic: String,
+    group: String,
+    shutdown: Shutdown,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        if !self.shutdown.is_triggered() {
+            self.bus.unregister(&self.topic, &self.group);
+        }
+    }
+}
+
 fn empty_topic() -> Topic {
     Topic {
         log: VecDeque::new(),
@@ -276,6 +322,14 @@ impl EventBus for InProcessBus {
                 // on waits for this group too.
                 bus.register(&topic, &group);
                 tokio::spawn(async move {
+                    // A task that ends before shutdown (a handler panicked)
+                    // must not leave every publish on its topic waiting.
+                    let _registered = Registered {
+                        bus: bus.clone(),
+                        topic: topic.clone(),
+                        group: group.clone(),
+                        shutdown: shutdown.clone(),
+                    };
                     let mut published = bus.published.subscribe();
                     loop {
                         // Mark the current count seen before draining, so a
@@ -484,6 +538,46 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(late.handled.load(Ordering::SeqCst), 1);
+        shutdown.trigger();
+    }
+
+    /// Panics on every message.
+    struct Panicking;
+
+    impl Handler for Panicking {
+        fn handle<'a>(
+            &'a self,
+            _envelope: &'a Envelope,
+        ) -> BoxFuture<'a, Result<(), super::super::HandleError>> {
+            Box::pin(async move { panic!("a handler bug") })
+        }
+    }
+
+    // Proves a consumer whose task died (a panicking handler) does not leave
+    // publishes on its topic waiting forever: the other groups go on.
+    #[tokio::test]
+    async fn a_dead_consumer_does_not_hold_publishing() {
+        let bus = InProcessBus::new(3);
+        let shutdown = Shutdown::new();
+        bus.subscribe(
+            Subscription {
+                group: "broken".to_owned(),
+                topics: vec!["t".to_owned()],
+                shutdown: shutdown.clone(),
+            },
+            Arc::new(Panicking),
+        );
+        let healthy = gated(&bus, "healthy", &shutdown);
+        healthy.gate.add_permits(2);
+        tokio::time::timeout(Duration::from_secs(5), bus.publish(&[envelope("1")]))
+            .await
+            .expect("the first publish returns once the broken consumer is gone")
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(5), bus.publish(&[envelope("2")]))
+            .await
+            .expect("and so does the next")
+            .unwrap();
+        assert_eq!(healthy.handled.load(Ordering::SeqCst), 2);
         shutdown.trigger();
     }
 }

@@ -517,16 +517,32 @@ mod tests {
         let shutdown = Shutdown::new();
         let hold = bus.hold_deliveries();
         let early = gated(&bus, "early", &shutdown);
+        // The early group would handle the message at once.
+        early.gate.add_permits(1);
         let publishing = tokio::spawn({
             let bus = bus.clone();
             async move { bus.publish(&[envelope("1")]).await }
         });
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // A negative check: ten times the consumers' linger, in which an
+        // unheld publish is handled.
+        tokio::time::sleep(IDLE_LINGER * 10).await;
+        assert_eq!(
+            early.handled.load(Ordering::SeqCst),
+            0,
+            "published through the hold"
+        );
         let late = gated(&bus, "late", &shutdown);
         drop(hold);
-        early.gate.add_permits(1);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert_eq!(early.handled.load(Ordering::SeqCst), 1);
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while early.handled.load(Ordering::SeqCst) == 0 {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("the early group handles the message");
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
         assert!(
             !publishing.is_finished(),
             "returned before the late group handled it"

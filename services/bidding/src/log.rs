@@ -746,7 +746,6 @@ impl Log {
             let mut results = Vec::with_capacity(items.len());
             let mut accepted: Vec<(i64, i64, &Batch)> = Vec::with_capacity(items.len());
             let mut heads = None;
-            let mut in_one_statement = false;
             let written = if together {
                 let all = items
                     .iter()
@@ -757,7 +756,6 @@ impl Log {
                     Ok(Some(written)) if written.raised.len() == fence_rows.len() => {
                         results.extend(items.iter().map(|_| Ok(())));
                         heads = Some(written.heads);
-                        in_one_statement = true;
                         Some((all, parts))
                     }
                     Ok(None) => None,
@@ -850,6 +848,8 @@ impl Log {
                     .execute(&mut *transaction)
                     .await?;
             }
+            // Only the one statement returns heads.
+            let in_one_statement = heads.is_some();
             // Users' activity heads are the only rows that groups of
             // different nodes share; they stay locked from their upsert to
             // the commit. Statement by statement they are the last rows
